@@ -1,0 +1,460 @@
+//! Stage 3, validate: the rules that span methods (bindings, compensations, pivots), turning
+//! the model into a plan that code generation can read without failing.
+
+use proc_macro2::Span;
+use syn::{Ident, Path, Type};
+
+use super::model::{self, FnModel, Output, Receiver, SagaModel, StepModel};
+use crate::diag::{self, Errors};
+use crate::symbol;
+
+/// A saga that passed every check.
+pub(crate) struct SagaPlan {
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) input: Type,
+    pub(crate) krate: Path,
+    pub(crate) context_ident: Ident,
+    pub(crate) state_ident: Ident,
+    pub(crate) self_ty: Type,
+    pub(crate) steps: Vec<StepPlan>,
+}
+
+pub(crate) struct StepPlan {
+    pub(crate) ident: Ident,
+    pub(crate) name: String,
+    /// The state-enum variant while this step is next or running.
+    pub(crate) variant: Ident,
+    pub(crate) output: Type,
+    pub(crate) params: Vec<ParamPlan>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) backoff_initial_ms: Option<u64>,
+    pub(crate) backoff_multiplier: Option<f64>,
+    pub(crate) backoff_max_ms: Option<u64>,
+    pub(crate) jitter: Option<f64>,
+    pub(crate) pivot: bool,
+    pub(crate) compensation: Option<CompensationPlan>,
+}
+
+pub(crate) struct CompensationPlan {
+    pub(crate) ident: Ident,
+    pub(crate) name: String,
+    /// The state-enum variant while this compensation is next or running.
+    pub(crate) variant: Ident,
+    pub(crate) params: Vec<ParamPlan>,
+    pub(crate) uses_own_output: bool,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) retries: Option<u32>,
+}
+
+pub(crate) struct ParamPlan {
+    pub(crate) ident: Ident,
+    /// `T` in the parameter's `&T`.
+    pub(crate) referent: Type,
+    pub(crate) binding: Binding,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    Input,
+    Output(usize),
+    StepContext,
+}
+
+/// Names of the state variants that do not belong to a step.
+const TERMINAL_VARIANTS: &[&str] = &["Completed", "Failed", "CompensationFailed", "Parked"];
+
+/// Checks the model; returns a plan only if no error was found anywhere.
+pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan> {
+    let name = match &model.name {
+        Some(lit) => lit.value(),
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `name` in `#[saga(..)]`: the saga's durable name, such as `#[saga(name = \"order_workflow\", input = OrderInput)]`",
+            );
+            String::new()
+        }
+    };
+    let input = match &model.input {
+        Some(ty) => ty.clone(),
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `input` in `#[saga(..)]`: the type of the saga's input, such as `#[saga(name = \"order_workflow\", input = OrderInput)]`",
+            );
+            syn::parse_quote!(())
+        }
+    };
+    if model.steps.is_empty() {
+        errors.at(
+            model.self_span,
+            "a saga needs at least one step: mark its methods with `#[step]`",
+        );
+    }
+
+    check_step_names(&model, errors);
+    let steps: Vec<StepPlan> = model
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(index, step)| step_plan(&model, index, step, errors))
+        .collect();
+
+    if !errors.is_empty() || steps.len() != model.steps.len() {
+        return None;
+    }
+    Some(SagaPlan {
+        fingerprint: fingerprint(&name, &steps),
+        name,
+        input,
+        krate: model.krate,
+        context_ident: model.context_ident,
+        state_ident: model.state_ident,
+        self_ty: model.self_ty,
+        steps,
+    })
+}
+
+/// Duplicate names, the reserved name `input`, and state-variant collisions.
+fn check_step_names(model: &SagaModel, errors: &mut Errors) {
+    let mut variants: Vec<String> = TERMINAL_VARIANTS.iter().map(|v| (*v).to_owned()).collect();
+    for (index, step) in model.steps.iter().enumerate() {
+        let func = &step.func;
+        if model.steps[..index]
+            .iter()
+            .any(|earlier| earlier.func.name == func.name)
+        {
+            errors.spanned(
+                &func.ident,
+                format_args!(
+                    "two steps are named `{}`; step names must be unique",
+                    func.name
+                ),
+            );
+            continue;
+        }
+        if func.name == symbol::INPUT_PARAM {
+            errors.spanned(
+                &func.ident,
+                "a step cannot be named `input`: that name binds the saga's input",
+            );
+            continue;
+        }
+        let variant = camel_case(&func.name);
+        let compensating = format!("Compensating{variant}");
+        for candidate in [&variant, &compensating] {
+            if variants.contains(candidate) {
+                errors.spanned(
+                    &func.ident,
+                    format_args!(
+                        "step `{}` would be the state `{}::{candidate}`, which is taken; rename the step",
+                        func.name, model.state_ident
+                    ),
+                );
+            }
+        }
+        variants.push(variant);
+        variants.push(compensating);
+    }
+}
+
+fn step_plan(
+    model: &SagaModel,
+    index: usize,
+    step: &StepModel,
+    errors: &mut Errors,
+) -> Option<StepPlan> {
+    let func = &step.func;
+    let args = &step.args;
+    check_shape(func, "a step", errors);
+    let output = match &func.output {
+        Output::Result(ok) => Some((**ok).clone()),
+        Output::NotResult(span) => {
+            errors.at(
+                *span,
+                format_args!(
+                    "step `{}` must return `Result<T, E>` where `E: Into<StepError>`",
+                    func.name
+                ),
+            );
+            None
+        }
+        Output::Unit(span) => {
+            errors.at(
+                *span,
+                format_args!(
+                    "step `{}` must return `Result<T, E>` where `E: Into<StepError>`; it returns nothing",
+                    func.name
+                ),
+            );
+            None
+        }
+    };
+    let params = bind_params(model, index, func, false, errors);
+
+    if let (Some(initial), Some(max)) = (args.backoff_initial, args.backoff_max)
+        && max.value < initial.value
+    {
+        errors.at(max.span, "`backoff_max` is shorter than `backoff_initial`");
+    }
+    if let (Some(pivot), Some(_)) = (args.pivot, &args.compensate) {
+        errors.at(
+            pivot,
+            "a `pivot` step cannot have `compensate`: once a pivot completes, the saga never compensates",
+        );
+    }
+    if args.compensate.is_none() {
+        if let Some(key) = args.compensate_timeout {
+            errors.at(key.span, "`compensate_timeout` needs `compensate`");
+        }
+        if let Some(key) = args.compensate_retries {
+            errors.at(key.span, "`compensate_retries` needs `compensate`");
+        }
+    }
+
+    let compensation = args
+        .compensate
+        .as_ref()
+        .and_then(|target| compensation_plan(model, index, step, target, errors));
+
+    let variant = Ident::new(&camel_case(&func.name), func.ident.span());
+    Some(StepPlan {
+        ident: func.ident.clone(),
+        name: func.name.clone(),
+        variant,
+        output: output?,
+        params: params?,
+        timeout_ms: args.timeout.map(|t| t.value),
+        retries: args.retries.map(|r| r.value),
+        backoff_initial_ms: args.backoff_initial.map(|d| d.value),
+        backoff_multiplier: args.backoff_multiplier.map(|m| m.value),
+        backoff_max_ms: args.backoff_max.map(|d| d.value),
+        jitter: args.jitter.map(|j| j.value),
+        pivot: args.pivot.is_some(),
+        compensation: match (&args.compensate, compensation) {
+            (Some(_), None) => return None,
+            (_, plan) => plan,
+        },
+    })
+}
+
+fn compensation_plan(
+    model: &SagaModel,
+    index: usize,
+    step: &StepModel,
+    target: &Ident,
+    errors: &mut Errors,
+) -> Option<CompensationPlan> {
+    let wanted = model::unraw(target);
+    let Some(func) = model.methods.iter().find(|m| m.name == wanted) else {
+        if model.steps.iter().any(|s| s.func.name == wanted) {
+            errors.spanned(
+                target,
+                format_args!(
+                    "`{wanted}` is a step; a compensation is a plain method of the impl, without `#[step]`"
+                ),
+            );
+        } else {
+            let hint = diag::suggestion(&wanted, model.methods.iter().map(|m| m.name.as_str()));
+            errors.spanned(
+                target,
+                format_args!(
+                    "no method `{wanted}` in this impl to compensate `{}`{hint}",
+                    step.func.name
+                ),
+            );
+        }
+        return None;
+    };
+    check_shape(func, "a compensation", errors);
+    match &func.output {
+        Output::Result(_) => {}
+        Output::NotResult(span) | Output::Unit(span) => errors.at(
+            *span,
+            format_args!(
+                "compensation `{}` must return `Result<(), E>` where `E: Into<StepError>`",
+                func.name
+            ),
+        ),
+    }
+    let params = bind_params(model, index, func, true, errors)?;
+    let uses_own_output = params.iter().any(|p| p.binding == Binding::Output(index));
+    Some(CompensationPlan {
+        ident: func.ident.clone(),
+        name: func.name.clone(),
+        variant: Ident::new(
+            &format!("Compensating{}", camel_case(&step.func.name)),
+            step.func.ident.span(),
+        ),
+        params,
+        uses_own_output,
+        timeout_ms: step.args.compensate_timeout.map(|t| t.value),
+        retries: step.args.compensate_retries.map(|r| r.value),
+    })
+}
+
+/// `async`, `&self`, no generics.
+fn check_shape(func: &FnModel, what: &str, errors: &mut Errors) {
+    if !func.is_async {
+        errors.at(
+            func.sig_span,
+            format_args!("{what} must be an `async fn`: `{}` is not async", func.name),
+        );
+    }
+    match func.receiver {
+        Receiver::SharedRef => {}
+        Receiver::Other(span) | Receiver::Missing(span) => errors.at(
+            span,
+            format_args!("{what} takes `&self` as its first parameter"),
+        ),
+    }
+    if let Some(span) = func.generics {
+        errors.at(
+            span,
+            format_args!("{what} cannot be generic: its data flows through concrete types"),
+        );
+    }
+}
+
+/// Binds each parameter of `func` (step `index`, or its compensation) to its source.
+fn bind_params(
+    model: &SagaModel,
+    index: usize,
+    func: &FnModel,
+    is_compensation: bool,
+    errors: &mut Errors,
+) -> Option<Vec<ParamPlan>> {
+    let step_name = &model.steps[index].func.name;
+    let mut plans = Vec::new();
+    let mut ok = true;
+    for param in &func.params {
+        let Some(ident) = &param.ident else {
+            ok = false;
+            continue;
+        };
+        let Some(referent) = &param.referent else {
+            errors.spanned(
+                &param.ty,
+                format_args!(
+                    "parameters of steps and compensations are shared references: write `&{}`",
+                    model::type_text(&param.ty)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        let name = model::unraw(ident);
+        let binding = if param.is_step_context {
+            Some(Binding::StepContext)
+        } else if name == symbol::INPUT_PARAM {
+            Some(Binding::Input)
+        } else if let Some(source) = model.steps.iter().position(|s| s.func.name == name) {
+            if source < index || (is_compensation && source == index) {
+                Some(Binding::Output(source))
+            } else if source == index {
+                errors.spanned(
+                    ident,
+                    format_args!(
+                        "step `{step_name}` cannot take its own output; only its compensation can"
+                    ),
+                );
+                None
+            } else {
+                let who = if is_compensation {
+                    format!("the compensation of `{step_name}`")
+                } else {
+                    format!("step `{step_name}`")
+                };
+                errors.spanned(
+                    ident,
+                    format_args!(
+                        "`{name}` runs after `{step_name}`, so {who} cannot use its output; only earlier steps' outputs are available"
+                    ),
+                );
+                None
+            }
+        } else {
+            let mut available = vec![symbol::INPUT_PARAM];
+            available.extend(model.steps[..index].iter().map(|s| s.func.name.as_str()));
+            if is_compensation {
+                available.push(step_name);
+            }
+            let hint = diag::suggestion(&name, available.iter().copied());
+            let listed = available
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            errors.spanned(
+                ident,
+                format_args!(
+                    "`{name}` is neither the saga input nor an earlier step{hint}\nparameters bind by name to one of {listed}, or by type to `&StepContext`"
+                ),
+            );
+            None
+        };
+        match binding {
+            Some(binding) => plans.push(ParamPlan {
+                ident: ident.clone(),
+                referent: referent.clone(),
+                binding,
+            }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(plans)
+}
+
+/// `create_backtest` → `CreateBacktest`.
+pub(crate) fn camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'S');
+    }
+    out
+}
+
+/// FNV-1a (64 bit) over the saga name and the ordered step names: stable across compiler
+/// versions, unlike `DefaultHasher`.
+fn fingerprint(name: &str, steps: &[StepPlan]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    feed(name.as_bytes());
+    for step in steps {
+        feed(step.name.as_bytes());
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::camel_case;
+
+    #[test]
+    fn camel() {
+        assert_eq!(camel_case("create_backtest"), "CreateBacktest");
+        assert_eq!(camel_case("step"), "Step");
+        assert_eq!(camel_case("a__b"), "AB");
+        assert_eq!(camel_case("_1x"), "S1x");
+    }
+}

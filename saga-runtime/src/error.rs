@@ -1,0 +1,429 @@
+//! Errors: [`StepError`] from user steps, [`SagaError`] from the runtime, [`StoreError`] from
+//! the stores.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crate::definition::SagaState;
+
+/// A `Result` whose error defaults to [`SagaError`].
+pub type Result<T, E = SagaError> = std::result::Result<T, E>;
+
+/// How the executor treats a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Retry with backoff while the step's retry budget lasts (the default).
+    Retryable,
+    /// Do not retry: compensate now.
+    Permanent,
+    /// Retry after this delay instead of the backoff delay (still within the budget).
+    RetryAfter(Duration),
+}
+
+/// The error of a step or compensation attempt.
+///
+/// Any `std::error::Error` converts into a retryable `StepError` with `?`; use
+/// [`StepError::permanent`] (or [`ResultExt::permanent`]) for errors that retrying cannot fix.
+/// `StepError` itself does not implement `std::error::Error`, so that blanket conversion can
+/// exist (as with `anyhow::Error`).
+///
+/// ```
+/// use saga_runtime::{ResultExt, StepError};
+/// use std::time::Duration;
+///
+/// fn parse(amount: &str) -> Result<i64, StepError> {
+///     // A malformed amount will not get better by retrying.
+///     amount.parse::<i64>().permanent()
+/// }
+/// assert!(parse("x").unwrap_err().is_permanent());
+///
+/// let throttled = StepError::retry_after(Duration::from_secs(2), "rate limited").with_type("throttled");
+/// assert_eq!(throttled.retry_after_delay(), Some(Duration::from_secs(2)));
+/// assert_eq!(throttled.error_type(), "throttled");
+/// ```
+pub struct StepError {
+    class: ErrorClass,
+    message: String,
+    error_type: Cow<'static, str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StepError {
+    /// A retryable error with a message.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self::with_class(ErrorClass::Retryable, message.to_string(), "retryable")
+    }
+
+    /// A permanent error: no retry, the saga compensates now.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Self::with_class(ErrorClass::Permanent, message.to_string(), "permanent")
+    }
+
+    /// A retryable error that asks for a given delay before the next attempt.
+    pub fn retry_after(delay: Duration, message: impl fmt::Display) -> Self {
+        Self::with_class(
+            ErrorClass::RetryAfter(delay),
+            message.to_string(),
+            "retry_after",
+        )
+    }
+
+    /// A retryable error wrapping `error`; its type name becomes the metric's `error_type`.
+    pub fn new<E>(error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let mut message = error.to_string();
+        let mut cause = error.source();
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = inner.source();
+        }
+        StepError {
+            class: ErrorClass::Retryable,
+            message,
+            error_type: Cow::Borrowed(short_type_name::<E>()),
+            source: Some(Box::new(error)),
+        }
+    }
+
+    fn with_class(class: ErrorClass, message: String, error_type: &'static str) -> Self {
+        StepError {
+            class,
+            message,
+            error_type: Cow::Borrowed(error_type),
+            source: None,
+        }
+    }
+
+    /// The same error, made permanent.
+    #[must_use]
+    pub fn into_permanent(mut self) -> Self {
+        self.class = ErrorClass::Permanent;
+        self
+    }
+
+    /// The same error, asking for `delay` before the next attempt.
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.class = ErrorClass::RetryAfter(delay);
+        self
+    }
+
+    /// Sets the `error_type` label of `saga_step_failed_total`. Keep the set of values small
+    /// and fixed (a code, not a message): each value is a time series.
+    #[must_use]
+    pub fn with_type(mut self, error_type: &'static str) -> Self {
+        self.error_type = Cow::Borrowed(error_type);
+        self
+    }
+
+    /// How the executor treats this error.
+    #[must_use]
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    /// Whether another attempt may be made.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        !self.is_permanent()
+    }
+
+    /// Whether retrying is pointless.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        self.class == ErrorClass::Permanent
+    }
+
+    /// The delay the error asked for, if any.
+    #[must_use]
+    pub fn retry_after_delay(&self) -> Option<Duration> {
+        match self.class {
+            ErrorClass::RetryAfter(delay) => Some(delay),
+            _ => None,
+        }
+    }
+
+    /// The message, with the messages of its causes.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `error_type` label for metrics.
+    #[must_use]
+    pub fn error_type(&self) -> &str {
+        &self.error_type
+    }
+
+    /// The wrapped error, if the `StepError` was made from one.
+    #[must_use]
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
+    /// The error the runtime records when an attempt runs out of time.
+    pub(crate) fn timeout(limit: Duration) -> Self {
+        Self::with_class(
+            ErrorClass::Retryable,
+            format!(
+                "attempt timed out after {}",
+                humantime::format_duration(limit)
+            ),
+            "timeout",
+        )
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("class", &self.class)
+            .field("error_type", &self.error_type)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> From<E> for StepError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        StepError::new(error)
+    }
+}
+
+/// The type's path without generic arguments: bounded, so safe as a metric label.
+fn short_type_name<E>() -> &'static str {
+    let name = std::any::type_name::<E>();
+    name.split('<').next().unwrap_or(name)
+}
+
+/// Classifies errors on the way out of a step.
+pub trait ResultExt<T> {
+    /// Marks the error permanent: no retry, compensate now.
+    ///
+    /// # Errors
+    /// The original error, converted and made permanent.
+    fn permanent(self) -> std::result::Result<T, StepError>;
+
+    /// Asks for `delay` before the next attempt.
+    ///
+    /// # Errors
+    /// The original error, converted, with the delay attached.
+    fn retry_after(self, delay: Duration) -> std::result::Result<T, StepError>;
+
+    /// Sets the error's `error_type` metric label.
+    ///
+    /// # Errors
+    /// The original error, converted, with the label attached.
+    fn error_type(self, error_type: &'static str) -> std::result::Result<T, StepError>;
+}
+
+impl<T, E: Into<StepError>> ResultExt<T> for std::result::Result<T, E> {
+    fn permanent(self) -> std::result::Result<T, StepError> {
+        self.map_err(|e| e.into().into_permanent())
+    }
+
+    fn retry_after(self, delay: Duration) -> std::result::Result<T, StepError> {
+        self.map_err(|e| e.into().with_retry_after(delay))
+    }
+
+    fn error_type(self, error_type: &'static str) -> std::result::Result<T, StepError> {
+        self.map_err(|e| e.into().with_type(error_type))
+    }
+}
+
+/// An error of the saga runtime (as opposed to a step's own failure, which is part of a
+/// saga's [`Outcome`](crate::Outcome)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SagaError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No saga has this id.
+    #[error("saga `{saga_id}` not found")]
+    NotFound {
+        /// The id looked up.
+        saga_id: String,
+    },
+    /// The stored saga was written by a definition of another shape.
+    #[error(
+        "saga `{saga_id}` was checkpointed by definition `{stored_definition}` (fingerprint {stored_fingerprint}), which does not match `{definition}` (fingerprint {fingerprint}); deploy the matching code or close the saga by hand"
+    )]
+    FingerprintMismatch {
+        /// The saga.
+        saga_id: String,
+        /// The definition named in the row.
+        stored_definition: String,
+        /// The fingerprint in the row.
+        stored_fingerprint: String,
+        /// The definition asked to resume it.
+        definition: &'static str,
+        /// Its fingerprint.
+        fingerprint: &'static str,
+    },
+    /// The stored context does not decode as the definition's context type.
+    #[error(
+        "saga `{saga_id}`: its stored context does not decode as `{definition}`'s context: {reason}"
+    )]
+    Decode {
+        /// The saga.
+        saga_id: String,
+        /// The definition that tried.
+        definition: &'static str,
+        /// What serde said.
+        reason: String,
+    },
+    /// The context did not serialize.
+    #[error("saga `{saga_id}`: its context does not serialize: {reason}")]
+    Encode {
+        /// The saga.
+        saga_id: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// The serialized context is larger than the configured limit.
+    #[error("saga `{saga_id}`: its context is {size} bytes, above the limit of {limit} bytes")]
+    ContextTooLarge {
+        /// The saga.
+        saga_id: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Another live runner holds the saga's lease.
+    #[error("saga `{saga_id}` is owned by runner `{owner}` whose lease has not expired")]
+    Leased {
+        /// The saga.
+        saga_id: String,
+        /// The runner that holds it.
+        owner: String,
+    },
+    /// Another runner took the saga over (this runner's lease had expired); its writes are
+    /// fenced off and it stopped.
+    #[error("lost ownership of saga `{saga_id}`: another runner took it over")]
+    LostOwnership {
+        /// The saga.
+        saga_id: String,
+    },
+    /// The id is taken by a saga of another definition.
+    #[error("saga id `{saga_id}` is taken by a saga of definition `{existing}`")]
+    IdConflict {
+        /// The id.
+        saga_id: String,
+        /// The definition of the existing saga.
+        existing: String,
+    },
+    /// The action is not allowed in the saga's state.
+    #[error("saga `{saga_id}` is {state}; cannot {action}")]
+    InvalidState {
+        /// The saga.
+        saga_id: String,
+        /// Its state.
+        state: SagaState,
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// An error of a [`SagaStore`](crate::store::SagaStore).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database returned an error.
+    #[cfg(feature = "_sqlx")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[cfg(feature = "_sqlx")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    #[error("migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The write was fenced off: the row's version moved (another runner or an operator
+    /// changed the saga), so this writer no longer owns it.
+    #[error("write to saga `{saga_id}` was fenced off: expected version {expected}, found {found}")]
+    Fenced {
+        /// The saga.
+        saga_id: String,
+        /// The version the writer held.
+        expected: i64,
+        /// The version in the row (`-1` if the row is gone).
+        found: i64,
+    },
+    /// No saga has this id.
+    #[error("saga `{saga_id}` not found")]
+    NotFound {
+        /// The id.
+        saga_id: String,
+    },
+    /// A row does not decode (unknown state, bad number); it was left as it is.
+    #[error("saga `{saga_id}`: stored row is invalid: {reason}")]
+    Corrupt {
+        /// The saga.
+        saga_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database has no saga tables, or an older schema.
+    #[error(
+        "database is not migrated: {0}; run `saga migrate` or open the store with migrations on"
+    )]
+    NotMigrated(String),
+    /// The action is not allowed in the saga's state.
+    #[error("saga `{saga_id}` is {state}; cannot {action}")]
+    InvalidState {
+        /// The saga.
+        saga_id: String,
+        /// Its state.
+        state: SagaState,
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// A value given to the store is invalid (a URL, a setting).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn conversion_keeps_the_chain_and_the_type() {
+        let err: StepError = Outer(std::io::Error::other("disk full")).into();
+        assert_eq!(err.message(), "outer: disk full");
+        assert!(err.error_type().ends_with("Outer"));
+        assert!(err.is_retryable());
+        assert!(err.source().is_some());
+    }
+}

@@ -1,0 +1,149 @@
+//! The background loops of a runner: lease renewal, and recovery of sagas whose owner
+//! stopped. Both hold only a weak reference, so they end with the orchestrator.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Inner;
+use super::active::Entered;
+use crate::error::SagaError;
+use crate::store::{ClaimExpired, SagaRecord};
+
+/// Renew at most this many leases per statement.
+const RENEW_CHUNK: usize = 500;
+
+pub(crate) fn spawn(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let mut stop = inner.shutdown.subscribe();
+    let renew_every = (inner.settings.lease / 3).max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            renew(&inner, renew_every).await;
+        }
+    });
+
+    if !inner.settings.recovery {
+        return;
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let mut stop = inner.shutdown.subscribe();
+    let every = inner.settings.recovery_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(error) = recover_once(&inner, false).await {
+                tracing::warn!(%error, "recovery pass failed");
+            }
+        }
+    });
+}
+
+/// Extends the leases of sagas executing here that have not been written for a while.
+async fn renew(inner: &Inner, quiet: Duration) {
+    let quiet_ms = u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX);
+    let ids = inner.active.quiet_since(quiet_ms);
+    for chunk in ids.chunks(RENEW_CHUNK) {
+        match inner
+            .store
+            .renew(&inner.runner_id, chunk, inner.settings.lease)
+            .await
+        {
+            Ok(renewed) => {
+                inner.active.touch_all(&renewed);
+                if renewed.len() < chunk.len() {
+                    for id in chunk.iter().filter(|id| !renewed.contains(id)) {
+                        tracing::warn!(saga_id = %id, "lease not renewed: the saga has a new owner or ended");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "lease renewal failed"),
+        }
+    }
+}
+
+/// One recovery pass: claims expired sagas this runner can run and spawns them. With
+/// `wait`, waits for the recovered sagas to end.
+pub(crate) async fn recover_once(inner: &Arc<Inner>, wait: bool) -> Result<usize, SagaError> {
+    let mut total = 0;
+    loop {
+        let sagas = inner
+            .sagas
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if sagas.is_empty() {
+            return Ok(total);
+        }
+        let definitions: Vec<&'static str> = sagas.keys().copied().collect();
+        let active = inner.active.clone();
+        let filter = |record: &SagaRecord| -> bool {
+            if active.contains(&record.saga_id) {
+                return false;
+            }
+            match sagas.get(record.definition.as_str()) {
+                Some(saga) => match saga.check(record) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(saga_id = %record.saga_id, %error, "cannot recover saga; left as it is");
+                        false
+                    }
+                },
+                None => false,
+            }
+        };
+        let batch = inner.settings.recovery_batch;
+        let claimed = inner
+            .store
+            .claim_expired(
+                ClaimExpired {
+                    owner: inner.runner_id.clone(),
+                    lease: inner.settings.lease,
+                    definitions,
+                    limit: batch,
+                },
+                &filter,
+            )
+            .await?;
+        let count = claimed.len();
+        total += count;
+        let mut handles = Vec::with_capacity(if wait { count } else { 0 });
+        for record in claimed {
+            let Some(saga) = sagas.get(record.definition.as_str()).cloned() else {
+                continue;
+            };
+            let id: Arc<str> = record.saga_id.as_str().into();
+            let Entered::Run(guard) = inner.active.enter(&id) else {
+                continue;
+            };
+            let task = saga.resume(inner.clone(), guard, record);
+            let handle = tokio::spawn(async move {
+                match task.await {
+                    Ok(state) => tracing::info!(saga_id = %id, %state, "recovered saga ended"),
+                    Err(error) => tracing::warn!(saga_id = %id, %error, "recovered saga stopped"),
+                }
+            });
+            if wait {
+                handles.push(handle);
+            }
+        }
+        for handle in handles {
+            let _ = handle.await;
+        }
+        if count < batch as usize {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,844 @@
+//! The state machine that drives one saga: attempts, retries, compensation, pivots,
+//! cancellation, parking. Every transition is written (fenced) before the next attempt starts.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::Inner;
+use super::active::ActiveGuard;
+use crate::audit::{AuditHeader, EventType, NewEvent};
+use crate::backoff::{Policy, Rng};
+use crate::config::SagaConfig;
+use crate::context::StepContext;
+use crate::definition::{Saga, SagaState, StepSpec};
+use crate::error::{SagaError, StepError, StoreError};
+use crate::executor::{Failure, Outcome};
+use crate::metrics::TypeMetrics;
+use crate::store::{Checkpoint, Saved};
+
+/// One saga being executed by this runner.
+pub(crate) struct Run<'a, S: Saga> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) saga: &'a S,
+    pub(crate) guard: ActiveGuard,
+    pub(crate) id: Arc<str>,
+    pub(crate) header: Arc<AuditHeader>,
+    pub(crate) config: SagaConfig,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) metrics: TypeMetrics,
+    pub(crate) ctx: S::Context,
+    /// The context changed since the last written checkpoint.
+    pub(crate) ctx_dirty: bool,
+    pub(crate) state: SagaState,
+    pub(crate) step: usize,
+    pub(crate) attempt: u32,
+    pub(crate) version: i64,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) rng: Rng,
+}
+
+/// A transition to write.
+struct Draft {
+    state: SagaState,
+    step: usize,
+    attempt: u32,
+    context: Option<String>,
+    events: Vec<NewEvent>,
+    progress: bool,
+    parked_from: Option<SagaState>,
+    unless_cancelled: bool,
+    /// Clear a pending cancellation request: it was acted on, or cannot be.
+    clear_cancel: bool,
+}
+
+impl Draft {
+    fn new(state: SagaState, step: usize, attempt: u32, events: Vec<NewEvent>) -> Self {
+        Draft {
+            state,
+            step,
+            attempt,
+            context: None,
+            events,
+            progress: false,
+            parked_from: None,
+            unless_cancelled: false,
+            clear_cancel: state != SagaState::Running,
+        }
+    }
+}
+
+/// A failed attempt.
+struct AttemptError {
+    error: StepError,
+    timed_out: bool,
+}
+
+/// Keeps `saga_running_current` right even if the task is dropped mid-saga.
+struct RunningGauge(TypeMetrics);
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        self.0.running_dec();
+    }
+}
+
+impl<S: Saga> Run<'_, S> {
+    /// Runs the saga until it completes, fails, needs a person, or cannot write.
+    pub(crate) async fn drive(mut self) -> Result<Outcome<S>, SagaError> {
+        let span = tracing::info_span!(
+            "saga",
+            saga_id = %self.id,
+            saga_type = %self.header.saga_type,
+            definition = S::DEFINITION.name(),
+        );
+        async move {
+            self.metrics.running_inc();
+            let _gauge = RunningGauge(self.metrics.clone());
+            let started = Instant::now();
+            loop {
+                match self.state {
+                    SagaState::Running => self.forward().await?,
+                    SagaState::Compensating => self.backward().await?,
+                    _ => break,
+                }
+            }
+            self.metrics.saga_finished(self.state, started.elapsed());
+            tracing::info!(state = %self.state, "saga ended");
+            Ok(self.outcome())
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn outcome(self) -> Outcome<S> {
+        Outcome {
+            saga_id: self.id.to_string(),
+            state: self.state,
+            step_index: self.step,
+            context: self.ctx,
+            failure: self.failure,
+            existing: false,
+        }
+    }
+
+    fn steps() -> &'static [StepSpec] {
+        S::DEFINITION.steps()
+    }
+
+    fn event(&self, events: &mut Vec<NewEvent>, make: impl FnOnce() -> NewEvent) {
+        if self.config.enable_audit_log {
+            events.push(make());
+        }
+    }
+
+    /// Whether a pivot step has completed: from then on the saga only goes forward.
+    fn pivot_passed(&self) -> bool {
+        Self::steps()
+            .iter()
+            .enumerate()
+            .any(|(index, step)| step.pivot && S::has_output(&self.ctx, index))
+    }
+
+    /// The newest completed step before `below` that has a compensation.
+    fn next_compensable(&self, below: usize) -> Option<usize> {
+        (0..below).rev().find(|&index| {
+            Self::steps()
+                .get(index)
+                .is_some_and(|s| s.compensation.is_some())
+                && S::has_output(&self.ctx, index)
+        })
+    }
+
+    fn corrupt(&self, reason: String) -> SagaError {
+        SagaError::Store(StoreError::Corrupt {
+            saga_id: self.id.to_string(),
+            reason,
+        })
+    }
+
+    /// The context as JSON, within the size limit.
+    pub(crate) fn encode(&self) -> Result<String, SagaError> {
+        encode_context::<S>(&self.id, &self.ctx, self.inner.settings.max_context_bytes)
+    }
+
+    /// Writes a transition. `Ok(Some(reason))`: refused because a cancellation is pending
+    /// (only with `unless_cancelled`); nothing was written.
+    async fn write(&mut self, mut draft: Draft) -> Result<Option<String>, SagaError> {
+        if draft.context.is_none() && self.ctx_dirty {
+            draft.context = Some(self.encode()?);
+        }
+        let wrote_context = draft.context.is_some();
+        let (error, failed_step) = match &self.failure {
+            Some(f) => (Some(f.message.clone()), f.step.clone()),
+            None => (None, None),
+        };
+        let checkpoint = Checkpoint {
+            saga_id: self.id.clone(),
+            owner: self.inner.runner_id.clone(),
+            expected_version: self.version,
+            state: draft.state,
+            step_index: u32::try_from(draft.step).unwrap_or(u32::MAX),
+            current_step: Self::steps().get(draft.step).map(StepSpec::name),
+            attempt: draft.attempt,
+            context: draft.context,
+            error,
+            failed_step,
+            progress: draft.progress,
+            parked_from: draft.parked_from,
+            unless_cancelled: draft.unless_cancelled,
+            clear_cancel: draft.clear_cancel,
+            lease: self.inner.settings.lease,
+            header: self.header.clone(),
+            events: draft.events,
+        };
+        match self.inner.store.save(checkpoint).await {
+            Ok(Saved::Written { version }) => {
+                self.version = version;
+                if wrote_context {
+                    self.ctx_dirty = false;
+                }
+                self.guard.touch();
+                Ok(None)
+            }
+            Ok(Saved::Cancelled { reason }) => Ok(Some(reason)),
+            Err(StoreError::Fenced { .. }) => {
+                tracing::warn!("fenced off: another runner owns the saga now");
+                Err(SagaError::LostOwnership {
+                    saga_id: self.id.to_string(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Writes a transition that starts a forward attempt. A pending cancellation is acted
+    /// on (`Some(reason)`, nothing written) unless a pivot has passed, in which case it is
+    /// recorded as ignored and the write goes through.
+    async fn write_forward(&mut self, draft: Draft) -> Result<Option<String>, SagaError> {
+        let pivot_passed = self.pivot_passed();
+        let (state, step, attempt, progress) =
+            (draft.state, draft.step, draft.attempt, draft.progress);
+        let mut events_again = if pivot_passed {
+            draft.events.clone()
+        } else {
+            Vec::new()
+        };
+        let mut draft = Draft {
+            unless_cancelled: true,
+            ..draft
+        };
+        loop {
+            let Some(reason) = self.write(draft).await? else {
+                return Ok(None);
+            };
+            if !pivot_passed {
+                return Ok(Some(reason));
+            }
+            // Past the pivot the saga cannot compensate: acknowledge and go on.
+            let mut events = Vec::new();
+            self.event(&mut events, || {
+                NewEvent::now(EventType::CancelIgnored)
+                    .error(format!("cancellation after the pivot is ignored: {reason}"))
+            });
+            let mut ack = Draft::new(self.state, self.step, self.attempt, events);
+            ack.clear_cancel = true;
+            self.write(ack).await?;
+            draft = Draft::new(state, step, attempt, std::mem::take(&mut events_again));
+            draft.progress = progress;
+            draft.unless_cancelled = true;
+        }
+    }
+
+    /// One attempt of the current step.
+    async fn forward(&mut self) -> Result<(), SagaError> {
+        let Some(spec) = Self::steps().get(self.step) else {
+            return Err(self.corrupt(format!("no step at index {}", self.step)));
+        };
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        let attempt = self.attempt;
+        let step_context = StepContext::new(
+            self.id.clone(),
+            spec.name,
+            false,
+            attempt,
+            Instant::now() + policy.timeout,
+            self.user_id.clone(),
+        );
+        let began = Instant::now();
+        let span = tracing::info_span!("saga.step", step = spec.name, attempt);
+        let result = run_attempt(
+            self.saga.run_step(self.step, &mut self.ctx, &step_context),
+            policy.timeout,
+        )
+        .instrument(span)
+        .await;
+        self.metrics.step_attempt(self.step, began.elapsed());
+        match result {
+            Ok(()) => self.step_completed(spec).await,
+            Err(failed) => self.step_failed(spec, &policy, failed).await,
+        }
+    }
+
+    async fn step_completed(&mut self, spec: &'static StepSpec) -> Result<(), SagaError> {
+        tracing::debug!(step = spec.name, "step completed");
+        let step = self.step;
+        let context = match self.encode() {
+            Ok(context) => context,
+            Err(error) => {
+                // The step ran but its output cannot be checkpointed: treat its outcome as
+                // unknown, as after a timeout.
+                S::clear_output(&mut self.ctx, step);
+                let failed = AttemptError {
+                    error: StepError::permanent(error.to_string()).with_type("checkpoint"),
+                    timed_out: true,
+                };
+                let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+                return self.step_failed(spec, &policy, failed).await;
+            }
+        };
+        self.ctx_dirty = true;
+        let mut events = Vec::new();
+        let attempt = self.attempt;
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepCompleted)
+                .step(spec.name)
+                .attempt(attempt)
+        });
+        let next = step + 1;
+        if next >= Self::steps().len() {
+            self.event(&mut events, || NewEvent::now(EventType::SagaCompleted));
+            let mut draft = Draft::new(SagaState::Completed, step, attempt, events);
+            draft.context = Some(context);
+            draft.progress = true;
+            self.write(draft).await?;
+            self.state = SagaState::Completed;
+            return Ok(());
+        }
+        let next_name = Self::steps().get(next).map_or("", StepSpec::name);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(next_name)
+                .attempt(1)
+        });
+        let mut draft = Draft::new(SagaState::Running, next, 1, events);
+        draft.context = Some(context);
+        draft.progress = true;
+        match self.write_forward(draft).await? {
+            None => {
+                self.step = next;
+                self.attempt = 1;
+                Ok(())
+            }
+            Some(reason) => {
+                let mut events = Vec::new();
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepCompleted)
+                        .step(spec.name)
+                        .attempt(attempt)
+                });
+                self.cancelled(reason, next, false, events).await
+            }
+        }
+    }
+
+    async fn step_failed(
+        &mut self,
+        spec: &'static StepSpec,
+        policy: &Policy,
+        failed: AttemptError,
+    ) -> Result<(), SagaError> {
+        let AttemptError { error, timed_out } = failed;
+        let attempt = self.attempt;
+        tracing::info!(step = spec.name, attempt, timed_out, error = %error, "step attempt failed");
+        self.metrics.step_failed(self.step, error.error_type());
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            let kind = if timed_out {
+                EventType::StepTimedOut
+            } else {
+                EventType::StepFailed
+            };
+            NewEvent::now(kind)
+                .step(spec.name)
+                .attempt(attempt)
+                .error(error.message())
+                .details(json_object(&[("error_type", error.error_type())]))
+        });
+        let pivot_passed = self.pivot_passed();
+        let exhausted = attempt >= policy.max_attempts;
+        if error.is_permanent() || (exhausted && !pivot_passed) {
+            return self
+                .give_up(spec, error.message().to_owned(), timed_out, events)
+                .await;
+        }
+
+        let delay = error
+            .retry_after_delay()
+            .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
+        self.metrics.step_retried(self.step);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepRetrying)
+                .step(spec.name)
+                .attempt(attempt + 1)
+                .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
+        });
+        let failure_events = events.clone();
+        let draft = Draft::new(SagaState::Running, self.step, attempt, events);
+        if let Some(reason) = self.write_forward(draft).await? {
+            return self
+                .cancelled(reason, self.step, timed_out, failure_events)
+                .await;
+        }
+        tokio::time::sleep(delay).await;
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(spec.name)
+                .attempt(attempt + 1)
+        });
+        let draft = Draft::new(SagaState::Running, self.step, attempt + 1, events);
+        if let Some(reason) = self.write_forward(draft).await? {
+            return self
+                .cancelled(reason, self.step, timed_out, Vec::new())
+                .await;
+        }
+        self.attempt = attempt + 1;
+        Ok(())
+    }
+
+    /// The current step failed for good: compensate, or park if that is impossible.
+    pub(crate) async fn give_up(
+        &mut self,
+        spec: &'static StepSpec,
+        message: String,
+        unknown: bool,
+        events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        self.failure = Some(Failure::new(Some(spec.name), message.clone()));
+        if self.pivot_passed() {
+            let reason = format!(
+                "step `{}` failed for good after the pivot; the saga cannot compensate: {message}",
+                spec.name
+            );
+            return self.park(reason, events).await;
+        }
+        if unknown && spec.pivot {
+            let reason = format!(
+                "the outcome of pivot step `{}` is unknown (its last attempt did not finish), so the saga can neither compensate nor go on: {message}",
+                spec.name
+            );
+            return self.park(reason, events).await;
+        }
+        self.compensate_from(self.step, unknown, events).await
+    }
+
+    /// A cancellation was observed before step `next` started.
+    async fn cancelled(
+        &mut self,
+        reason: String,
+        next: usize,
+        unknown: bool,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        tracing::info!(%reason, "cancellation observed");
+        self.event(&mut events, || {
+            NewEvent::now(EventType::SagaCancelled).error(reason.clone())
+        });
+        self.failure = Some(Failure::new(None, format!("cancelled: {reason}")));
+        self.compensate_from(next, unknown, events).await
+    }
+
+    /// Starts compensation below step `failed` (and of `failed` itself when its outcome is
+    /// unknown and its compensation does not need its output).
+    async fn compensate_from(
+        &mut self,
+        failed: usize,
+        unknown: bool,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let mut start = None;
+        if unknown
+            && let Some(spec) = Self::steps().get(failed)
+                && let Some(comp) = &spec.compensation {
+                    if comp.uses_own_output {
+                        self.event(&mut events, || {
+                            NewEvent::now(EventType::CompensationSkipped)
+                                .step(spec.name)
+                                .error(format!(
+                                    "the outcome of `{}` is unknown and its compensation `{}` needs its output",
+                                    spec.name, comp.name
+                                ))
+                        });
+                    } else {
+                        start = Some(failed);
+                    }
+                }
+        let start = start.or_else(|| self.next_compensable(failed));
+        match start {
+            Some(index) => {
+                let name = Self::steps().get(index).map_or("", StepSpec::name);
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationStarted)
+                        .step(name)
+                        .attempt(1)
+                });
+                self.write(Draft::new(SagaState::Compensating, index, 1, events))
+                    .await?;
+                self.state = SagaState::Compensating;
+                self.step = index;
+                self.attempt = 1;
+            }
+            None => {
+                let message = self.failure.as_ref().map(|f| f.message.clone());
+                self.event(&mut events, || {
+                    let event = NewEvent::now(EventType::SagaFailed);
+                    match message {
+                        Some(message) => event.error(message),
+                        None => event,
+                    }
+                });
+                let attempt = self.attempt;
+                self.write(Draft::new(SagaState::Failed, failed, attempt, events))
+                    .await?;
+                self.state = SagaState::Failed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the saga for a person to look at.
+    pub(crate) async fn park(
+        &mut self,
+        reason: String,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        tracing::warn!(%reason, "saga parked");
+        self.event(&mut events, || {
+            NewEvent::now(EventType::SagaParked).error(reason.clone())
+        });
+        if self.failure.is_none() {
+            self.failure = Some(Failure::new(None, reason));
+        }
+        let mut draft = Draft::new(SagaState::Parked, self.step, self.attempt, events);
+        draft.parked_from = Some(self.state);
+        self.write(draft).await?;
+        self.metrics.parked();
+        self.state = SagaState::Parked;
+        Ok(())
+    }
+
+    /// One attempt of the current compensation.
+    async fn backward(&mut self) -> Result<(), SagaError> {
+        let step = self.step;
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let Some(comp) = &spec.compensation else {
+            return Err(self.corrupt(format!(
+                "compensating step `{}`, which has no compensation",
+                spec.name
+            )));
+        };
+        let policy =
+            Policy::for_compensation(spec, comp, &self.config, &self.inner.settings.backoff);
+        let attempt = self.attempt;
+        let step_context = StepContext::new(
+            self.id.clone(),
+            spec.name,
+            true,
+            attempt,
+            Instant::now() + policy.timeout,
+            self.user_id.clone(),
+        );
+        let span = tracing::info_span!(
+            "saga.compensation",
+            step = spec.name,
+            compensation = comp.name,
+            attempt
+        );
+        let result = run_attempt(
+            self.saga.run_compensation(step, &self.ctx, &step_context),
+            policy.timeout,
+        )
+        .instrument(span)
+        .await;
+        let mut events = Vec::new();
+        match result {
+            Ok(()) => {
+                self.metrics.compensation_executed();
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationExecuted)
+                        .step(spec.name)
+                        .attempt(attempt)
+                });
+                if let Some(next) = self.next_compensable(step) {
+                    let name = Self::steps().get(next).map_or("", StepSpec::name);
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::CompensationStarted)
+                            .step(name)
+                            .attempt(1)
+                    });
+                    let mut draft = Draft::new(SagaState::Compensating, next, 1, events);
+                    draft.progress = true;
+                    self.write(draft).await?;
+                    self.step = next;
+                    self.attempt = 1;
+                } else {
+                    let message = self.failure.as_ref().map(|f| f.message.clone());
+                    self.event(&mut events, || {
+                        let event = NewEvent::now(EventType::SagaFailed);
+                        match message {
+                            Some(message) => event.error(message),
+                            None => event,
+                        }
+                    });
+                    let mut draft = Draft::new(SagaState::Failed, step, attempt, events);
+                    draft.progress = true;
+                    self.write(draft).await?;
+                    self.state = SagaState::Failed;
+                }
+            }
+            Err(AttemptError { error, timed_out }) => {
+                tracing::warn!(step = spec.name, attempt, timed_out, error = %error, "compensation attempt failed");
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationFailed)
+                        .step(spec.name)
+                        .attempt(attempt)
+                        .error(error.message())
+                });
+                if error.is_permanent() || attempt >= policy.max_attempts {
+                    self.metrics.compensation_failed();
+                    let message = format!(
+                        "compensation `{}` of step `{}` gave up after {attempt} attempt(s): {}",
+                        comp.name,
+                        spec.name,
+                        error.message()
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::SagaCompensationFailed)
+                            .step(spec.name)
+                            .error(message.clone())
+                    });
+                    self.failure = Some(Failure::new(Some(spec.name), message));
+                    self.write(Draft::new(
+                        SagaState::CompensationFailed,
+                        step,
+                        attempt,
+                        events,
+                    ))
+                    .await?;
+                    self.state = SagaState::CompensationFailed;
+                } else {
+                    let delay = error
+                        .retry_after_delay()
+                        .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
+                    self.write(Draft::new(SagaState::Compensating, step, attempt, events))
+                        .await?;
+                    tokio::time::sleep(delay).await;
+                    let mut events = Vec::new();
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::CompensationStarted)
+                            .step(spec.name)
+                            .attempt(attempt + 1)
+                    });
+                    self.write(Draft::new(
+                        SagaState::Compensating,
+                        step,
+                        attempt + 1,
+                        events,
+                    ))
+                    .await?;
+                    self.attempt = attempt + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a claim: counts the interrupted attempt and continues.
+    pub(crate) async fn resume_after_claim(
+        &mut self,
+        recovery_count: u32,
+    ) -> Result<(), SagaError> {
+        self.metrics.recovered();
+        let mut events = Vec::new();
+        let interrupted = self.attempt;
+        self.event(&mut events, || {
+            NewEvent::now(EventType::SagaRecovered)
+                .attempt(interrupted)
+                .details(format!("{{\"recovery_count\":{recovery_count}}}"))
+        });
+        if recovery_count > self.inner.settings.max_recoveries {
+            let reason = format!(
+                "recovered {recovery_count} times without progress (limit {})",
+                self.inner.settings.max_recoveries
+            );
+            return self.park(reason, events).await;
+        }
+        let step = self.step;
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let next = interrupted.saturating_add(1);
+        match self.state {
+            SagaState::Running => {
+                let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+                if next > policy.max_attempts && !self.pivot_passed() {
+                    let message = format!(
+                        "attempt {interrupted} was interrupted (the runner stopped) and the retry budget of {} attempt(s) is spent",
+                        policy.max_attempts
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::StepFailed)
+                            .step(spec.name)
+                            .attempt(interrupted)
+                            .error(message.clone())
+                    });
+                    return self.give_up(spec, message, true, events).await;
+                }
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepStarted)
+                        .step(spec.name)
+                        .attempt(next)
+                });
+                let recovered_events = events.clone();
+                if let Some(reason) = self
+                    .write_forward(Draft::new(SagaState::Running, step, next, events))
+                    .await?
+                {
+                    let mut events = recovered_events;
+                    events.retain(|e| e.event_type == EventType::SagaRecovered);
+                    return self.cancelled(reason, step, true, events).await;
+                }
+                self.attempt = next;
+            }
+            SagaState::Compensating => {
+                let Some(comp) = &spec.compensation else {
+                    return Err(self.corrupt(format!(
+                        "compensating step `{}`, which has no compensation",
+                        spec.name
+                    )));
+                };
+                let policy = Policy::for_compensation(
+                    spec,
+                    comp,
+                    &self.config,
+                    &self.inner.settings.backoff,
+                );
+                if next > policy.max_attempts {
+                    self.metrics.compensation_failed();
+                    let message = format!(
+                        "compensation `{}` of step `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
+                        comp.name, spec.name
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::SagaCompensationFailed)
+                            .step(spec.name)
+                            .error(message.clone())
+                    });
+                    self.failure = Some(Failure::new(Some(spec.name), message));
+                    self.write(Draft::new(
+                        SagaState::CompensationFailed,
+                        step,
+                        interrupted,
+                        events,
+                    ))
+                    .await?;
+                    self.state = SagaState::CompensationFailed;
+                    return Ok(());
+                }
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationStarted)
+                        .step(spec.name)
+                        .attempt(next)
+                });
+                self.write(Draft::new(SagaState::Compensating, step, next, events))
+                    .await?;
+                self.attempt = next;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Serializes a context within `limit` bytes.
+pub(crate) fn encode_context<S: Saga>(
+    saga_id: &str,
+    context: &S::Context,
+    limit: usize,
+) -> Result<String, SagaError> {
+    let json = serde_json::to_string(context).map_err(|e| SagaError::Encode {
+        saga_id: saga_id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if json.len() > limit {
+        return Err(SagaError::ContextTooLarge {
+            saga_id: saga_id.to_owned(),
+            size: json.len(),
+            limit,
+        });
+    }
+    Ok(json)
+}
+
+/// `{"key":"value",..}` with escaped strings.
+fn json_object(pairs: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Runs one attempt under its timeout; a panic in user code is a permanent failure.
+async fn run_attempt<F>(attempt: F, timeout: Duration) -> Result<(), AttemptError>
+where
+    F: Future<Output = Result<(), StepError>> + Unpin,
+{
+    match tokio::time::timeout(timeout, CatchUnwind(attempt)).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(AttemptError {
+            error,
+            timed_out: false,
+        }),
+        Ok(Err(panic)) => Err(AttemptError {
+            error: StepError::permanent(format!("panicked: {panic}")).with_type("panic"),
+            timed_out: false,
+        }),
+        Err(_elapsed) => Err(AttemptError {
+            error: StepError::timeout(timeout),
+            timed_out: true,
+        }),
+    }
+}
+
+/// Turns a panic while polling the inner future into an error value.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
+                Poll::Ready(Err(message))
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+#![doc = include_str!("../../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(hidden)]
+pub mod __private;
+pub mod audit;
+mod backoff;
+mod config;
+mod context;
+mod definition;
+mod error;
+mod executor;
+mod metrics;
+pub mod prelude;
+pub mod store;
+
+pub use audit::{AuditQuery, AuditRecord, EventType};
+pub use backoff::Backoff;
+pub use config::SagaConfig;
+pub use context::StepContext;
+pub use definition::{
+    BackoffSpec, BoxFuture, CompensationSpec, Definition, Saga, SagaState, StateOf, StepSpec,
+    UnknownState,
+};
+pub use error::{ErrorClass, Result, ResultExt, SagaError, StepError, StoreError};
+pub use executor::{Executor, Failure, Orchestrator, OrchestratorBuilder, Outcome};
+pub use metrics::SagaMetrics;
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc(inline)]
+pub use saga_macros::{saga, step};
+pub use store::{Actor, MemoryStore, SagaRecord, SagaStore};

@@ -1,0 +1,11 @@
+//! `use saga_runtime::prelude::*;` brings what a saga definition and its caller need.
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use saga_macros::{saga, step};
+pub use serde::{Deserialize, Serialize};
+
+pub use crate::{
+    Actor, AuditQuery, MemoryStore, Orchestrator, Outcome, ResultExt, Saga, SagaConfig, SagaError,
+    SagaState, StepContext, StepError,
+};

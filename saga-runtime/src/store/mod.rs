@@ -1,0 +1,368 @@
+//! Stores: where checkpoints and audit rows live. One trait, three implementations:
+//! [`MemoryStore`] (in process), `SqliteStore` (a file; the default) and `PostgresStore`
+//! (production, many runners on one database).
+//!
+//! Every write that moves a saga is *fenced*: it names the version it read, and the store
+//! refuses it with [`StoreError::Fenced`] if the row has moved since. A runner that lost its
+//! lease therefore cannot overwrite the progress of the runner that took the saga over.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use memory::MemoryStore;
+
+use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
+use crate::definition::{BoxFuture, SagaState};
+use crate::error::StoreError;
+
+/// A stored saga: one row of `saga_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaRecord {
+    /// The saga's id (primary key).
+    pub saga_id: String,
+    /// Its type label (`SagaConfig::saga_type`).
+    pub saga_type: String,
+    /// The `#[saga(name)]` of its definition: which code can resume it.
+    pub definition: String,
+    /// The definition's fingerprint when the saga started.
+    pub fingerprint: String,
+    /// Where it stands.
+    pub state: SagaState,
+    /// Running: the step next or in flight. Compensating: the step being undone.
+    pub step_index: u32,
+    /// That step's name.
+    pub current_step: Option<String>,
+    /// Attempts started of that step (or compensation), interrupted ones included.
+    pub attempt: u32,
+    /// The typed context as JSON.
+    pub context: String,
+    /// The saga's config as JSON (for recovery).
+    pub config: String,
+    /// The error that caused compensation, or why it stopped.
+    pub error: Option<String>,
+    /// The step whose failure caused compensation.
+    pub failed_step: Option<String>,
+    /// Fencing version: every write checks it and increments it.
+    pub version: i64,
+    /// The runner that owns it.
+    pub owner: Option<String>,
+    /// When the owner's lease ends; after that any runner may claim it.
+    pub lease_expires_at: Option<SystemTime>,
+    /// Claims since the last progress; past the limit the saga is parked.
+    pub recovery_count: u32,
+    /// For a parked saga: the state it was parked in.
+    pub parked_from: Option<SagaState>,
+    /// A pending cancellation request and its reason.
+    pub cancel_requested: Option<String>,
+    /// The config's user id.
+    pub user_id: Option<String>,
+    /// The config's IP address.
+    pub ip_address: Option<String>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it was last written.
+    pub updated_at: SystemTime,
+}
+
+/// A saga to create.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    /// Its id.
+    pub saga_id: Arc<str>,
+    /// Its definition's name.
+    pub definition: &'static str,
+    /// Its definition's fingerprint.
+    pub fingerprint: &'static str,
+    /// The first step's name.
+    pub first_step: &'static str,
+    /// The initial context (JSON).
+    pub context: String,
+    /// The config (JSON).
+    pub config: String,
+    /// Type label, user and IP address.
+    pub header: Arc<AuditHeader>,
+    /// The creating runner, which runs it at once; `None` leaves it for any runner's
+    /// recovery loop (the lease starts expired).
+    pub owner: Option<Arc<str>>,
+    /// Lease length.
+    pub lease: Duration,
+    /// Audit events to write with it.
+    pub events: Vec<NewEvent>,
+}
+
+/// What [`SagaStore::create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The saga is new, at this version.
+    New {
+        /// Its version.
+        version: i64,
+    },
+    /// A saga with this id existed; nothing was written.
+    Existing(Box<SagaRecord>),
+}
+
+/// A transition to write.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The saga.
+    pub saga_id: Arc<str>,
+    /// The writer.
+    pub owner: Arc<str>,
+    /// The version the writer holds; the write fails unless the row is at it.
+    pub expected_version: i64,
+    /// New state.
+    pub state: SagaState,
+    /// New step index.
+    pub step_index: u32,
+    /// That step's name.
+    pub current_step: Option<&'static str>,
+    /// Attempts started of that step.
+    pub attempt: u32,
+    /// New context; `None` keeps the stored one.
+    pub context: Option<String>,
+    /// The error that caused compensation.
+    pub error: Option<String>,
+    /// The step whose failure caused compensation.
+    pub failed_step: Option<String>,
+    /// A step or compensation completed: reset `recovery_count`.
+    pub progress: bool,
+    /// For [`SagaState::Parked`]: the state it was parked in.
+    pub parked_from: Option<SagaState>,
+    /// Refuse the write, returning [`Saved::Cancelled`], if a cancellation is pending. Set
+    /// on writes that start a forward step, so nothing starts after a cancellation is seen.
+    pub unless_cancelled: bool,
+    /// Clear a pending cancellation request (it was acted on or ignored).
+    pub clear_cancel: bool,
+    /// Lease length from now.
+    pub lease: Duration,
+    /// Type label, user and IP address for the audit rows.
+    pub header: Arc<AuditHeader>,
+    /// Audit events, written in the same transaction.
+    pub events: Vec<NewEvent>,
+}
+
+/// What [`SagaStore::save`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; the row is now at this version.
+    Written {
+        /// The new version.
+        version: i64,
+    },
+    /// Not written: [`Checkpoint::unless_cancelled`] was set and a cancellation is pending.
+    Cancelled {
+        /// The reason given with the request.
+        reason: String,
+    },
+}
+
+/// A claim of one saga by id (for `recover`).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The saga.
+    pub saga_id: String,
+    /// The claiming runner.
+    pub owner: Arc<str>,
+    /// The version the claimer read.
+    pub expected_version: i64,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+/// A claim of sagas whose lease ran out (the recovery loop).
+#[derive(Debug, Clone)]
+pub struct ClaimExpired {
+    /// The claiming runner.
+    pub owner: Arc<str>,
+    /// Lease length.
+    pub lease: Duration,
+    /// Only sagas of these definitions (those the runner can run).
+    pub definitions: Vec<&'static str>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Decides, before a claim, whether a runner can resume a row (fingerprint, decodable
+/// context). Rows it refuses are left untouched.
+pub type ClaimFilter<'a> = &'a (dyn Fn(&SagaRecord) -> bool + Send + Sync);
+
+/// A filter over sagas, for listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaQuery {
+    /// Only in this state.
+    pub state: Option<SagaState>,
+    /// Only of this type.
+    pub saga_type: Option<String>,
+    /// Only created at or after this time.
+    pub created_since: Option<SystemTime>,
+    /// Only last written before this time (the seed's stuck-saga query).
+    pub updated_before: Option<SystemTime>,
+    /// At most this many, newest first.
+    pub limit: Option<u32>,
+}
+
+impl SagaQuery {
+    /// Every saga.
+    #[must_use]
+    pub fn new() -> Self {
+        SagaQuery::default()
+    }
+
+    /// Only in `state`.
+    #[must_use]
+    pub fn state(mut self, state: SagaState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only of `saga_type`.
+    #[must_use]
+    pub fn saga_type(mut self, saga_type: impl Into<String>) -> Self {
+        self.saga_type = Some(saga_type.into());
+        self
+    }
+
+    /// Only created at or after `time`.
+    #[must_use]
+    pub fn created_since(mut self, time: SystemTime) -> Self {
+        self.created_since = Some(time);
+        self
+    }
+
+    /// Only last written before `time`.
+    #[must_use]
+    pub fn updated_before(mut self, time: SystemTime) -> Self {
+        self.updated_before = Some(time);
+        self
+    }
+
+    /// At most `limit` rows.
+    #[must_use]
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Whether `record` passes the filter.
+    #[must_use]
+    pub fn matches(&self, record: &SagaRecord) -> bool {
+        self.state.is_none_or(|s| s == record.state)
+            && self
+                .saga_type
+                .as_ref()
+                .is_none_or(|t| *t == record.saga_type)
+            && self.created_since.is_none_or(|t| record.created_at >= t)
+            && self.updated_before.is_none_or(|t| record.updated_at < t)
+    }
+}
+
+/// Who asks for an operator action, for the audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The person or service (written as `user_id`).
+    pub user_id: String,
+    /// From where, if known.
+    pub ip_address: Option<String>,
+}
+
+impl Actor {
+    /// An actor without an address.
+    #[must_use]
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Actor {
+            user_id: user_id.into(),
+            ip_address: None,
+        }
+    }
+}
+
+/// Where checkpoints and audit rows live.
+///
+/// Implementations must make each method atomic (one transaction) and must apply the
+/// fencing rules documented on each method.
+pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
+    /// Creates a saga, or returns the existing one with that id (idempotent start).
+    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>>;
+
+    /// Writes a transition and its audit events if the row is at
+    /// `checkpoint.expected_version`; renews the writer's lease.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the version moved; [`StoreError::NotFound`].
+    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>>;
+
+    /// Reads one saga.
+    fn load<'a>(
+        &'a self,
+        saga_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>>;
+
+    /// Takes ownership of one saga if it is still at `claim.expected_version`: sets owner
+    /// and lease, increments the version and `recovery_count`.
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>>;
+
+    /// Claims up to `request.limit` running or compensating sagas whose lease has expired
+    /// and which `filter` accepts; rows the filter refuses are not changed. On PostgreSQL,
+    /// concurrent claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+    fn claim_expired<'a>(
+        &'a self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'a>,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
+
+    /// Extends the leases of `saga_ids` that `owner` still owns; returns those renewed.
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>>;
+
+    /// Ends `owner`'s leases on `saga_ids` now, so other runners can claim them at once.
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Appends audit events that go with no transition.
+    fn append_audit<'a>(
+        &'a self,
+        saga_id: &'a str,
+        header: &'a AuditHeader,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Reads audit rows, oldest first.
+    fn audit_log<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>>;
+
+    /// Lists sagas, newest first.
+    fn list<'a>(
+        &'a self,
+        query: &'a SagaQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
+
+    /// Records a cancellation request. The owner sees it at its next step boundary and
+    /// compensates. Does not move the version: the owner keeps ownership.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] unless the saga is running.
+    fn request_cancel<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
+}
+
+// `dyn SagaStore` must stay usable.
+const _: fn(&dyn SagaStore) = |_| {};

@@ -2,6 +2,7 @@
 //! so that unit tests can call [`expand`] directly.
 
 mod codegen;
+mod context;
 mod model;
 pub(crate) mod parse;
 mod validate;
@@ -43,6 +44,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 
     let model = model::from_syn(args, &item_impl, &mut errors);
     let plan = validate::validate(model, &mut errors);
+    let step_uses = step_attr_uses(&item_impl);
     strip_step_attrs(&mut item_impl);
     match (errors.finish(), plan) {
         (Ok(()), Some(plan)) => {
@@ -50,6 +52,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             quote! {
                 #item_impl
                 #generated
+                #step_uses
             }
         }
         (Err(error), _) => {
@@ -57,6 +60,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             quote! {
                 #item_impl
                 #error
+                #step_uses
             }
         }
         (Ok(()), None) => {
@@ -87,6 +91,31 @@ fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
             let error = error.into_compile_error();
             quote!(#item #error)
         }
+    }
+}
+
+/// `use step as _;` for each distinct path the user wrote in `#[step]`: the attributes are
+/// consumed here, and without this the user's `use ..::step` import would look unused.
+fn step_attr_uses(item: &ItemImpl) -> TokenStream {
+    let mut seen: Vec<String> = Vec::new();
+    let mut uses = TokenStream::new();
+    for impl_item in &item.items {
+        let ImplItem::Fn(func) = impl_item else {
+            continue;
+        };
+        for attr in func.attrs.iter().filter(|a| model::is_step_attr(a)) {
+            let path = attr.path();
+            let text = path.to_token_stream().to_string();
+            if !seen.contains(&text) {
+                seen.push(text);
+                uses.extend(quote!(#[allow(unused_imports)] use #path as _;));
+            }
+        }
+    }
+    if uses.is_empty() {
+        uses
+    } else {
+        quote!(const _: () = { #uses };)
     }
 }
 

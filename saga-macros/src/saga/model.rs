@@ -12,6 +12,8 @@ use crate::symbol;
 
 /// The whole `#[saga]` impl, as written.
 pub(crate) struct SagaModel {
+    /// Saga keys already reported as misspelled.
+    pub(crate) misspelled: Vec<&'static str>,
     pub(crate) name: Option<LitStr>,
     pub(crate) input: Option<Type>,
     pub(crate) krate: Path,
@@ -55,8 +57,9 @@ pub(crate) enum Receiver {
 }
 
 pub(crate) enum Output {
-    /// `Result<T, E>` (or an alias such as `Result<T>`): `T`.
-    Result(Box<Type>),
+    /// `Result<T, E>` (or an alias such as `Result<T>`): `T`, and the span of the whole
+    /// return type (where a bad `E` is reported).
+    Result(Box<Type>, Span),
     /// Some other type, with its span.
     NotResult(Span),
     /// `-> ..` missing; the span is the signature.
@@ -142,6 +145,7 @@ pub(crate) fn from_syn(args: SagaArgs, item: &ItemImpl, errors: &mut Errors) -> 
     }
 
     SagaModel {
+        misspelled: args.misspelled,
         name: args.name,
         input: args.input,
         krate,
@@ -216,7 +220,7 @@ fn fn_model(func: &ImplItemFn, errors: &mut Errors) -> FnModel {
     let output = match &sig.output {
         ReturnType::Default => Output::Unit(sig_span),
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
-            Some(ok) => Output::Result(Box::new(ok)),
+            Some(ok) => Output::Result(Box::new(ok), ty.span()),
             None => Output::NotResult(ty.span()),
         },
     };

@@ -26,6 +26,9 @@ pub(crate) struct SagaArgs {
     pub(crate) krate: Option<Path>,
     pub(crate) context: Option<Ident>,
     pub(crate) state: Option<Ident>,
+    /// Keys that an unknown key was reported as a likely typo of; a "missing" error for
+    /// them would only repeat that report.
+    pub(crate) misspelled: Vec<&'static str>,
 }
 
 /// The arguments of one `#[step(..)]`. Durations are in milliseconds.
@@ -54,9 +57,8 @@ pub(crate) fn saga_args(tokens: TokenStream, errors: &mut Errors) -> SagaArgs {
                 if let Some(lit) = string_value(&meta, errors, symbol::NAME)? {
                     if lit.value().trim().is_empty() {
                         errors.spanned(&lit, "`name` cannot be empty");
-                    } else {
-                        set_once(&mut args.name, lit, &meta.path, errors);
                     }
+                    set_once(&mut args.name, lit, &meta.path, errors);
                 }
             }
             symbol::INPUT => {
@@ -81,7 +83,12 @@ pub(crate) fn saga_args(tokens: TokenStream, errors: &mut Errors) -> SagaArgs {
                 let ident = ident_value(&meta)?;
                 set_once(&mut args.state, ident, &meta.path, errors);
             }
-            _ => unknown_key(&meta, &key, symbol::SAGA_KEYS, "#[saga]", errors)?,
+            _ => {
+                if let Some(known) = diag::did_you_mean(&key, symbol::SAGA_KEYS.iter().copied()) {
+                    args.misspelled.push(known);
+                }
+                unknown_key(&meta, &key, symbol::SAGA_KEYS, "#[saga]", errors)?;
+            }
         }
         Ok(())
     });

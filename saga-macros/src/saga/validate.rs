@@ -26,6 +26,8 @@ pub(crate) struct StepPlan {
     /// The state-enum variant while this step is next or running.
     pub(crate) variant: Ident,
     pub(crate) output: Type,
+    /// The span of the declared return type.
+    pub(crate) return_span: Span,
     pub(crate) params: Vec<ParamPlan>,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) retries: Option<u32>,
@@ -43,6 +45,8 @@ pub(crate) struct CompensationPlan {
     /// The state-enum variant while this compensation is next or running.
     pub(crate) variant: Ident,
     pub(crate) params: Vec<ParamPlan>,
+    /// The span of the declared return type.
+    pub(crate) return_span: Span,
     pub(crate) uses_own_output: bool,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) retries: Option<u32>,
@@ -69,6 +73,7 @@ const TERMINAL_VARIANTS: &[&str] = &["Completed", "Failed", "CompensationFailed"
 pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan> {
     let name = match &model.name {
         Some(lit) => lit.value(),
+        None if model.misspelled.contains(&symbol::NAME) => String::new(),
         None => {
             errors.at(
                 Span::call_site(),
@@ -79,6 +84,7 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
     };
     let input = match &model.input {
         Some(ty) => ty.clone(),
+        None if model.misspelled.contains(&symbol::INPUT) => syn::parse_quote!(()),
         None => {
             errors.at(
                 Span::call_site(),
@@ -170,7 +176,7 @@ fn step_plan(
     let args = &step.args;
     check_shape(func, "a step", errors);
     let output = match &func.output {
-        Output::Result(ok) => Some((**ok).clone()),
+        Output::Result(ok, span) => Some(((**ok).clone(), *span)),
         Output::NotResult(span) => {
             errors.at(
                 *span,
@@ -220,11 +226,13 @@ fn step_plan(
         .and_then(|target| compensation_plan(model, index, step, target, errors));
 
     let variant = Ident::new(&camel_case(&func.name), func.ident.span());
+    let (output, return_span) = output?;
     Some(StepPlan {
         ident: func.ident.clone(),
         name: func.name.clone(),
         variant,
-        output: output?,
+        output,
+        return_span,
         params: params?,
         timeout_ms: args.timeout.map(|t| t.value),
         retries: args.retries.map(|r| r.value),
@@ -269,16 +277,19 @@ fn compensation_plan(
         return None;
     };
     check_shape(func, "a compensation", errors);
-    match &func.output {
-        Output::Result(_) => {}
-        Output::NotResult(span) | Output::Unit(span) => errors.at(
-            *span,
-            format_args!(
-                "compensation `{}` must return `Result<(), E>` where `E: Into<StepError>`",
-                func.name
-            ),
-        ),
-    }
+    let return_span = match &func.output {
+        Output::Result(_, span) => *span,
+        Output::NotResult(span) | Output::Unit(span) => {
+            errors.at(
+                *span,
+                format_args!(
+                    "compensation `{}` must return `Result<(), E>` where `E: Into<StepError>`",
+                    func.name
+                ),
+            );
+            *span
+        }
+    };
     let params = bind_params(model, index, func, true, errors)?;
     let uses_own_output = params.iter().any(|p| p.binding == Binding::Output(index));
     Some(CompensationPlan {
@@ -289,6 +300,7 @@ fn compensation_plan(
             step.func.ident.span(),
         ),
         params,
+        return_span,
         uses_own_output,
         timeout_ms: step.args.compensate_timeout.map(|t| t.value),
         retries: step.args.compensate_retries.map(|r| r.value),

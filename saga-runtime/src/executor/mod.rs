@@ -215,9 +215,10 @@ impl Orchestrator {
         }
         let ids = self.inner.active.ids();
         if !ids.is_empty()
-            && let Err(error) = self.inner.store.release(&self.inner.runner_id, &ids).await {
-                tracing::warn!(%error, "could not release leases at shutdown");
-            }
+            && let Err(error) = self.inner.store.release(&self.inner.runner_id, &ids).await
+        {
+            tracing::warn!(%error, "could not release leases at shutdown");
+        }
     }
 }
 

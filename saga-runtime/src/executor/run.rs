@@ -466,9 +466,10 @@ impl<S: Saga> Run<'_, S> {
         let mut start = None;
         if unknown
             && let Some(spec) = Self::steps().get(failed)
-                && let Some(comp) = &spec.compensation {
-                    if comp.uses_own_output {
-                        self.event(&mut events, || {
+            && let Some(comp) = &spec.compensation
+        {
+            if comp.uses_own_output {
+                self.event(&mut events, || {
                             NewEvent::now(EventType::CompensationSkipped)
                                 .step(spec.name)
                                 .error(format!(
@@ -476,10 +477,10 @@ impl<S: Saga> Run<'_, S> {
                                     spec.name, comp.name
                                 ))
                         });
-                    } else {
-                        start = Some(failed);
-                    }
-                }
+            } else {
+                start = Some(failed);
+            }
+        }
         let start = start.or_else(|| self.next_compensable(failed));
         match start {
             Some(index) => {

@@ -178,9 +178,10 @@ impl SagaMetrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(handles) = cache.get(saga_type)
-            && std::ptr::eq(handles.definition, definition) {
-                return TypeMetrics(Some(handles.clone()));
-            }
+            && std::ptr::eq(handles.definition, definition)
+        {
+            return TypeMetrics(Some(handles.clone()));
+        }
         let labels = [saga_type];
         let (Ok(started), Ok(completed), Ok(failed), Ok(duration), Ok(running)) = (
             c.started.get_metric_with_label_values(&labels),

@@ -145,11 +145,12 @@ impl SagaStore for MemoryStore {
                 });
             }
             if checkpoint.unless_cancelled
-                && let Some(reason) = &row.cancel_requested {
-                    return Ok(Saved::Cancelled {
-                        reason: reason.clone(),
-                    });
-                }
+                && let Some(reason) = &row.cancel_requested
+            {
+                return Ok(Saved::Cancelled {
+                    reason: reason.clone(),
+                });
+            }
             row.state = checkpoint.state;
             row.step_index = checkpoint.step_index;
             row.current_step = checkpoint.current_step.map(str::to_owned);
@@ -245,10 +246,12 @@ impl SagaStore for MemoryStore {
         let mut renewed = Vec::new();
         for id in saga_ids {
             if let Some(row) = inner.sagas.get_mut(&**id)
-                && row.owner.as_deref() == Some(owner) && row.state.is_active() {
-                    row.lease_expires_at = Some(now + lease);
-                    renewed.push(id.clone());
-                }
+                && row.owner.as_deref() == Some(owner)
+                && row.state.is_active()
+            {
+                row.lease_expires_at = Some(now + lease);
+                renewed.push(id.clone());
+            }
         }
         ready(Ok(renewed))
     }
@@ -262,9 +265,10 @@ impl SagaStore for MemoryStore {
         let now = SystemTime::now();
         for id in saga_ids {
             if let Some(row) = inner.sagas.get_mut(&**id)
-                && row.owner.as_deref() == Some(owner) {
-                    row.lease_expires_at = Some(now);
-                }
+                && row.owner.as_deref() == Some(owner)
+            {
+                row.lease_expires_at = Some(now);
+            }
         }
         ready(Ok(()))
     }

@@ -1,0 +1,19 @@
+use saga_runtime::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input { pub id: u64 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Made { pub id: u64 }
+
+pub struct Flow;
+
+#[saga(name = "flow")]
+impl Flow {
+    #[step]
+    async fn make(&self) -> Result<Made, StepError> {
+        Ok(Made { id: 1 })
+    }
+}
+
+fn main() {}

@@ -1,0 +1,27 @@
+use saga_runtime::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input { pub id: u64 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Made { pub id: u64 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shipped { pub tracking: String }
+
+pub struct Flow;
+
+#[saga(name = "flow", input = Input)]
+impl Flow {
+    #[step(compensate = "ship")]
+    async fn make(&self, input: &Input) -> Result<Made, StepError> {
+        Ok(Made { id: input.id })
+    }
+
+    #[step]
+    async fn ship(&self, make: &Made) -> Result<Shipped, StepError> {
+        Ok(Shipped { tracking: make.id.to_string() })
+    }
+}
+
+fn main() {}

@@ -18,10 +18,10 @@ fn collect_errors(stream: TokenStream, out: &mut Vec<String>) {
     for (i, token) in tokens.iter().enumerate() {
         match token {
             TokenTree::Ident(ident) if ident == "compile_error" => {
-                if let Some(TokenTree::Group(group)) = tokens.get(i + 2) {
-                    if let Ok(lit) = syn::parse2::<syn::LitStr>(group.stream()) {
-                        out.push(lit.value());
-                    }
+                if let Some(TokenTree::Group(group)) = tokens.get(i + 2)
+                    && let Ok(lit) = syn::parse2::<syn::LitStr>(group.stream())
+                {
+                    out.push(lit.value());
                 }
             }
             TokenTree::Group(group) => collect_errors(group.stream(), out),
@@ -427,14 +427,11 @@ fn expansion_never_panics_on_arbitrary_tokens() {
             }
         }
         let shown = format!("attr: {attr}\nitem: {item}");
-        let result = std::panic::catch_unwind(|| expand(attr, item));
-        match result {
-            Ok(output) => {
-                if !error_messages(&output).is_empty() {
-                    with_errors += 1;
-                }
-            }
-            Err(_) => panic!("case {case} (seed {seed}) panicked on\n{shown}"),
+        let Ok(output) = std::panic::catch_unwind(|| expand(attr, item)) else {
+            panic!("case {case} (seed {seed}) panicked on\n{shown}");
+        };
+        if !error_messages(&output).is_empty() {
+            with_errors += 1;
         }
     }
     // The mutations must actually exercise the error paths, not only valid input.

@@ -421,21 +421,24 @@ impl<S: Saga> Run<'_, S> {
         unknown: bool,
         events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
-        self.failure = Some(Failure::new(Some(spec.name), message.clone()));
-        if self.pivot_passed() {
-            let reason = format!(
+        let park_reason = if self.pivot_passed() {
+            Some(format!(
                 "step `{}` failed for good after the pivot; the saga cannot compensate: {message}",
                 spec.name
-            );
-            return self.park(reason, events).await;
-        }
-        if unknown && spec.pivot {
-            let reason = format!(
+            ))
+        } else if unknown && spec.pivot {
+            Some(format!(
                 "the outcome of pivot step `{}` is unknown (its last attempt did not finish), so the saga can neither compensate nor go on: {message}",
                 spec.name
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = park_reason {
+            self.failure = Some(Failure::new(Some(spec.name), reason.clone()));
             return self.park(reason, events).await;
         }
+        self.failure = Some(Failure::new(Some(spec.name), message));
         self.compensate_from(self.step, unknown, events).await
     }
 

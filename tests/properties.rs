@@ -138,10 +138,10 @@ proptest! {
                 cancelled_at = Some(i);
             }
         }
-        if let Some(at) = cancelled_at {
-            if at + 1 < STEPS.len() {
-                prop_assert_ne!(state, SagaState::Completed);
-            }
+        if let Some(at) = cancelled_at
+            && at + 1 < STEPS.len()
+        {
+            prop_assert_ne!(state, SagaState::Completed);
         }
     }
 }

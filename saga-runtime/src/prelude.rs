@@ -5,7 +5,13 @@
 pub use saga_macros::{saga, step};
 pub use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::PostgresStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use crate::SqliteStore;
 pub use crate::{
     Actor, AuditQuery, MemoryStore, Orchestrator, Outcome, ResultExt, Saga, SagaConfig, SagaError,
-    SagaState, StepContext, StepError,
+    SagaState, SagaStore, StepContext, StepError,
 };

@@ -1,6 +1,8 @@
 //! Test sagas whose steps follow a script: per step, one action per attempt.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod stores;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

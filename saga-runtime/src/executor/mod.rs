@@ -430,7 +430,6 @@ impl<S: Saga> Executor<S> {
         config: &SagaConfig,
         input: S::Input,
     ) -> Result<Outcome<S>, SagaError> {
-        config.validate()?;
         let saga_id: String = saga_id.into();
         if saga_id.is_empty() {
             return Err(SagaError::Config("saga id cannot be empty".into()));
@@ -444,46 +443,9 @@ impl<S: Saga> Executor<S> {
                 return self.existing(&id).await;
             }
         };
-        let ctx = S::new_context(input);
-        let context = encode_context::<S>(&id, &ctx, inner.settings.max_context_bytes)?;
-        let config_json = serde_json::to_string(config).map_err(|e| SagaError::Encode {
-            saga_id: id.to_string(),
-            reason: e.to_string(),
-        })?;
-        let saga_type = config
-            .saga_type
-            .clone()
-            .unwrap_or_else(|| S::DEFINITION.name().to_owned());
-        let header = Arc::new(AuditHeader {
-            saga_type,
-            user_id: config.user_id.clone(),
-            ip_address: config.ip_address.clone(),
-        });
-        let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
-        let mut events = Vec::new();
-        if config.enable_audit_log {
-            events.push(NewEvent::now(EventType::SagaStarted));
-            events.push(
-                NewEvent::now(EventType::StepStarted)
-                    .step(first_step)
-                    .attempt(1),
-            );
-        }
-        let created = inner
-            .store
-            .create(NewSaga {
-                saga_id: id.clone(),
-                definition: S::DEFINITION.name(),
-                fingerprint: S::DEFINITION.fingerprint(),
-                first_step,
-                context,
-                config: config_json,
-                header: header.clone(),
-                owner: Some(inner.runner_id.clone()),
-                lease: inner.settings.lease,
-                events,
-            })
-            .await?;
+        let (new, ctx) = self.new_saga(&id, config, input, true)?;
+        let header = new.header.clone();
+        let created = inner.store.create(new).await?;
         let version = match created {
             Created::New { version } => version,
             Created::Existing(record) => {
@@ -518,6 +480,115 @@ impl<S: Saga> Executor<S> {
         run.drive().await
     }
 
+    /// The row of a new saga: owned by this runner (it runs it now) or by nobody (any
+    /// runner's recovery loop picks it up).
+    fn new_saga(
+        &self,
+        id: &Arc<str>,
+        config: &SagaConfig,
+        input: S::Input,
+        owned: bool,
+    ) -> Result<(NewSaga, S::Context), SagaError> {
+        config.validate()?;
+        let inner = &self.orchestrator.inner;
+        let ctx = S::new_context(input);
+        let context = encode_context::<S>(id, &ctx, inner.settings.max_context_bytes)?;
+        let config_json = serde_json::to_string(config).map_err(|e| SagaError::Encode {
+            saga_id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let saga_type = config
+            .saga_type
+            .clone()
+            .unwrap_or_else(|| S::DEFINITION.name().to_owned());
+        let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
+        let mut events = Vec::new();
+        if config.enable_audit_log {
+            events.push(NewEvent::now(EventType::SagaStarted));
+            if owned {
+                events.push(
+                    NewEvent::now(EventType::StepStarted)
+                        .step(first_step)
+                        .attempt(1),
+                );
+            }
+        }
+        let new = NewSaga {
+            saga_id: id.clone(),
+            definition: S::DEFINITION.name(),
+            fingerprint: S::DEFINITION.fingerprint(),
+            first_step,
+            context,
+            config: config_json,
+            header: Arc::new(AuditHeader {
+                saga_type,
+                user_id: config.user_id.clone(),
+                ip_address: config.ip_address.clone(),
+            }),
+            owner: owned.then(|| inner.runner_id.clone()),
+            lease: inner.settings.lease,
+            events,
+        };
+        Ok((new, ctx))
+    }
+
+    /// Stores a new saga without running it: the recovery loop of any runner that has this
+    /// saga registered picks it up (a durable work queue), or call [`Executor::recover`].
+    /// Returns `false` if the id was taken (nothing is written then).
+    ///
+    /// # Errors
+    /// A store error, a bad config, or a context above the size limit.
+    pub async fn enqueue(
+        &self,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<bool, SagaError> {
+        let id: Arc<str> = saga_id.into().into();
+        let (new, _) = self.new_saga(&id, config, input, false)?;
+        Ok(matches!(
+            self.orchestrator.inner.store.create(new).await?,
+            Created::New { .. }
+        ))
+    }
+
+    /// Stores a new saga through `conn`, inside the caller's own transaction: the saga exists
+    /// if and only if the caller's writes commit. After the commit, a runner's recovery loop
+    /// runs it, or call [`Executor::recover`] to run it at once. Returns `false` if the id was
+    /// taken.
+    ///
+    /// ```no_run
+    /// # use saga_runtime::prelude::*;
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Input;
+    /// # pub struct Flow;
+    /// # #[saga(name = "flow", input = Input)]
+    /// # impl Flow { #[step] async fn a(&self) -> Result<(), StepError> { Ok(()) } }
+    /// # async fn demo(pool: sqlx::PgPool, flows: saga_runtime::Executor<Flow>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (42)").execute(&mut *tx).await?;
+    /// flows.start_in_transaction(&mut tx, "order-42", &SagaConfig::default(), Input).await?;
+    /// tx.commit().await?;
+    /// let outcome = flows.recover("order-42").await?; // or let the recovery loop run it
+    /// # let _ = outcome; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A database error, a bad config, or a context above the size limit.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn start_in_transaction(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<bool, SagaError> {
+        let id: Arc<str> = saga_id.into().into();
+        let (new, _) = self.new_saga(&id, config, input, false)?;
+        let created = crate::store::PostgresStore::create_in(conn, new).await?;
+        Ok(matches!(created, Created::New { .. }))
+    }
+
     /// Resumes one saga from its last checkpoint (the seed's `SagaOrchestrator.recover`):
     /// re-runs an interrupted step, continues an interrupted compensation. A saga that is
     /// not running or compensating is returned as it stands.
@@ -539,6 +610,9 @@ impl<S: Saga> Executor<S> {
         if !record.state.is_active() {
             return Self::outcome_of(record, true);
         }
+        // Refuse what cannot be resumed before the claim changes the row.
+        decode_context::<S>(&record)?;
+        decode_config(&record)?;
         let mine = record.owner.as_deref() == Some(&*inner.runner_id);
         let live = record
             .lease_expires_at

@@ -671,14 +671,20 @@ impl<S: Saga> Run<'_, S> {
         &mut self,
         recovery_count: u32,
     ) -> Result<(), SagaError> {
-        self.metrics.recovered();
         let mut events = Vec::new();
         let interrupted = self.attempt;
-        self.event(&mut events, || {
-            NewEvent::now(EventType::SagaRecovered)
-                .attempt(interrupted)
-                .details(format!("{{\"recovery_count\":{recovery_count}}}"))
-        });
+        // An enqueued saga that nobody has started yet is picked up, not recovered.
+        let first_pickup = interrupted == 0;
+        if first_pickup {
+            self.metrics.saga_started();
+        } else {
+            self.metrics.recovered();
+            self.event(&mut events, || {
+                NewEvent::now(EventType::SagaRecovered)
+                    .attempt(interrupted)
+                    .details(format!("{{\"recovery_count\":{recovery_count}}}"))
+            });
+        }
         if recovery_count > self.inner.settings.max_recoveries {
             let reason = format!(
                 "recovered {recovery_count} times without progress (limit {})",

@@ -107,7 +107,7 @@ impl SagaStore for MemoryStore {
             state: SagaState::Running,
             step_index: 0,
             current_step: Some(saga.first_step.to_owned()),
-            attempt: 1,
+            attempt: u32::from(saga.owner.is_some()),
             context: saga.context,
             config: saga.config,
             error: None,
@@ -115,7 +115,7 @@ impl SagaStore for MemoryStore {
             version: 1,
             owner: saga.owner.as_deref().map(str::to_owned),
             lease_expires_at: Some(if saga.owner.is_some() {
-                now + saga.lease
+                super::time::later(now, saga.lease)
             } else {
                 now
             }),
@@ -162,7 +162,7 @@ impl SagaStore for MemoryStore {
             row.failed_step.clone_from(&checkpoint.failed_step);
             row.version += 1;
             row.owner = Some(checkpoint.owner.to_string());
-            row.lease_expires_at = Some(now + checkpoint.lease);
+            row.lease_expires_at = Some(super::time::later(now, checkpoint.lease));
             if checkpoint.progress {
                 row.recovery_count = 0;
             }
@@ -249,7 +249,7 @@ impl SagaStore for MemoryStore {
                 && row.owner.as_deref() == Some(owner)
                 && row.state.is_active()
             {
-                row.lease_expires_at = Some(now + lease);
+                row.lease_expires_at = Some(super::time::later(now, lease));
                 renewed.push(id.clone());
             }
         }
@@ -357,7 +357,7 @@ impl SagaStore for MemoryStore {
 /// Makes `owner` the owner of `row` after a claim.
 fn take(row: &mut SagaRecord, owner: &str, lease: Duration, now: SystemTime) {
     row.owner = Some(owner.to_owned());
-    row.lease_expires_at = Some(now + lease);
+    row.lease_expires_at = Some(super::time::later(now, lease));
     row.version += 1;
     row.recovery_count = row.recovery_count.saturating_add(1);
     row.updated_at = now;

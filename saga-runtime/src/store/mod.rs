@@ -7,12 +7,25 @@
 //! lease therefore cannot overwrite the progress of the runner that took the saga over.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "_sqlx")]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+pub(crate) mod time;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteStore;
 
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
@@ -36,7 +49,8 @@ pub struct SagaRecord {
     pub step_index: u32,
     /// That step's name.
     pub current_step: Option<String>,
-    /// Attempts started of that step (or compensation), interrupted ones included.
+    /// Attempts started of that step (or compensation), interrupted ones included; 0 for a
+    /// saga enqueued and not yet picked up.
     pub attempt: u32,
     /// The typed context as JSON.
     pub context: String,
@@ -366,3 +380,82 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
 
 // `dyn SagaStore` must stay usable.
 const _: fn(&dyn SagaStore) = |_| {};
+
+/// A shared store is a store: `Arc<dyn SagaStore>` can be handed to an orchestrator.
+impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
+    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
+        (**self).create(saga)
+    }
+
+    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        (**self).save(checkpoint)
+    }
+
+    fn load<'a>(
+        &'a self,
+        saga_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        (**self).load(saga_id)
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
+        (**self).claim(claim)
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'a>,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        (**self).claim_expired(request, filter)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
+        (**self).renew(owner, saga_ids, lease)
+    }
+
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).release(owner, saga_ids)
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        saga_id: &'a str,
+        header: &'a AuditHeader,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).append_audit(saga_id, header, events)
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        (**self).audit_log(query)
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a SagaQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        (**self).list(query)
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        (**self).request_cancel(saga_id, reason, actor)
+    }
+}

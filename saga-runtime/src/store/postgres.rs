@@ -1,0 +1,796 @@
+//! [`PostgresStore`]: for production. Many runners on many machines share one database;
+//! leases are claimed with `FOR UPDATE SKIP LOCKED`, and timestamps come from the server's
+//! clock so that runners need not agree on the time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::sql::{self, RawAudit, RawRecord, database_error};
+use super::time::{from_micros, to_micros};
+use super::{
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, SagaQuery, SagaRecord,
+    SagaStore, Saved,
+};
+use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
+use crate::definition::{BoxFuture, SagaState};
+use crate::error::StoreError;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    20_261_125_000_001,
+    "create saga tables",
+    include_str!("../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
+)];
+
+/// The columns of `saga_checkpoints` as [`record`] reads them: integers widened, JSON as
+/// text, timestamps as microseconds since the epoch.
+const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, \
+    step_index::int8 AS step_index, current_step, attempt::int8 AS attempt, \
+    context::text AS context, config::text AS config, error, failed_step, version, owner, \
+    (extract(epoch FROM lease_expires_at) * 1000000)::int8 AS lease_expires_at, \
+    recovery_count::int8 AS recovery_count, parked_from, cancel_requested, user_id, ip_address, \
+    (extract(epoch FROM created_at) * 1000000)::int8 AS created_at, \
+    (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_at";
+
+const AUDIT_COLUMNS: &str = "id, saga_id, saga_type, event_type, step_name, attempt::int8 AS attempt, \
+    error_message, details, user_id, ip_address, \
+    (extract(epoch FROM timestamp) * 1000000)::int8 AS timestamp";
+
+/// Sagas in PostgreSQL.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), saga_runtime::StoreError> {
+/// use saga_runtime::store::PostgresStore;
+/// use std::time::Duration;
+///
+/// // The seed's pool settings: 20 connections, 10 more at peak, pre-ping, hourly recycle.
+/// let store = PostgresStore::builder("postgres://postgres@127.0.0.1/app")
+///     .pool_size(20)
+///     .max_overflow(10)
+///     .pool_pre_ping(true)
+///     .pool_recycle(Duration::from_secs(3600))
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Builds a [`PostgresStore`]; the defaults are the seed's "Connection Pooling" values.
+#[derive(Debug, Clone)]
+#[must_use = "call `connect` to open the store"]
+pub struct PostgresStoreBuilder {
+    url: String,
+    pool_size: u32,
+    max_overflow: u32,
+    pre_ping: bool,
+    recycle: Option<Duration>,
+    acquire_timeout: Duration,
+    schema: Option<String>,
+    migrate: bool,
+}
+
+impl PostgresStoreBuilder {
+    /// Connections kept open. Default 20.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Extra connections opened at peak and closed when idle. Default 10.
+    pub fn max_overflow(mut self, overflow: u32) -> Self {
+        self.max_overflow = overflow;
+        self
+    }
+
+    /// Check a connection before handing it out. Default on.
+    pub fn pool_pre_ping(mut self, on: bool) -> Self {
+        self.pre_ping = on;
+        self
+    }
+
+    /// Replace connections older than this. Default one hour; `None` keeps them.
+    pub fn pool_recycle(mut self, recycle: impl Into<Option<Duration>>) -> Self {
+        self.recycle = recycle.into();
+        self
+    }
+
+    /// How long to wait for a free connection. Default 30 s.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Keep the saga tables in this schema (created if missing) instead of the default
+    /// search path: one schema per tenant, or per test.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Apply migrations on connect. Default on.
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// Opens the pool (and applies migrations unless turned off).
+    ///
+    /// # Errors
+    /// A malformed URL or schema name, an unreachable server, or a failed migration.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        let mut options: PgConnectOptions =
+            self.url
+                .parse()
+                .map_err(|e: sqlx::Error| StoreError::Invalid {
+                    what: "PostgreSQL URL",
+                    reason: e.to_string(),
+                })?;
+        if self.pool_size == 0 && self.max_overflow == 0 {
+            return Err(StoreError::Invalid {
+                what: "pool size",
+                reason: "pool_size + max_overflow must be at least 1".into(),
+            });
+        }
+        if let Some(schema) = &self.schema {
+            let valid = !schema.is_empty()
+                && schema.len() <= 63
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !schema.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(StoreError::Invalid {
+                    what: "schema name",
+                    reason: format!("`{schema}`: use letters, digits and underscores"),
+                });
+            }
+            let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await?;
+            sqlx::Connection::close(conn).await?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .min_connections(self.pool_size.min(self.pool_size + self.max_overflow))
+            .max_connections((self.pool_size + self.max_overflow).max(1))
+            .test_before_acquire(self.pre_ping)
+            .max_lifetime(self.recycle)
+            .idle_timeout(Some(Duration::from_mins(10)))
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy_with(options);
+        // Fail now, with a clear error, if the server is unreachable.
+        drop(pool.acquire().await?);
+        let store = PostgresStore { pool };
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+impl PostgresStore {
+    /// A builder over `url` with the seed's pool defaults.
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            pool_size: 20,
+            max_overflow: 10,
+            pre_ping: true,
+            recycle: Some(Duration::from_hours(1)),
+            acquire_timeout: Duration::from_secs(30),
+            schema: None,
+            migrate: true,
+        }
+    }
+
+    /// Connects with the default pool and applies migrations.
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Uses an existing pool as it is (no migrations: call [`PostgresStore::migrate`]).
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresStore { pool }
+    }
+
+    /// Applies pending migrations (recorded in `_saga_migrations`, under a lock, so that
+    /// many processes may start at once).
+    ///
+    /// # Errors
+    /// A migration failed; nothing of it was applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sql::migrator(MIGRATIONS)
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    /// The connection pool, for plain SQL next to the store.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Writes a new saga through `conn`, typically inside the caller's own transaction, so
+    /// that the saga exists if and only if the caller's writes commit. The saga has no owner
+    /// yet; a runner's recovery loop (or `Executor::recover`) runs it after the commit.
+    ///
+    /// # Errors
+    /// A database error; [`Created::Existing`] if the id is taken.
+    pub async fn create_in(conn: &mut PgConnection, saga: NewSaga) -> Result<Created, StoreError> {
+        create_on(conn, saga).await
+    }
+}
+
+fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
+    let micros = |column: &str| -> Result<Option<std::time::SystemTime>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        Ok(value.map(from_micros))
+    };
+    let saga_id: String = row.try_get("saga_id")?;
+    let required = |column: &str| -> Result<std::time::SystemTime, StoreError> {
+        micros(column)?.ok_or_else(|| StoreError::Corrupt {
+            saga_id: saga_id.clone(),
+            reason: format!("`{column}` is empty"),
+        })
+    };
+    RawRecord {
+        lease_expires_at: micros("lease_expires_at")?,
+        created_at: required("created_at")?,
+        updated_at: required("updated_at")?,
+        saga_type: row.try_get("saga_type")?,
+        definition: row.try_get("definition")?,
+        fingerprint: row.try_get("fingerprint")?,
+        state: row.try_get("state")?,
+        step_index: row.try_get("step_index")?,
+        current_step: row.try_get("current_step")?,
+        attempt: row.try_get("attempt")?,
+        context: row.try_get("context")?,
+        config: row.try_get("config")?,
+        error: row.try_get("error")?,
+        failed_step: row.try_get("failed_step")?,
+        version: row.try_get("version")?,
+        owner: row.try_get("owner")?,
+        recovery_count: row.try_get("recovery_count")?,
+        parked_from: row.try_get("parked_from")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        user_id: row.try_get("user_id")?,
+        ip_address: row.try_get("ip_address")?,
+        saga_id: saga_id.clone(),
+    }
+    .validate()
+}
+
+fn audit_record(row: &PgRow) -> Result<AuditRecord, StoreError> {
+    let timestamp: i64 = row.try_get("timestamp")?;
+    RawAudit {
+        id: row.try_get("id")?,
+        saga_id: row.try_get("saga_id")?,
+        saga_type: row.try_get("saga_type")?,
+        event_type: row.try_get("event_type")?,
+        step_name: row.try_get("step_name")?,
+        attempt: row.try_get("attempt")?,
+        error_message: row.try_get("error_message")?,
+        details: row.try_get("details")?,
+        user_id: row.try_get("user_id")?,
+        ip_address: row.try_get("ip_address")?,
+        timestamp: from_micros(timestamp),
+    }
+    .validate()
+}
+
+/// A duration as microseconds, for `$n * interval '1 microsecond'`.
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
+async fn insert_events(
+    conn: &mut PgConnection,
+    saga_id: &str,
+    header: &AuditHeader,
+    events: Vec<NewEvent>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Postgres>::new(
+        "INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt, \
+         error_message, details, user_id, ip_address, timestamp) ",
+    );
+    query.push_values(events, |mut row, event| {
+        row.push_bind(saga_id.to_owned())
+            .push_bind(header.saga_type.clone())
+            .push_bind(event.event_type.as_str())
+            .push_bind(event.step_name.map(std::borrow::Cow::into_owned))
+            .push_bind(event.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
+            .push_bind(event.error_message)
+            .push_bind(event.details)
+            .push_bind(header.user_id.clone())
+            .push_bind(header.ip_address.clone())
+            .push("'epoch'::timestamptz + ")
+            .push_bind_unseparated(to_micros(event.timestamp))
+            .push_unseparated(" * interval '1 microsecond'");
+    });
+    query
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    Ok(())
+}
+
+async fn create_on(conn: &mut PgConnection, saga: NewSaga) -> Result<Created, StoreError> {
+    let lease = if saga.owner.is_some() {
+        micros(saga.lease)
+    } else {
+        0
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
+         step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
+         recovery_count, user_id, ip_address, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'running', 0, $5, $12, $6::jsonb, $7::jsonb, 1, $8, \
+         now() + $9 * interval '1 microsecond', 0, $10, $11, now(), now()) \
+         ON CONFLICT (saga_id) DO NOTHING",
+    )
+    .bind(&*saga.saga_id)
+    .bind(&saga.header.saga_type)
+    .bind(saga.definition)
+    .bind(saga.fingerprint)
+    .bind(saga.first_step)
+    .bind(&saga.context)
+    .bind(&saga.config)
+    .bind(saga.owner.as_deref())
+    .bind(lease)
+    .bind(&saga.header.user_id)
+    .bind(&saga.header.ip_address)
+    .bind(i32::from(saga.owner.is_some()))
+    .execute(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    if inserted.rows_affected() == 0 {
+        return match load_on(conn, &saga.saga_id).await? {
+            Some(record) => Ok(Created::Existing(Box::new(record))),
+            None => Err(StoreError::NotFound {
+                saga_id: saga.saga_id.to_string(),
+            }),
+        };
+    }
+    insert_events(conn, &saga.saga_id, &saga.header, saga.events).await?;
+    Ok(Created::New { version: 1 })
+}
+
+async fn load_on(conn: &mut PgConnection, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM saga_checkpoints WHERE saga_id = $1"
+    )))
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    row.as_ref().map(record).transpose()
+}
+
+impl PostgresStore {
+    async fn create_impl(&self, saga: NewSaga) -> Result<Created, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let created = create_on(&mut tx, saga).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(created)
+    }
+
+    async fn save_impl(&self, cp: Checkpoint) -> Result<Saved, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE saga_checkpoints SET state = $1, step_index = $2, current_step = $3, \
+             attempt = $4, context = COALESCE($5::jsonb, context), error = $6, failed_step = $7, \
+             version = version + 1, owner = $8, lease_expires_at = now() + $9 * interval '1 microsecond', \
+             recovery_count = CASE WHEN $10 THEN 0 ELSE recovery_count END, parked_from = $11, \
+             cancel_requested = CASE WHEN $12 THEN NULL ELSE cancel_requested END, updated_at = now() \
+             WHERE saga_id = $13 AND version = $14 AND (NOT $15 OR cancel_requested IS NULL) \
+             RETURNING version",
+        )
+        .bind(cp.state.as_str())
+        .bind(i32::try_from(cp.step_index).unwrap_or(i32::MAX))
+        .bind(cp.current_step)
+        .bind(i32::try_from(cp.attempt).unwrap_or(i32::MAX))
+        .bind(cp.context.as_deref())
+        .bind(cp.error.as_deref())
+        .bind(cp.failed_step.as_deref())
+        .bind(&*cp.owner)
+        .bind(micros(cp.lease))
+        .bind(cp.progress)
+        .bind(cp.parked_from.map(SagaState::as_str))
+        .bind(cp.clear_cancel)
+        .bind(&*cp.saga_id)
+        .bind(cp.expected_version)
+        .bind(cp.unless_cancelled)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let Some(version) = version else {
+            let pending: Option<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT version, cancel_requested FROM saga_checkpoints WHERE saga_id = $1",
+            )
+            .bind(&*cp.saga_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            tx.rollback().await.map_err(database_error)?;
+            return match pending {
+                Some((found, Some(reason)))
+                    if found == cp.expected_version && cp.unless_cancelled =>
+                {
+                    Ok(Saved::Cancelled { reason })
+                }
+                Some((found, _)) => Err(StoreError::Fenced {
+                    saga_id: cp.saga_id.to_string(),
+                    expected: cp.expected_version,
+                    found,
+                }),
+                None => Err(StoreError::NotFound {
+                    saga_id: cp.saga_id.to_string(),
+                }),
+            };
+        };
+        insert_events(&mut tx, &cp.saga_id, &cp.header, cp.events).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Saved::Written { version })
+    }
+
+    async fn claim_impl(&self, claim: Claim) -> Result<SagaRecord, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET owner = $1, lease_expires_at = now() + $2 * interval '1 microsecond', \
+             version = version + 1, recovery_count = recovery_count + 1, updated_at = now() \
+             WHERE saga_id = $3 AND version = $4 RETURNING {COLUMNS}"
+        )))
+        .bind(&*claim.owner)
+        .bind(micros(claim.lease))
+        .bind(&claim.saga_id)
+        .bind(claim.expected_version)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database_error)?;
+        match row {
+            Some(row) => record(&row),
+            None => {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM saga_checkpoints WHERE saga_id = $1")
+                        .bind(&claim.saga_id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(database_error)?;
+                Err(match found {
+                    Some(found) => StoreError::Fenced {
+                        saga_id: claim.saga_id,
+                        expected: claim.expected_version,
+                        found,
+                    },
+                    None => StoreError::NotFound {
+                        saga_id: claim.saga_id,
+                    },
+                })
+            }
+        }
+    }
+
+    async fn claim_expired_impl(
+        &self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'_>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        if request.definitions.is_empty() || request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let definitions: Vec<String> = request
+            .definitions
+            .iter()
+            .map(|d| (*d).to_owned())
+            .collect();
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        // Locked rows belong to a concurrent claimer: skip them rather than wait.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints \
+             WHERE state IN {} AND lease_expires_at <= now() AND definition = ANY($1) \
+             ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            sql::ACTIVE_STATES
+        )))
+        .bind(&definitions)
+        .bind(i64::from(request.limit) * 4)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let mut accepted: Vec<String> = Vec::new();
+        for row in &rows {
+            if accepted.len() >= request.limit as usize {
+                break;
+            }
+            match record(row) {
+                Ok(candidate) if filter(&candidate) => accepted.push(candidate.saga_id),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "skipping an unreadable saga row"),
+            }
+        }
+        let claimed = if accepted.is_empty() {
+            Vec::new()
+        } else {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE saga_checkpoints SET owner = $1, \
+                 lease_expires_at = now() + $2 * interval '1 microsecond', version = version + 1, \
+                 recovery_count = recovery_count + 1, updated_at = now() \
+                 WHERE saga_id = ANY($3) RETURNING {COLUMNS}"
+            )))
+            .bind(&*request.owner)
+            .bind(micros(request.lease))
+            .bind(&accepted)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            rows.iter().map(record).collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit().await.map_err(database_error)?;
+        Ok(claimed)
+    }
+
+    async fn renew_impl(
+        &self,
+        owner: &str,
+        saga_ids: &[Arc<str>],
+        lease: Duration,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        if saga_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = saga_ids.iter().map(ToString::to_string).collect();
+        let renewed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET lease_expires_at = now() + $1 * interval '1 microsecond' \
+             WHERE owner = $2 AND state IN {} AND saga_id = ANY($3) RETURNING saga_id",
+            sql::ACTIVE_STATES
+        )))
+        .bind(micros(lease))
+        .bind(owner)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        Ok(saga_ids
+            .iter()
+            .filter(|id| renewed.iter().any(|r| r.as_str() == &***id))
+            .cloned()
+            .collect())
+    }
+
+    async fn release_impl(&self, owner: &str, saga_ids: &[Arc<str>]) -> Result<(), StoreError> {
+        if saga_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = saga_ids.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "UPDATE saga_checkpoints SET lease_expires_at = now() WHERE owner = $1 AND saga_id = ANY($2)",
+        )
+        .bind(owner)
+        .bind(&ids)
+        .execute(&self.pool)
+        .await
+        .map_err(database_error)?;
+        Ok(())
+    }
+
+    async fn audit_log_impl(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM saga_audit_logs WHERE true"
+        ));
+        if let Some(saga_id) = &q.saga_id {
+            query.push(" AND saga_id = ").push_bind(saga_id.clone());
+        }
+        if let Some(event_type) = &q.event_type {
+            query
+                .push(" AND event_type = ")
+                .push_bind(event_type.clone());
+        }
+        if let Some(prefix) = &q.event_type_prefix {
+            query
+                .push(" AND starts_with(event_type, ")
+                .push_bind(prefix.clone())
+                .push(")");
+        }
+        if let Some(user_id) = &q.user_id {
+            query.push(" AND user_id = ").push_bind(user_id.clone());
+        }
+        if let Some(since) = q.since {
+            query
+                .push(" AND timestamp >= 'epoch'::timestamptz + ")
+                .push_bind(to_micros(since))
+                .push(" * interval '1 microsecond'");
+        }
+        if let Some(until) = q.until {
+            query
+                .push(" AND timestamp < 'epoch'::timestamptz + ")
+                .push_bind(to_micros(until))
+                .push(" * interval '1 microsecond'");
+        }
+        query.push(" ORDER BY timestamp, id");
+        if let Some(limit) = q.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        rows.iter().map(audit_record).collect()
+    }
+
+    async fn list_impl(&self, q: &SagaQuery) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints WHERE true"
+        ));
+        if let Some(state) = q.state {
+            query.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(saga_type) = &q.saga_type {
+            query.push(" AND saga_type = ").push_bind(saga_type.clone());
+        }
+        if let Some(since) = q.created_since {
+            query
+                .push(" AND created_at >= 'epoch'::timestamptz + ")
+                .push_bind(to_micros(since))
+                .push(" * interval '1 microsecond'");
+        }
+        if let Some(before) = q.updated_before {
+            query
+                .push(" AND updated_at < 'epoch'::timestamptz + ")
+                .push_bind(to_micros(before))
+                .push(" * interval '1 microsecond'");
+        }
+        query.push(" ORDER BY saga_checkpoints.created_at DESC, saga_id");
+        if let Some(limit) = q.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn request_cancel_impl(
+        &self,
+        saga_id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<SagaRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET cancel_requested = $1 \
+             WHERE saga_id = $2 AND state = 'running' RETURNING {COLUMNS}"
+        )))
+        .bind(reason)
+        .bind(saga_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let Some(row) = row else {
+            let existing = load_on(&mut tx, saga_id).await?;
+            tx.rollback().await.map_err(database_error)?;
+            return Err(match existing {
+                Some(record) => StoreError::InvalidState {
+                    saga_id: record.saga_id,
+                    state: record.state,
+                    action: "cancel",
+                },
+                None => StoreError::NotFound {
+                    saga_id: saga_id.to_owned(),
+                },
+            });
+        };
+        let record = record(&row)?;
+        let header = AuditHeader {
+            saga_type: record.saga_type.clone(),
+            user_id: Some(actor.user_id.clone()),
+            ip_address: actor.ip_address.clone(),
+        };
+        let event = NewEvent::now(EventType::CancelRequested).error(reason);
+        insert_events(&mut tx, saga_id, &header, vec![event]).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(record)
+    }
+}
+
+impl SagaStore for PostgresStore {
+    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
+        Box::pin(self.create_impl(saga))
+    }
+
+    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        Box::pin(self.save_impl(checkpoint))
+    }
+
+    fn load<'a>(
+        &'a self,
+        saga_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(database_error)?;
+            load_on(&mut conn, saga_id).await
+        })
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
+        Box::pin(self.claim_impl(claim))
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'a>,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.claim_expired_impl(request, filter))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
+        Box::pin(self.renew_impl(owner, saga_ids, lease))
+    }
+
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.release_impl(owner, saga_ids))
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        saga_id: &'a str,
+        header: &'a AuditHeader,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(database_error)?;
+            insert_events(&mut conn, saga_id, header, events).await
+        })
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(self.audit_log_impl(query))
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a SagaQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.list_impl(query))
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        Box::pin(self.request_cancel_impl(saga_id, reason, actor))
+    }
+}

@@ -1,0 +1,164 @@
+//! What the SQL stores share: migrations, and turning raw column values into records
+//! without trusting them (an unknown state or a negative count is an error, not a panic).
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use sqlx::SqlSafeStr as _;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::SagaRecord;
+use crate::audit::AuditRecord;
+use crate::definition::SagaState;
+use crate::error::StoreError;
+
+/// Our migration bookkeeping table, apart from an application's own `_sqlx_migrations`.
+pub(crate) const MIGRATIONS_TABLE: &str = "_saga_migrations";
+
+/// A migrator over embedded `(version, description, sql)` files.
+pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Maps "no such table" to [`StoreError::NotMigrated`].
+pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        let message = db.message();
+        if message.contains("no such table")
+            || (message.contains("relation") && message.contains("does not exist"))
+        {
+            return StoreError::NotMigrated(message.to_owned());
+        }
+    }
+    StoreError::Database(error)
+}
+
+/// A `saga_checkpoints` row as read, before validation.
+pub(crate) struct RawRecord {
+    pub(crate) saga_id: String,
+    pub(crate) saga_type: String,
+    pub(crate) definition: String,
+    pub(crate) fingerprint: String,
+    pub(crate) state: String,
+    pub(crate) step_index: i64,
+    pub(crate) current_step: Option<String>,
+    pub(crate) attempt: i64,
+    pub(crate) context: String,
+    pub(crate) config: String,
+    pub(crate) error: Option<String>,
+    pub(crate) failed_step: Option<String>,
+    pub(crate) version: i64,
+    pub(crate) owner: Option<String>,
+    pub(crate) lease_expires_at: Option<SystemTime>,
+    pub(crate) recovery_count: i64,
+    pub(crate) parked_from: Option<String>,
+    pub(crate) cancel_requested: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) ip_address: Option<String>,
+    pub(crate) created_at: SystemTime,
+    pub(crate) updated_at: SystemTime,
+}
+
+fn corrupt(saga_id: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        saga_id: saga_id.to_owned(),
+        reason,
+    }
+}
+
+fn count(saga_id: &str, column: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(saga_id, format!("`{column}` is {value}")))
+}
+
+fn state(saga_id: &str, column: &str, value: &str) -> Result<SagaState, StoreError> {
+    value
+        .parse()
+        .map_err(|e| corrupt(saga_id, format!("`{column}`: {e}")))
+}
+
+impl RawRecord {
+    pub(crate) fn validate(self) -> Result<SagaRecord, StoreError> {
+        let id = self.saga_id.as_str();
+        Ok(SagaRecord {
+            state: state(id, "state", &self.state)?,
+            step_index: count(id, "step_index", self.step_index)?,
+            attempt: count(id, "attempt", self.attempt)?,
+            recovery_count: count(id, "recovery_count", self.recovery_count)?,
+            parked_from: match &self.parked_from {
+                Some(value) => Some(state(id, "parked_from", value)?),
+                None => None,
+            },
+            saga_id: self.saga_id,
+            saga_type: self.saga_type,
+            definition: self.definition,
+            fingerprint: self.fingerprint,
+            current_step: self.current_step,
+            context: self.context,
+            config: self.config,
+            error: self.error,
+            failed_step: self.failed_step,
+            version: self.version,
+            owner: self.owner,
+            lease_expires_at: self.lease_expires_at,
+            cancel_requested: self.cancel_requested,
+            user_id: self.user_id,
+            ip_address: self.ip_address,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A `saga_audit_logs` row as read.
+pub(crate) struct RawAudit {
+    pub(crate) id: i64,
+    pub(crate) saga_id: String,
+    pub(crate) saga_type: String,
+    pub(crate) event_type: String,
+    pub(crate) step_name: Option<String>,
+    pub(crate) attempt: Option<i64>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) details: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) ip_address: Option<String>,
+    pub(crate) timestamp: SystemTime,
+}
+
+impl RawAudit {
+    pub(crate) fn validate(self) -> Result<AuditRecord, StoreError> {
+        let attempt = match self.attempt {
+            Some(value) => Some(count(&self.saga_id, "attempt", value)?),
+            None => None,
+        };
+        Ok(AuditRecord {
+            id: self.id,
+            saga_id: self.saga_id,
+            saga_type: self.saga_type,
+            event_type: self.event_type,
+            step_name: self.step_name,
+            attempt,
+            error_message: self.error_message,
+            details: self.details,
+            user_id: self.user_id,
+            ip_address: self.ip_address,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// The `IN (..)` list of the states the recovery loop claims.
+pub(crate) const ACTIVE_STATES: &str = "('running', 'compensating')";

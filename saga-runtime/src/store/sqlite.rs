@@ -1,0 +1,727 @@
+//! [`SqliteStore`]: the embedded default. One file, no server, WAL mode.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::sql::{self, ACTIVE_STATES, RawAudit, RawRecord, database_error};
+use super::time::{from_text, later, to_text};
+use super::{
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, SagaQuery, SagaRecord,
+    SagaStore, Saved,
+};
+use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
+use crate::definition::{BoxFuture, SagaState};
+use crate::error::StoreError;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    20_261_125_000_001,
+    "create saga tables",
+    include_str!("../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
+)];
+
+/// The columns of `saga_checkpoints`, in [`record`]'s order.
+const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_index, current_step, \
+    attempt, context, config, error, failed_step, version, owner, lease_expires_at, recovery_count, \
+    parked_from, cancel_requested, user_id, ip_address, created_at, updated_at";
+
+/// Sagas in a SQLite database file.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), saga_runtime::StoreError> {
+/// use saga_runtime::store::SqliteStore;
+/// let store = SqliteStore::open("sagas.db").await?; // created and migrated if needed
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, in WAL mode, and applies
+    /// the migrations.
+    ///
+    /// # Errors
+    /// The file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::with_options(options, 4, true).await
+    }
+
+    /// Connects to a `sqlite:` URL (`sqlite://sagas.db`, `sqlite::memory:`), creating the
+    /// file if needed, and applies the migrations.
+    ///
+    /// # Errors
+    /// A malformed URL, or the database cannot be opened or migrated.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid {
+                what: "SQLite URL",
+                reason: e.to_string(),
+            })?
+            .create_if_missing(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // Each connection to `:memory:` is a database of its own: use exactly one.
+        Self::with_options(options, if in_memory { 1 } else { 4 }, true).await
+    }
+
+    /// Connects without applying migrations (the CLI checks the schema instead).
+    ///
+    /// # Errors
+    /// A malformed URL, or the database cannot be opened.
+    pub async fn connect_unmigrated(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Invalid {
+            what: "SQLite URL",
+            reason: e.to_string(),
+        })?;
+        Self::with_options(options, 1, false).await
+    }
+
+    /// An in-memory SQLite database (one connection), migrated: for tests.
+    ///
+    /// # Errors
+    /// SQLite could not start.
+    pub async fn memory() -> Result<Self, StoreError> {
+        Self::connect("sqlite::memory:").await
+    }
+
+    async fn with_options(
+        options: SqliteConnectOptions,
+        connections: u32,
+        migrate: bool,
+    ) -> Result<Self, StoreError> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(connections)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        if migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Uses an existing pool as it is (no migrations: call [`SqliteStore::migrate`]).
+    #[must_use]
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        SqliteStore { pool }
+    }
+
+    /// Applies pending migrations (recorded in `_saga_migrations`).
+    ///
+    /// # Errors
+    /// A migration failed; nothing of it was applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sql::migrator(MIGRATIONS)
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    /// The connection pool, for plain SQL next to the store.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
+    let saga_id: String = row.try_get("saga_id")?;
+    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
+        let text: Option<String> = row.try_get(column)?;
+        text.map(|t| from_text(&t))
+            .transpose()
+            .map_err(|reason| StoreError::Corrupt {
+                saga_id: saga_id.clone(),
+                reason: format!("`{column}`: {reason}"),
+            })
+    };
+    let required = |column: &str| -> Result<SystemTime, StoreError> {
+        time(column)?.ok_or_else(|| StoreError::Corrupt {
+            saga_id: saga_id.clone(),
+            reason: format!("`{column}` is empty"),
+        })
+    };
+    RawRecord {
+        lease_expires_at: time("lease_expires_at")?,
+        created_at: required("created_at")?,
+        updated_at: required("updated_at")?,
+        saga_type: row.try_get("saga_type")?,
+        definition: row.try_get("definition")?,
+        fingerprint: row.try_get("fingerprint")?,
+        state: row.try_get("state")?,
+        step_index: row.try_get("step_index")?,
+        current_step: row.try_get("current_step")?,
+        attempt: row.try_get("attempt")?,
+        context: row.try_get("context")?,
+        config: row.try_get("config")?,
+        error: row.try_get("error")?,
+        failed_step: row.try_get("failed_step")?,
+        version: row.try_get("version")?,
+        owner: row.try_get("owner")?,
+        recovery_count: row.try_get("recovery_count")?,
+        parked_from: row.try_get("parked_from")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        user_id: row.try_get("user_id")?,
+        ip_address: row.try_get("ip_address")?,
+        saga_id: saga_id.clone(),
+    }
+    .validate()
+}
+
+fn audit_record(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let saga_id: String = row.try_get("saga_id")?;
+    let timestamp: String = row.try_get("timestamp")?;
+    let timestamp = from_text(&timestamp).map_err(|reason| StoreError::Corrupt {
+        saga_id: saga_id.clone(),
+        reason: format!("audit `timestamp`: {reason}"),
+    })?;
+    RawAudit {
+        id: row.try_get("id")?,
+        saga_type: row.try_get("saga_type")?,
+        event_type: row.try_get("event_type")?,
+        step_name: row.try_get("step_name")?,
+        attempt: row.try_get("attempt")?,
+        error_message: row.try_get("error_message")?,
+        details: row.try_get("details")?,
+        user_id: row.try_get("user_id")?,
+        ip_address: row.try_get("ip_address")?,
+        saga_id,
+        timestamp,
+    }
+    .validate()
+}
+
+/// Inserts `events` in one statement.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    saga_id: &str,
+    header: &AuditHeader,
+    events: Vec<NewEvent>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt, \
+         error_message, details, user_id, ip_address, timestamp) ",
+    );
+    query.push_values(events, |mut row, event| {
+        row.push_bind(saga_id.to_owned())
+            .push_bind(header.saga_type.clone())
+            .push_bind(event.event_type.as_str())
+            .push_bind(event.step_name.map(std::borrow::Cow::into_owned))
+            .push_bind(event.attempt.map(i64::from))
+            .push_bind(event.error_message)
+            .push_bind(event.details)
+            .push_bind(header.user_id.clone())
+            .push_bind(header.ip_address.clone())
+            .push_bind(to_text(event.timestamp));
+    });
+    query
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    Ok(())
+}
+
+async fn load_on(
+    conn: &mut SqliteConnection,
+    saga_id: &str,
+) -> Result<Option<SagaRecord>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM saga_checkpoints WHERE saga_id = ?"
+    )))
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    row.as_ref().map(record).transpose()
+}
+
+/// Why a fenced statement touched no row.
+async fn miss(conn: &mut SqliteConnection, saga_id: &str, expected: i64) -> StoreError {
+    let found: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT version FROM saga_checkpoints WHERE saga_id = ?")
+            .bind(saga_id)
+            .fetch_optional(&mut *conn)
+            .await;
+    match found {
+        Ok(Some(found)) => StoreError::Fenced {
+            saga_id: saga_id.to_owned(),
+            expected,
+            found,
+        },
+        Ok(None) => StoreError::NotFound {
+            saga_id: saga_id.to_owned(),
+        },
+        Err(error) => database_error(error),
+    }
+}
+
+impl SqliteStore {
+    async fn create_impl(&self, saga: NewSaga) -> Result<Created, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let now = SystemTime::now();
+        let lease_until = match &saga.owner {
+            Some(_) => later(now, saga.lease),
+            None => now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
+             step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
+             recovery_count, user_id, ip_address, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, ?, 0, ?, ?, ?, ?) \
+             ON CONFLICT (saga_id) DO NOTHING",
+        )
+        .bind(&*saga.saga_id)
+        .bind(&saga.header.saga_type)
+        .bind(saga.definition)
+        .bind(saga.fingerprint)
+        .bind(saga.first_step)
+        .bind(i64::from(saga.owner.is_some()))
+        .bind(&saga.context)
+        .bind(&saga.config)
+        .bind(saga.owner.as_deref())
+        .bind(to_text(lease_until))
+        .bind(&saga.header.user_id)
+        .bind(&saga.header.ip_address)
+        .bind(to_text(now))
+        .bind(to_text(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        if inserted.rows_affected() == 0 {
+            let existing = load_on(&mut tx, &saga.saga_id).await?;
+            tx.rollback().await.map_err(database_error)?;
+            return match existing {
+                Some(record) => Ok(Created::Existing(Box::new(record))),
+                None => Err(StoreError::NotFound {
+                    saga_id: saga.saga_id.to_string(),
+                }),
+            };
+        }
+        insert_events(&mut tx, &saga.saga_id, &saga.header, saga.events).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Created::New { version: 1 })
+    }
+
+    async fn save_impl(&self, cp: Checkpoint) -> Result<Saved, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let now = SystemTime::now();
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE saga_checkpoints SET state = ?, step_index = ?, current_step = ?, attempt = ?, \
+             context = COALESCE(?, context), error = ?, failed_step = ?, version = version + 1, \
+             owner = ?, lease_expires_at = ?, \
+             recovery_count = CASE WHEN ? THEN 0 ELSE recovery_count END, parked_from = ?, \
+             cancel_requested = CASE WHEN ? THEN NULL ELSE cancel_requested END, updated_at = ? \
+             WHERE saga_id = ? AND version = ? AND (NOT ? OR cancel_requested IS NULL) \
+             RETURNING version",
+        )
+        .bind(cp.state.as_str())
+        .bind(i64::from(cp.step_index))
+        .bind(cp.current_step)
+        .bind(i64::from(cp.attempt))
+        .bind(cp.context.as_deref())
+        .bind(cp.error.as_deref())
+        .bind(cp.failed_step.as_deref())
+        .bind(&*cp.owner)
+        .bind(to_text(later(now, cp.lease)))
+        .bind(cp.progress)
+        .bind(cp.parked_from.map(SagaState::as_str))
+        .bind(cp.clear_cancel)
+        .bind(to_text(now))
+        .bind(&*cp.saga_id)
+        .bind(cp.expected_version)
+        .bind(cp.unless_cancelled)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let Some(version) = version else {
+            let pending: Option<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT version, cancel_requested FROM saga_checkpoints WHERE saga_id = ?",
+            )
+            .bind(&*cp.saga_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            tx.rollback().await.map_err(database_error)?;
+            return match pending {
+                Some((found, Some(reason)))
+                    if found == cp.expected_version && cp.unless_cancelled =>
+                {
+                    Ok(Saved::Cancelled { reason })
+                }
+                Some((found, _)) => Err(StoreError::Fenced {
+                    saga_id: cp.saga_id.to_string(),
+                    expected: cp.expected_version,
+                    found,
+                }),
+                None => Err(StoreError::NotFound {
+                    saga_id: cp.saga_id.to_string(),
+                }),
+            };
+        };
+        insert_events(&mut tx, &cp.saga_id, &cp.header, cp.events).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Saved::Written { version })
+    }
+
+    async fn claim_impl(&self, claim: Claim) -> Result<SagaRecord, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        let now = SystemTime::now();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET owner = ?, lease_expires_at = ?, version = version + 1, \
+             recovery_count = recovery_count + 1, updated_at = ? \
+             WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"
+        )))
+        .bind(&*claim.owner)
+        .bind(to_text(later(now, claim.lease)))
+        .bind(to_text(now))
+        .bind(&claim.saga_id)
+        .bind(claim.expected_version)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database_error)?;
+        match row {
+            Some(row) => record(&row),
+            None => Err(miss(&mut conn, &claim.saga_id, claim.expected_version).await),
+        }
+    }
+
+    async fn claim_expired_impl(
+        &self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'_>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        if request.definitions.is_empty() || request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        // IMMEDIATE takes the write lock first, so the read and the claims are one step.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(database_error)?;
+        let now = SystemTime::now();
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints WHERE state IN {ACTIVE_STATES} AND lease_expires_at <= "
+        ));
+        query.push_bind(to_text(now)).push(" AND definition IN (");
+        let mut names = query.separated(", ");
+        for definition in &request.definitions {
+            names.push_bind(*definition);
+        }
+        // Rows the filter refuses must not starve the others: look further than the limit.
+        query
+            .push(") ORDER BY lease_expires_at LIMIT ")
+            .push_bind(i64::from(request.limit) * 4);
+        let rows = query
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        let mut claimed = Vec::new();
+        for row in &rows {
+            if claimed.len() >= request.limit as usize {
+                break;
+            }
+            let candidate = match record(row) {
+                Ok(candidate) => candidate,
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable saga row");
+                    continue;
+                }
+            };
+            if !filter(&candidate) {
+                continue;
+            }
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE saga_checkpoints SET owner = ?, lease_expires_at = ?, version = version + 1, \
+                 recovery_count = recovery_count + 1, updated_at = ? \
+                 WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"
+            )))
+            .bind(&*request.owner)
+            .bind(to_text(later(now, request.lease)))
+            .bind(to_text(now))
+            .bind(&candidate.saga_id)
+            .bind(candidate.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            if let Some(row) = row {
+                claimed.push(record(&row)?);
+            }
+        }
+        tx.commit().await.map_err(database_error)?;
+        Ok(claimed)
+    }
+
+    async fn renew_impl(
+        &self,
+        owner: &str,
+        saga_ids: &[Arc<str>],
+        lease: Duration,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        if saga_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query =
+            QueryBuilder::<Sqlite>::new("UPDATE saga_checkpoints SET lease_expires_at = ");
+        query
+            .push_bind(to_text(later(SystemTime::now(), lease)))
+            .push(" WHERE owner = ")
+            .push_bind(owner)
+            .push(format!(" AND state IN {ACTIVE_STATES} AND saga_id IN ("));
+        let mut ids = query.separated(", ");
+        for id in saga_ids {
+            ids.push_bind(id.to_string());
+        }
+        query.push(") RETURNING saga_id");
+        let renewed: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        Ok(saga_ids
+            .iter()
+            .filter(|id| renewed.iter().any(|r| r.as_str() == &***id))
+            .cloned()
+            .collect())
+    }
+
+    async fn release_impl(&self, owner: &str, saga_ids: &[Arc<str>]) -> Result<(), StoreError> {
+        if saga_ids.is_empty() {
+            return Ok(());
+        }
+        let mut query =
+            QueryBuilder::<Sqlite>::new("UPDATE saga_checkpoints SET lease_expires_at = ");
+        query
+            .push_bind(to_text(SystemTime::now()))
+            .push(" WHERE owner = ")
+            .push_bind(owner)
+            .push(" AND saga_id IN (");
+        let mut ids = query.separated(", ");
+        for id in saga_ids {
+            ids.push_bind(id.to_string());
+        }
+        query.push(")");
+        query
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(database_error)?;
+        Ok(())
+    }
+
+    async fn audit_log_impl(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id, saga_id, saga_type, event_type, step_name, attempt, error_message, details, \
+             user_id, ip_address, timestamp FROM saga_audit_logs WHERE 1 = 1",
+        );
+        if let Some(saga_id) = &q.saga_id {
+            query.push(" AND saga_id = ").push_bind(saga_id.clone());
+        }
+        if let Some(event_type) = &q.event_type {
+            query
+                .push(" AND event_type = ")
+                .push_bind(event_type.clone());
+        }
+        if let Some(prefix) = &q.event_type_prefix {
+            query
+                .push(" AND substr(event_type, 1, length(")
+                .push_bind(prefix.clone())
+                .push(")) = ")
+                .push_bind(prefix.clone());
+        }
+        if let Some(user_id) = &q.user_id {
+            query.push(" AND user_id = ").push_bind(user_id.clone());
+        }
+        if let Some(since) = q.since {
+            query.push(" AND timestamp >= ").push_bind(to_text(since));
+        }
+        if let Some(until) = q.until {
+            query.push(" AND timestamp < ").push_bind(to_text(until));
+        }
+        query.push(" ORDER BY timestamp, id");
+        if let Some(limit) = q.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        rows.iter().map(audit_record).collect()
+    }
+
+    async fn list_impl(&self, q: &SagaQuery) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints WHERE 1 = 1"
+        ));
+        if let Some(state) = q.state {
+            query.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(saga_type) = &q.saga_type {
+            query.push(" AND saga_type = ").push_bind(saga_type.clone());
+        }
+        if let Some(since) = q.created_since {
+            query.push(" AND created_at >= ").push_bind(to_text(since));
+        }
+        if let Some(before) = q.updated_before {
+            query.push(" AND updated_at < ").push_bind(to_text(before));
+        }
+        query.push(" ORDER BY created_at DESC, saga_id");
+        if let Some(limit) = q.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn request_cancel_impl(
+        &self,
+        saga_id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<SagaRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET cancel_requested = ? \
+             WHERE saga_id = ? AND state = 'running' RETURNING {COLUMNS}"
+        )))
+        .bind(reason)
+        .bind(saga_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let Some(row) = row else {
+            let existing = load_on(&mut tx, saga_id).await?;
+            tx.rollback().await.map_err(database_error)?;
+            return Err(match existing {
+                Some(record) => StoreError::InvalidState {
+                    saga_id: record.saga_id,
+                    state: record.state,
+                    action: "cancel",
+                },
+                None => StoreError::NotFound {
+                    saga_id: saga_id.to_owned(),
+                },
+            });
+        };
+        let record = record(&row)?;
+        let header = AuditHeader {
+            saga_type: record.saga_type.clone(),
+            user_id: Some(actor.user_id.clone()),
+            ip_address: actor.ip_address.clone(),
+        };
+        let event = NewEvent::now(EventType::CancelRequested).error(reason);
+        insert_events(&mut tx, saga_id, &header, vec![event]).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(record)
+    }
+}
+
+impl SagaStore for SqliteStore {
+    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
+        Box::pin(self.create_impl(saga))
+    }
+
+    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        Box::pin(self.save_impl(checkpoint))
+    }
+
+    fn load<'a>(
+        &'a self,
+        saga_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(database_error)?;
+            load_on(&mut conn, saga_id).await
+        })
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
+        Box::pin(self.claim_impl(claim))
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'a>,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.claim_expired_impl(request, filter))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
+        Box::pin(self.renew_impl(owner, saga_ids, lease))
+    }
+
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.release_impl(owner, saga_ids))
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        saga_id: &'a str,
+        header: &'a AuditHeader,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(database_error)?;
+            insert_events(&mut conn, saga_id, header, events).await
+        })
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(self.audit_log_impl(query))
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a SagaQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.list_impl(query))
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        Box::pin(self.request_cancel_impl(saga_id, reason, actor))
+    }
+}

@@ -459,3 +459,51 @@ impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
         (**self).request_cancel(saga_id, reason, actor)
     }
 }
+
+/// Opens the store a URL names: `sqlite://path.db` (or `sqlite::memory:`), `postgres://..`
+/// (or `postgresql://..`), or `memory:`. SQL stores are migrated. This is how the examples
+/// and the CLI follow `DATABASE_URL`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::StoreError> {
+/// let store = saga_runtime::store::open("memory:").await?;
+/// assert!(store.load("nothing").await?.is_none());
+/// assert!(saga_runtime::store::open("mysql://x").await.is_err());
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`StoreError::Invalid`] for another scheme (or one whose feature is off); connection
+/// and migration errors.
+pub async fn open(url: &str) -> Result<Arc<dyn SagaStore>, StoreError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        _ => Err(StoreError::Invalid {
+            what: "database URL",
+            reason: format!(
+                "`{}`: expected sqlite://FILE, postgres://.. or memory: (with the matching feature enabled)",
+                redact(url)
+            ),
+        }),
+    }
+}
+
+/// A URL with its password replaced by `***`, for messages.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}

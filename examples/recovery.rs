@@ -47,9 +47,19 @@ pub struct OrderWorkflow {
 #[saga(name = "order_workflow", input = Order)]
 impl OrderWorkflow {
     #[step(timeout = 5, retries = 2, compensate = "release_stock")]
-    async fn reserve_stock(&self, input: &Order, ctx: &StepContext) -> Result<Reservation, StepError> {
-        println!("  reserve_stock  attempt {}: reserved stock for order {}", ctx.attempt(), input.order_id);
-        Ok(Reservation { reservation_id: format!("R-{}", input.order_id) })
+    async fn reserve_stock(
+        &self,
+        input: &Order,
+        ctx: &StepContext,
+    ) -> Result<Reservation, StepError> {
+        println!(
+            "  reserve_stock  attempt {}: reserved stock for order {}",
+            ctx.attempt(),
+            input.order_id
+        );
+        Ok(Reservation {
+            reservation_id: format!("R-{}", input.order_id),
+        })
     }
 
     async fn release_stock(&self, reserve_stock: &Reservation) -> Result<(), StepError> {
@@ -69,7 +79,9 @@ impl OrderWorkflow {
             println!("  !! the process crashes in the middle of charge_payment (abort)");
             std::process::abort();
         }
-        Ok(Payment { payment_id: format!("P-{}", input.order_id) })
+        Ok(Payment {
+            payment_id: format!("P-{}", input.order_id),
+        })
     }
 
     async fn refund(&self, charge_payment: &Payment) -> Result<(), StepError> {
@@ -78,9 +90,19 @@ impl OrderWorkflow {
     }
 
     #[step(timeout = 5, retries = 2)]
-    async fn ship(&self, charge_payment: &Payment, ctx: &StepContext) -> Result<Shipment, StepError> {
-        println!("  ship           attempt {}: shipped (paid by {})", ctx.attempt(), charge_payment.payment_id);
-        Ok(Shipment { tracking: "TRACK-1001".into() })
+    async fn ship(
+        &self,
+        charge_payment: &Payment,
+        ctx: &StepContext,
+    ) -> Result<Shipment, StepError> {
+        println!(
+            "  ship           attempt {}: shipped (paid by {})",
+            ctx.attempt(),
+            charge_payment.payment_id
+        );
+        Ok(Shipment {
+            tracking: "TRACK-1001".into(),
+        })
     }
 }
 
@@ -105,8 +127,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = match existing {
         None => {
             println!("stage 1: starting saga {SAGA_ID} in {DB}");
-            let order = Order { order_id: 1001, amount_cents: 4_999 };
-            orders.execute_with_id(SAGA_ID, &SagaConfig::new("order_workflow"), order).await?
+            let order = Order {
+                order_id: 1001,
+                amount_cents: 4_999,
+            };
+            orders
+                .execute_with_id(SAGA_ID, &SagaConfig::new("order_workflow"), order)
+                .await?
         }
         Some(record) if record.state.is_active() => {
             println!(
@@ -125,12 +152,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("outcome: {}", outcome.state());
     println!("context: {:?}", outcome.context().ship);
     println!("audit trail:");
-    for event in orchestrator.audit_log(&AuditQuery::new().saga_id(SAGA_ID)).await? {
+    for event in orchestrator
+        .audit_log(&AuditQuery::new().saga_id(SAGA_ID))
+        .await?
+    {
         println!(
             "  {:<22} {:<15} attempt {}",
             event.event_type,
             event.step_name.unwrap_or_default(),
-            event.attempt.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+            event.attempt.map_or_else(|| "-".into(), |a| a.to_string())
         );
     }
     if outcome.state().is_finished() {

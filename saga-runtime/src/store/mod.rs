@@ -475,6 +475,10 @@ impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
 /// # Errors
 /// [`StoreError::Invalid`] for another scheme (or one whose feature is off); connection
 /// and migration errors.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(clippy::unused_async) // async for the SQL stores
+)]
 pub async fn open(url: &str) -> Result<Arc<dyn SagaStore>, StoreError> {
     let scheme = url.split(':').next().unwrap_or_default();
     match scheme {

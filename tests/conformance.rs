@@ -769,6 +769,32 @@ async fn listing_and_the_stuck_query(h: &Harness) {
     );
 }
 
+async fn too_many_recoveries_park_the_saga(h: &Harness) {
+    h.store.create(new_saga("restless", None, Duration::ZERO)).await.unwrap();
+    // Five claims without progress already happened (the default limit is five).
+    h.tamper(
+        "restless",
+        "UPDATE saga_checkpoints SET recovery_count = 5, attempt = 1 WHERE saga_id = $1",
+        |r| {
+            r.recovery_count = 5;
+            r.attempt = 1;
+        },
+    )
+    .await;
+    let script = Script::new();
+    let (orchestrator, _) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    assert!(script.names().is_empty(), "a parked saga runs nothing");
+    let record = h.store.load("restless").await.unwrap().unwrap();
+    assert_eq!(record.state, SagaState::Parked);
+    assert_eq!(record.parked_from, Some(SagaState::Running));
+    assert!(record.error.unwrap().contains("recovered 6 times without progress"));
+    let trail = audit_trail(&orchestrator, "restless").await;
+    assert_eq!(trail[trail.len() - 2..], ["saga_recovered:1", "saga_parked"]);
+    // Parked sagas are not claimed again.
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 0);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -819,4 +845,5 @@ conformance!(
     hostile_strings_are_stored_verbatim,
     cancellation_requests,
     listing_and_the_stuck_query,
+    too_many_recoveries_park_the_saga,
 );

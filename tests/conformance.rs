@@ -770,7 +770,10 @@ async fn listing_and_the_stuck_query(h: &Harness) {
 }
 
 async fn too_many_recoveries_park_the_saga(h: &Harness) {
-    h.store.create(new_saga("restless", None, Duration::ZERO)).await.unwrap();
+    h.store
+        .create(new_saga("restless", None, Duration::ZERO))
+        .await
+        .unwrap();
     // Five claims without progress already happened (the default limit is five).
     h.tamper(
         "restless",
@@ -788,11 +791,170 @@ async fn too_many_recoveries_park_the_saga(h: &Harness) {
     let record = h.store.load("restless").await.unwrap().unwrap();
     assert_eq!(record.state, SagaState::Parked);
     assert_eq!(record.parked_from, Some(SagaState::Running));
-    assert!(record.error.unwrap().contains("recovered 6 times without progress"));
+    assert!(
+        record
+            .error
+            .unwrap()
+            .contains("recovered 6 times without progress")
+    );
     let trail = audit_trail(&orchestrator, "restless").await;
-    assert_eq!(trail[trail.len() - 2..], ["saga_recovered:1", "saga_parked"]);
+    assert_eq!(
+        trail[trail.len() - 2..],
+        ["saga_recovered:1", "saga_parked"]
+    );
     // Parked sagas are not claimed again.
     assert_eq!(orchestrator.recover_expired().await.unwrap(), 0);
+}
+
+async fn operator_actions(h: &Harness) {
+    let store = &h.store;
+    let ops = Actor::new("alice");
+    // A compensation that gave up, resumed by a person: compensation starts over.
+    let script = Script::new();
+    script.on("c", [Action::Permanent]);
+    script.on("undo_b", [Action::Fail, Action::Fail]);
+    let (orchestrator, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let outcome = executor
+        .execute_with_id("op-cf", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::CompensationFailed);
+    let resumed = store.resume("op-cf", &ops).await.unwrap();
+    assert_eq!(
+        (resumed.state, resumed.attempt, resumed.owner.as_deref()),
+        (SagaState::Compensating, 0, None)
+    );
+    assert!(resumed.lease_expires_at.unwrap() <= SystemTime::now());
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    assert_eq!(
+        store.load("op-cf").await.unwrap().unwrap().state,
+        SagaState::Failed
+    );
+    assert_eq!(
+        script.names()[script.names().len() - 2..],
+        ["undo_b", "undo_a"]
+    );
+    let trail = audit_trail(&orchestrator, "op-cf").await;
+    let resumed_at = trail.iter().position(|e| e == "operator_resumed").unwrap();
+    assert_eq!(
+        trail[resumed_at + 1..resumed_at + 3],
+        ["saga_recovered:0", "compensation_started:b:1"]
+    );
+    let row = store
+        .audit_log(
+            &AuditQuery::new()
+                .saga_id("op-cf")
+                .event_type("operator_resumed"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(row[0].user_id.as_deref(), Some("alice"));
+
+    // Finished sagas can be neither resumed nor failed.
+    let err = store.resume("op-cf", &ops).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidState {
+                state: SagaState::Failed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store.mark_failed("op-cf", "x", &ops).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err}");
+    assert!(matches!(
+        store.resume("nope", &ops).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+
+    // A running saga marked failed by hand: its owner is fenced off.
+    store
+        .create(new_saga("op-fail", Some("zombie"), Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let failed = store
+        .mark_failed("op-fail", "Timeout - manually compensated", &ops)
+        .await
+        .unwrap();
+    assert_eq!(failed.state, SagaState::Failed);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("Timeout - manually compensated")
+    );
+    assert!(matches!(
+        store
+            .save(checkpoint("op-fail", "zombie", 1))
+            .await
+            .unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+
+    // A stuck running saga keeps its attempt count when resumed.
+    store
+        .create(new_saga("op-stuck", Some("gone"), Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let stuck = store.resume("op-stuck", &ops).await.unwrap();
+    assert_eq!(
+        (stuck.state, stuck.attempt, stuck.owner),
+        (SagaState::Running, 1, None)
+    );
+
+    // Statistics, then retention.
+    let stats = store
+        .stats(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    let count = |state| {
+        stats
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (count(SagaState::Failed), count(SagaState::Running)),
+        (2, 1)
+    );
+    assert_eq!(
+        stats.iter().map(|c| c.stuck).sum::<u64>(),
+        1,
+        "only the running one can be stuck"
+    );
+    let dry = store
+        .prune(SystemTime::now() + Duration::from_secs(1), true)
+        .await
+        .unwrap();
+    assert_eq!(dry.sagas, 2);
+    assert!(dry.audit_rows > 10);
+    assert!(
+        store.load("op-fail").await.unwrap().is_some(),
+        "a dry run deletes nothing"
+    );
+    let none = store
+        .prune(SystemTime::now() - Duration::from_secs(3600), false)
+        .await
+        .unwrap();
+    assert_eq!((none.sagas, none.audit_rows), (0, 0));
+    let done = store
+        .prune(SystemTime::now() + Duration::from_secs(1), false)
+        .await
+        .unwrap();
+    assert_eq!(done, dry);
+    assert!(store.load("op-fail").await.unwrap().is_none());
+    assert!(
+        store.load("op-stuck").await.unwrap().is_some(),
+        "unfinished sagas are kept"
+    );
+    assert!(
+        store
+            .audit_log(&AuditQuery::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 macro_rules! conformance {
@@ -846,4 +1008,5 @@ conformance!(
     cancellation_requests,
     listing_and_the_stuck_query,
     too_many_recoveries_park_the_saga,
+    operator_actions,
 );

@@ -673,8 +673,9 @@ impl<S: Saga> Run<'_, S> {
     ) -> Result<(), SagaError> {
         let mut events = Vec::new();
         let interrupted = self.attempt;
-        // An enqueued saga that nobody has started yet is picked up, not recovered.
-        let first_pickup = interrupted == 0;
+        // An enqueued saga that nobody has started yet (created at version 1, claimed once)
+        // is picked up, not recovered.
+        let first_pickup = interrupted == 0 && self.version == 2;
         if first_pickup {
             self.metrics.saga_started();
         } else {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, SagaQuery, SagaRecord,
-    SagaStore, Saved,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, PruneReport, SagaQuery,
+    SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
@@ -351,6 +351,103 @@ impl SagaStore for MemoryStore {
             inner.push_events(saga_id, &header, vec![event]);
         }
         ready(result)
+    }
+    fn stats(
+        &self,
+        stuck_before: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+        let inner = self.lock();
+        let mut counts: Vec<StateCount> = Vec::new();
+        for row in inner.sagas.values() {
+            let stuck = u64::from(row.state.is_active() && row.updated_at < stuck_before);
+            match counts
+                .iter_mut()
+                .find(|c| c.saga_type == row.saga_type && c.state == row.state)
+            {
+                Some(count) => {
+                    count.count += 1;
+                    count.stuck += stuck;
+                }
+                None => counts.push(StateCount {
+                    saga_type: row.saga_type.clone(),
+                    state: row.state,
+                    count: 1,
+                    stuck,
+                }),
+            }
+        }
+        counts.sort_by(|a, b| {
+            (a.saga_type.as_str(), a.state.as_str()).cmp(&(b.saga_type.as_str(), b.state.as_str()))
+        });
+        ready(Ok(counts))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        saga_id: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        let result = inner.row_mut(saga_id).and_then(|row| {
+            let change = operator::resume(row)?;
+            row.state = change.state;
+            row.attempt = change.attempt;
+            row.parked_from = None;
+            row.recovery_count = 0;
+            row.owner = None;
+            row.lease_expires_at = Some(now);
+            row.version += 1;
+            row.updated_at = now;
+            Ok((row.clone(), change.event))
+        });
+        ready(result.map(|(row, event)| {
+            inner.push_events(saga_id, &operator::header(&row, actor), vec![event]);
+            row
+        }))
+    }
+
+    fn mark_failed<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        let result = inner.row_mut(saga_id).and_then(|row| {
+            let event = operator::mark_failed(row, reason)?;
+            row.state = SagaState::Failed;
+            row.error = Some(reason.to_owned());
+            row.parked_from = None;
+            row.cancel_requested = None;
+            row.owner = None;
+            row.version += 1;
+            row.updated_at = now;
+            Ok((row.clone(), event))
+        });
+        ready(result.map(|(row, event)| {
+            inner.push_events(saga_id, &operator::header(&row, actor), vec![event]);
+            row
+        }))
+    }
+
+    fn prune(
+        &self,
+        before: SystemTime,
+        dry_run: bool,
+    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
+        let mut inner = self.lock();
+        let old_saga = |row: &SagaRecord| row.state.is_finished() && row.updated_at < before;
+        let report = PruneReport {
+            audit_rows: inner.audit.iter().filter(|a| a.timestamp < before).count() as u64,
+            sagas: inner.sagas.values().filter(|r| old_saga(r)).count() as u64,
+        };
+        if !dry_run {
+            inner.sagas.retain(|_, row| !old_saga(row));
+            inner.audit.retain(|a| a.timestamp >= before);
+        }
+        ready(Ok(report))
     }
 }
 

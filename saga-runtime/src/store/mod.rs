@@ -7,6 +7,7 @@
 //! lease therefore cannot overwrite the progress of the runner that took the saga over.
 
 mod memory;
+mod operator;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "_sqlx")]
@@ -276,6 +277,30 @@ impl SagaQuery {
     }
 }
 
+/// How many sagas of one type are in one state (for `saga_state_current` and `saga stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateCount {
+    /// The type label.
+    pub saga_type: String,
+    /// The state.
+    pub state: SagaState,
+    /// How many.
+    pub count: u64,
+    /// Of those, how many are active but were not written since the `stuck_before` time.
+    pub stuck: u64,
+}
+
+/// What [`SagaStore::prune`] removed (or would remove, on a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Audit rows older than the cut-off.
+    pub audit_rows: u64,
+    /// Finished (`completed` or `failed`) sagas last written before the cut-off.
+    pub sagas: u64,
+}
+
 /// Who asks for an operator action, for the audit row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -376,6 +401,44 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
+
+    /// Counts sagas by type and state; `stuck` counts active ones last written before
+    /// `stuck_before`.
+    fn stats(&self, stuck_before: SystemTime)
+    -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>>;
+
+    /// Operator action: makes a parked, `compensation_failed` or stuck saga runnable by any
+    /// runner at once (no owner, expired lease, version moved so a zombie owner is fenced
+    /// off). A parked or `compensation_failed` saga gets a fresh retry budget for its
+    /// current step; a `compensation_failed` one resumes compensating.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] for a finished saga; [`StoreError::NotFound`].
+    fn resume<'a>(
+        &'a self,
+        saga_id: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
+
+    /// Operator action: closes an unfinished saga as `failed` with `reason` (the seed's
+    /// "mark as failed and compensate by hand"); its owner is fenced off.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] for a finished saga; [`StoreError::NotFound`].
+    fn mark_failed<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
+
+    /// Retention: deletes audit rows older than `before`, and finished sagas last written
+    /// before it. With `dry_run`, only counts.
+    fn prune(
+        &self,
+        before: SystemTime,
+        dry_run: bool,
+    ) -> BoxFuture<'_, Result<PruneReport, StoreError>>;
 }
 
 // `dyn SagaStore` must stay usable.
@@ -457,6 +520,38 @@ impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
         (**self).request_cancel(saga_id, reason, actor)
+    }
+
+    fn stats(
+        &self,
+        stuck_before: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+        (**self).stats(stuck_before)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        saga_id: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        (**self).resume(saga_id, actor)
+    }
+
+    fn mark_failed<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        (**self).mark_failed(saga_id, reason, actor)
+    }
+
+    fn prune(
+        &self,
+        before: SystemTime,
+        dry_run: bool,
+    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
+        (**self).prune(before, dry_run)
     }
 }
 

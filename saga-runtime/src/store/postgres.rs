@@ -11,12 +11,13 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::sql::{self, RawAudit, RawRecord, database_error};
 use super::time::{from_micros, to_micros};
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, SagaQuery, SagaRecord,
-    SagaStore, Saved,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, PruneReport, SagaQuery,
+    SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
+use std::time::SystemTime;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     20_261_125_000_001,
@@ -709,6 +710,114 @@ impl PostgresStore {
         tx.commit().await.map_err(database_error)?;
         Ok(record)
     }
+    async fn stats_impl(&self, stuck_before: SystemTime) -> Result<Vec<StateCount>, StoreError> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT saga_type, state, count(*), \
+             coalesce(sum(CASE WHEN state IN ('running', 'compensating') \
+             AND updated_at < 'epoch'::timestamptz + $1 * interval '1 microsecond' THEN 1 ELSE 0 END), 0)::int8 \
+             FROM saga_checkpoints GROUP BY saga_type, state ORDER BY saga_type, state",
+        )
+        .bind(to_micros(stuck_before))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        Ok(sql::state_counts(rows))
+    }
+
+    /// Runs an operator action: locks the row, lets `change` decide, writes the result and
+    /// its audit event in one transaction.
+    async fn operator_impl(
+        &self,
+        saga_id: &str,
+        actor: &Actor,
+        change: impl FnOnce(&SagaRecord) -> Result<(String, String, NewEvent), StoreError>,
+    ) -> Result<SagaRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints WHERE saga_id = $1 FOR UPDATE"
+        )))
+        .bind(saga_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                saga_id: saga_id.to_owned(),
+            });
+        };
+        let current = record(&row)?;
+        let (set, bind, event) = change(&current)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_checkpoints SET {set}, owner = NULL, lease_expires_at = now(), \
+             version = version + 1, updated_at = now() WHERE saga_id = $2 AND version = $3 RETURNING {COLUMNS}"
+        )))
+        .bind(bind)
+        .bind(saga_id)
+        .bind(current.version)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let updated = record(&row)?;
+        insert_events(
+            &mut tx,
+            saga_id,
+            &operator::header(&updated, actor),
+            vec![event],
+        )
+        .await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn prune_impl(
+        &self,
+        before: SystemTime,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        let before = to_micros(before);
+        let cutoff = "'epoch'::timestamptz + $1 * interval '1 microsecond'";
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let (audit, sagas) = if dry_run {
+            let audit: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM saga_audit_logs WHERE timestamp < {cutoff}"
+            )))
+            .bind(before)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            let sagas: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM saga_checkpoints WHERE state IN ('completed', 'failed') AND updated_at < {cutoff}"
+            )))
+            .bind(before)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            (audit as u64, sagas as u64)
+        } else {
+            let sagas = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM saga_checkpoints WHERE state IN ('completed', 'failed') AND updated_at < {cutoff}"
+            )))
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?
+            .rows_affected();
+            let audit = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM saga_audit_logs WHERE timestamp < {cutoff}"
+            )))
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?
+            .rows_affected();
+            (audit, sagas)
+        };
+        tx.commit().await.map_err(database_error)?;
+        Ok(PruneReport {
+            audit_rows: audit,
+            sagas,
+        })
+    }
 }
 
 impl SagaStore for PostgresStore {
@@ -792,5 +901,48 @@ impl SagaStore for PostgresStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
         Box::pin(self.request_cancel_impl(saga_id, reason, actor))
+    }
+    fn stats(
+        &self,
+        stuck_before: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+        Box::pin(self.stats_impl(stuck_before))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        saga_id: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        Box::pin(self.operator_impl(saga_id, actor, |row| {
+            let resumed = operator::resume(row)?;
+            let set = format!(
+                "state = $1, attempt = {}, parked_from = NULL, recovery_count = 0",
+                resumed.attempt
+            );
+            Ok((set, resumed.state.as_str().to_owned(), resumed.event))
+        }))
+    }
+
+    fn mark_failed<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        Box::pin(self.operator_impl(saga_id, actor, move |row| {
+            let event = operator::mark_failed(row, reason)?;
+            let set = "state = 'failed', error = $1, parked_from = NULL, cancel_requested = NULL"
+                .to_owned();
+            Ok((set, reason.to_owned(), event))
+        }))
+    }
+
+    fn prune(
+        &self,
+        before: SystemTime,
+        dry_run: bool,
+    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
+        Box::pin(self.prune_impl(before, dry_run))
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use sqlx::SqlSafeStr as _;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::SagaRecord;
+use super::{SagaRecord, StateCount};
 use crate::audit::AuditRecord;
 use crate::definition::SagaState;
 use crate::error::StoreError;
@@ -162,3 +162,22 @@ impl RawAudit {
 
 /// The `IN (..)` list of the states the recovery loop claims.
 pub(crate) const ACTIVE_STATES: &str = "('running', 'compensating')";
+
+/// `(saga_type, state, count, stuck)` rows into counts; rows with an unknown state are
+/// skipped (and logged): statistics must not fail on one bad row.
+pub(crate) fn state_counts(rows: Vec<(String, String, i64, i64)>) -> Vec<StateCount> {
+    rows.into_iter()
+        .filter_map(|(saga_type, state, count, stuck)| match state.parse() {
+            Ok(state) => Some(StateCount {
+                saga_type,
+                state,
+                count: u64::try_from(count).unwrap_or(0),
+                stuck: u64::try_from(stuck).unwrap_or(0),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, %saga_type, "skipping sagas in an unknown state");
+                None
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,60 @@
+//! The rules of the operator actions, shared by every store: which states allow what, and
+//! what the row becomes. The stores apply the result atomically.
+
+use super::{Actor, SagaRecord};
+use crate::audit::{AuditHeader, EventType, NewEvent};
+use crate::definition::SagaState;
+use crate::error::StoreError;
+
+/// What a resumed row becomes.
+pub(crate) struct Resumed {
+    pub(crate) state: SagaState,
+    /// Attempts started of the current step: 0 gives a fresh retry budget.
+    pub(crate) attempt: u32,
+    pub(crate) event: NewEvent,
+}
+
+fn refuse(row: &SagaRecord, action: &'static str) -> StoreError {
+    StoreError::InvalidState {
+        saga_id: row.saga_id.clone(),
+        state: row.state,
+        action,
+    }
+}
+
+/// `saga resume`: parked and `compensation_failed` sagas get a fresh budget for their
+/// current step; stuck active ones keep theirs (the interrupted attempt counts).
+pub(crate) fn resume(row: &SagaRecord) -> Result<Resumed, StoreError> {
+    let (state, attempt) = match row.state {
+        SagaState::Parked => (row.parked_from.unwrap_or(SagaState::Running), 0),
+        SagaState::CompensationFailed => (SagaState::Compensating, 0),
+        SagaState::Running | SagaState::Compensating => (row.state, row.attempt),
+        _ => return Err(refuse(row, "resume")),
+    };
+    let event = NewEvent::now(EventType::OperatorResumed)
+        .details(format!(r#"{{"from":"{}","to":"{}"}}"#, row.state, state));
+    Ok(Resumed {
+        state,
+        attempt,
+        event,
+    })
+}
+
+/// `saga fail`: any unfinished saga may be closed by hand.
+pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<NewEvent, StoreError> {
+    if row.state.is_finished() {
+        return Err(refuse(row, "mark it failed"));
+    }
+    Ok(NewEvent::now(EventType::OperatorFailed)
+        .error(reason)
+        .details(format!(r#"{{"from":"{}"}}"#, row.state)))
+}
+
+/// The audit header of an operator action: the saga's type, the operator as user.
+pub(crate) fn header(row: &SagaRecord, actor: &Actor) -> AuditHeader {
+    AuditHeader {
+        saga_type: row.saga_type.clone(),
+        user_id: Some(actor.user_id.clone()),
+        ip_address: actor.ip_address.clone(),
+    }
+}

@@ -29,6 +29,29 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
         }
     });
 
+    if let (true, Some(every)) = (inner.metrics.is_enabled(), inner.settings.stats_interval) {
+        let weak = Arc::downgrade(inner);
+        let mut stop = inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let stuck_before = std::time::SystemTime::now()
+                    .checked_sub(inner.settings.stuck_after)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                match inner.store.stats(stuck_before).await {
+                    Ok(counts) => inner.metrics.set_state_counts(&counts),
+                    Err(error) => tracing::warn!(%error, "could not count sagas for metrics"),
+                }
+            }
+        });
+    }
+
     if !inner.settings.recovery {
         return;
     }

@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) max_recoveries: u32,
     pub(crate) max_context_bytes: usize,
     pub(crate) backoff: Backoff,
+    pub(crate) stats_interval: Option<Duration>,
+    pub(crate) stuck_after: Duration,
 }
 
 /// The shared state behind an [`Orchestrator`].
@@ -113,6 +115,8 @@ impl Orchestrator {
                 max_recoveries: 5,
                 max_context_bytes: 1 << 20,
                 backoff: Backoff::default(),
+                stats_interval: Some(Duration::from_secs(15)),
+                stuck_after: Duration::from_hours(1),
             },
             metrics: SagaMetrics::disabled(),
             seed: None,
@@ -123,6 +127,12 @@ impl Orchestrator {
     /// sagas of that definition. Registering a definition again replaces the earlier one.
     pub fn register<S: Saga>(&self, saga: S) -> Executor<S> {
         let saga = Arc::new(saga);
+        // Series start at zero before the first saga, so that `rate` and `increase` see
+        // the first increment (a counter born at 1 shows no increase).
+        let _ = self
+            .inner
+            .metrics
+            .for_type(S::DEFINITION.name(), S::DEFINITION);
         let resumable: Arc<dyn Resumable> = Arc::new(Registered(saga.clone()));
         self.inner
             .sagas
@@ -278,6 +288,20 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// How often this runner refreshes `saga_state_current` and `saga_stuck_current` from
+    /// the store (one grouped count query), when metrics are on. Default 15 s; `None` stops it.
+    pub fn stats_interval(mut self, interval: Option<Duration>) -> Self {
+        self.settings.stats_interval = interval;
+        self
+    }
+
+    /// How long an active saga may go unwritten before it counts as stuck (the seed's
+    /// stuck-saga query uses one hour). Default 1 h.
+    pub fn stuck_after(mut self, after: Duration) -> Self {
+        self.settings.stuck_after = after;
+        self
+    }
+
     /// Records metrics through `metrics` (see [`SagaMetrics`]). Default: none.
     pub fn metrics(mut self, metrics: SagaMetrics) -> Self {
         self.metrics = metrics;
@@ -293,6 +317,14 @@ impl OrchestratorBuilder {
         let s = &self.settings;
         if s.lease.is_zero() {
             return Err(SagaError::Config("lease must be greater than zero".into()));
+        }
+        if s.lease > Duration::from_hours(7 * 24) {
+            return Err(SagaError::Config("lease must be at most 7 days".into()));
+        }
+        if s.stats_interval.is_some_and(|i| i.is_zero()) {
+            return Err(SagaError::Config(
+                "stats interval must be greater than zero (or None to turn it off)".into(),
+            ));
         }
         if s.recovery_interval.is_zero() {
             return Err(SagaError::Config(

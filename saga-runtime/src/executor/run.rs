@@ -102,6 +102,7 @@ impl<S: Saga> Run<'_, S> {
             self.metrics.running_inc();
             let _gauge = RunningGauge(self.metrics.clone());
             let started = Instant::now();
+            tracing::info!(state = %self.state, step = self.step, attempt = self.attempt, "saga running");
             loop {
                 match self.state {
                     SagaState::Running => self.forward().await?,
@@ -287,7 +288,7 @@ impl<S: Saga> Run<'_, S> {
     }
 
     async fn step_completed(&mut self, spec: &'static StepSpec) -> Result<(), SagaError> {
-        tracing::debug!(step = spec.name, "step completed");
+        tracing::info!(step = spec.name, attempt = self.attempt, "step completed");
         let step = self.step;
         let context = match self.encode() {
             Ok(context) => context,
@@ -383,6 +384,12 @@ impl<S: Saga> Run<'_, S> {
             .retry_after_delay()
             .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
         self.metrics.step_retried(self.step);
+        tracing::info!(
+            step = spec.name,
+            next_attempt = attempt + 1,
+            delay_ms = delay.as_millis() as u64,
+            "retrying step"
+        );
         self.event(&mut events, || {
             NewEvent::now(EventType::StepRetrying)
                 .step(spec.name)
@@ -488,6 +495,7 @@ impl<S: Saga> Run<'_, S> {
         match start {
             Some(index) => {
                 let name = Self::steps().get(index).map_or("", StepSpec::name);
+                tracing::info!(step = name, "compensating");
                 self.event(&mut events, || {
                     NewEvent::now(EventType::CompensationStarted)
                         .step(name)
@@ -576,6 +584,11 @@ impl<S: Saga> Run<'_, S> {
         let mut events = Vec::new();
         match result {
             Ok(()) => {
+                tracing::info!(
+                    step = spec.name,
+                    compensation = comp.name,
+                    "compensation executed"
+                );
                 self.metrics.compensation_executed();
                 self.event(&mut events, || {
                     NewEvent::now(EventType::CompensationExecuted)

@@ -15,6 +15,15 @@ impl SagaMetrics {
         SagaMetrics
     }
 
+    /// Whether anything is recorded: never, without the `metrics` feature.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        false
+    }
+
+    #[allow(clippy::unused_self)] // same API as the Prometheus version
+    pub(crate) fn set_state_counts(&self, _counts: &[crate::store::StateCount]) {}
+
     #[allow(clippy::unused_self)] // same API as the Prometheus version
     pub(crate) fn for_type(
         &self,

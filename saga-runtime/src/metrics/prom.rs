@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::definition::{Definition, SagaState};
+use crate::store::StateCount;
 
 /// Buckets from 5 ms to 2 h: sagas last from milliseconds (in-process steps) to hours
 /// (human approvals, long batch jobs).
@@ -41,6 +42,11 @@ const STEP_BUCKETS: &[f64] = &[
 /// | `saga_compensation_failed_total` | counter | `saga_type` (gave up) |
 /// | `saga_recovered_total` | counter | `saga_type` |
 /// | `saga_parked_total` | counter | `saga_type` |
+/// | `saga_state_current` | gauge | `saga_type`, `state` (sagas in the store, by state) |
+/// | `saga_stuck_current` | gauge | `saga_type` (active, not written for `stuck_after`) |
+///
+/// The two store gauges are refreshed by each runner's background loop from the shared
+/// database, so several runners export the same values: aggregate them with `max`.
 ///
 /// ```
 /// use saga_runtime::SagaMetrics;
@@ -67,6 +73,8 @@ struct Collectors {
     compensation_failed: IntCounterVec,
     recovered: IntCounterVec,
     parked: IntCounterVec,
+    states: IntGaugeVec,
+    stuck: IntGaugeVec,
     /// Resolved handles per saga type: one lookup per saga instead of one per step.
     by_type: Mutex<HashMap<String, Arc<TypeHandles>>>,
 }
@@ -143,6 +151,20 @@ impl SagaMetrics {
                 "Sagas parked (dead letter) for a person to handle.",
                 &["saga_type"],
             )?,
+            states: IntGaugeVec::new(
+                Opts::new(
+                    "saga_state_current",
+                    "Sagas in the store, by type and state.",
+                ),
+                &["saga_type", "state"],
+            )?,
+            stuck: IntGaugeVec::new(
+                Opts::new(
+                    "saga_stuck_current",
+                    "Running or compensating sagas not written for longer than the stuck threshold.",
+                ),
+                &["saga_type"],
+            )?,
             by_type: Mutex::new(HashMap::new()),
         };
         registry.register(Box::new(collectors.started.clone()))?;
@@ -157,15 +179,58 @@ impl SagaMetrics {
         registry.register(Box::new(collectors.compensation_failed.clone()))?;
         registry.register(Box::new(collectors.recovered.clone()))?;
         registry.register(Box::new(collectors.parked.clone()))?;
+        registry.register(Box::new(collectors.states.clone()))?;
+        registry.register(Box::new(collectors.stuck.clone()))?;
         Ok(SagaMetrics {
             inner: Some(Arc::new(collectors)),
         })
+    }
+
+    /// The metrics registered in Prometheus's default registry (once per process; later
+    /// calls return the same collectors).
+    ///
+    /// # Errors
+    /// Prometheus's error if other collectors already took these names there.
+    pub fn default_registry() -> Result<Self, prometheus::Error> {
+        static DEFAULT: std::sync::OnceLock<SagaMetrics> = std::sync::OnceLock::new();
+        if let Some(metrics) = DEFAULT.get() {
+            return Ok(metrics.clone());
+        }
+        let metrics = SagaMetrics::register(prometheus::default_registry())?;
+        Ok(DEFAULT.get_or_init(|| metrics).clone())
     }
 
     /// Metrics that record nothing.
     #[must_use]
     pub fn disabled() -> Self {
         SagaMetrics { inner: None }
+    }
+
+    /// Whether anything is recorded.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Sets `saga_state_current` and `saga_stuck_current` from store counts.
+    pub(crate) fn set_state_counts(&self, counts: &[StateCount]) {
+        let Some(c) = &self.inner else { return };
+        c.states.reset();
+        c.stuck.reset();
+        for count in counts {
+            if let Ok(gauge) = c
+                .states
+                .get_metric_with_label_values(&[count.saga_type.as_str(), count.state.as_str()])
+            {
+                gauge.set(i64::try_from(count.count).unwrap_or(i64::MAX));
+            }
+            if let Ok(gauge) = c
+                .stuck
+                .get_metric_with_label_values(&[count.saga_type.as_str()])
+            {
+                gauge.add(i64::try_from(count.stuck).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// The metrics of `saga_type`, resolved once and cached.

@@ -819,7 +819,10 @@ async fn operator_actions(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(outcome.state(), SagaState::CompensationFailed);
-    let resumed = store.resume("op-cf", &ops).await.unwrap();
+    let resumed = store
+        .resume("op-cf", "refund service fixed", &ops)
+        .await
+        .unwrap();
     assert_eq!(
         (resumed.state, resumed.attempt, resumed.owner.as_deref()),
         (SagaState::Compensating, 0, None)
@@ -849,9 +852,16 @@ async fn operator_actions(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(row[0].user_id.as_deref(), Some("alice"));
+    assert_eq!(
+        row[0].error_message.as_deref(),
+        Some("refund service fixed")
+    );
 
     // Finished sagas can be neither resumed nor failed.
-    let err = store.resume("op-cf", &ops).await.unwrap_err();
+    let err = store
+        .resume("op-cf", "refund service fixed", &ops)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -865,7 +875,7 @@ async fn operator_actions(h: &Harness) {
     let err = store.mark_failed("op-cf", "x", &ops).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState { .. }), "{err}");
     assert!(matches!(
-        store.resume("nope", &ops).await.unwrap_err(),
+        store.resume("nope", "x", &ops).await.unwrap_err(),
         StoreError::NotFound { .. }
     ));
 
@@ -896,7 +906,7 @@ async fn operator_actions(h: &Harness) {
         .create(new_saga("op-stuck", Some("gone"), Duration::from_secs(600)))
         .await
         .unwrap();
-    let stuck = store.resume("op-stuck", &ops).await.unwrap();
+    let stuck = store.resume("op-stuck", "owner died", &ops).await.unwrap();
     assert_eq!(
         (stuck.state, stuck.attempt, stuck.owner),
         (SagaState::Running, 1, None)
@@ -924,7 +934,7 @@ async fn operator_actions(h: &Harness) {
         "only the running one can be stuck"
     );
     let dry = store
-        .prune(SystemTime::now() + Duration::from_secs(1), true)
+        .prune(SystemTime::now() + Duration::from_secs(1), true, &ops)
         .await
         .unwrap();
     assert_eq!(dry.sagas, 2);
@@ -934,26 +944,40 @@ async fn operator_actions(h: &Harness) {
         "a dry run deletes nothing"
     );
     let none = store
-        .prune(SystemTime::now() - Duration::from_secs(3600), false)
+        .prune(SystemTime::now() - Duration::from_secs(3600), false, &ops)
         .await
         .unwrap();
     assert_eq!((none.sagas, none.audit_rows), (0, 0));
     let done = store
-        .prune(SystemTime::now() + Duration::from_secs(1), false)
+        .prune(SystemTime::now() + Duration::from_secs(1), false, &ops)
         .await
         .unwrap();
-    assert_eq!(done, dry);
+    // The prune that removed nothing still left a row saying who ran it.
+    assert_eq!(
+        (done.sagas, done.audit_rows),
+        (dry.sagas, dry.audit_rows + 1)
+    );
     assert!(store.load("op-fail").await.unwrap().is_none());
     assert!(
         store.load("op-stuck").await.unwrap().is_some(),
         "unfinished sagas are kept"
     );
-    assert!(
-        store
-            .audit_log(&AuditQuery::new())
-            .await
-            .unwrap()
-            .is_empty()
+    // What is left of the log is who pruned it.
+    let left = store.audit_log(&AuditQuery::new()).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].event_type, "operator_pruned");
+    assert_eq!(
+        (left[0].saga_id.as_str(), left[0].user_id.as_deref()),
+        ("*", Some("alice"))
+    );
+    let counts = store
+        .event_counts(SystemTime::now() - Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (counts[0].event_type.as_str(), counts[0].count),
+        ("operator_pruned", 1)
     );
 }
 

@@ -49,11 +49,13 @@ pub enum EventType {
     OperatorResumed,
     /// An operator marked the saga failed by hand.
     OperatorFailed,
+    /// An operator pruned old rows (saga id `*`: the row is about the whole log).
+    OperatorPruned,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -74,6 +76,7 @@ impl EventType {
         EventType::CancelRequested,
         EventType::OperatorResumed,
         EventType::OperatorFailed,
+        EventType::OperatorPruned,
     ];
 
     /// The stored name.
@@ -100,6 +103,7 @@ impl EventType {
             EventType::CancelRequested => "cancel_requested",
             EventType::OperatorResumed => "operator_resumed",
             EventType::OperatorFailed => "operator_failed",
+            EventType::OperatorPruned => "operator_pruned",
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, PruneReport, SagaQuery,
-    SagaRecord, SagaStore, Saved, StateCount, operator,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
+    SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
@@ -385,12 +385,13 @@ impl SagaStore for MemoryStore {
     fn resume<'a>(
         &'a self,
         saga_id: &'a str,
+        reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
         let mut inner = self.lock();
         let now = SystemTime::now();
         let result = inner.row_mut(saga_id).and_then(|row| {
-            let change = operator::resume(row)?;
+            let change = operator::resume(row, reason)?;
             row.state = change.state;
             row.attempt = change.attempt;
             row.parked_from = None;
@@ -432,11 +433,12 @@ impl SagaStore for MemoryStore {
         }))
     }
 
-    fn prune(
-        &self,
+    fn prune<'a>(
+        &'a self,
         before: SystemTime,
         dry_run: bool,
-    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
         let mut inner = self.lock();
         let old_saga = |row: &SagaRecord| row.state.is_finished() && row.updated_at < before;
         let report = PruneReport {
@@ -446,8 +448,33 @@ impl SagaStore for MemoryStore {
         if !dry_run {
             inner.sagas.retain(|_, row| !old_saga(row));
             inner.audit.retain(|a| a.timestamp >= before);
+            let (header, event) = operator::pruned(before, report, actor);
+            inner.push_events(operator::WHOLE_LOG, &header, vec![event]);
         }
         ready(Ok(report))
+    }
+
+    fn event_counts(
+        &self,
+        since: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
+        let inner = self.lock();
+        let mut counts: Vec<EventCount> = Vec::new();
+        for row in inner.audit.iter().filter(|a| a.timestamp >= since) {
+            match counts
+                .iter_mut()
+                .find(|c| c.saga_type == row.saga_type && c.event_type == row.event_type)
+            {
+                Some(count) => count.count += 1,
+                None => counts.push(EventCount {
+                    saga_type: row.saga_type.clone(),
+                    event_type: row.event_type.clone(),
+                    count: 1,
+                }),
+            }
+        }
+        counts.sort_by(|a, b| (&a.saga_type, &a.event_type).cmp(&(&b.saga_type, &b.event_type)));
+        ready(Ok(counts))
     }
 }
 

@@ -291,6 +291,18 @@ pub struct StateCount {
     pub stuck: u64,
 }
 
+/// How many audit events of one type one saga type wrote in a window (for `saga stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventCount {
+    /// The type label.
+    pub saga_type: String,
+    /// The event type, as stored.
+    pub event_type: String,
+    /// How many.
+    pub count: u64,
+}
+
 /// What [`SagaStore::prune`] removed (or would remove, on a dry run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -417,6 +429,7 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
     fn resume<'a>(
         &'a self,
         saga_id: &'a str,
+        reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
 
@@ -433,12 +446,18 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
 
     /// Retention: deletes audit rows older than `before`, and finished sagas last written
-    /// before it. With `dry_run`, only counts.
-    fn prune(
-        &self,
+    /// before it, and records who did it (an `operator_pruned` row with saga id `*`). With
+    /// `dry_run`, only counts.
+    fn prune<'a>(
+        &'a self,
         before: SystemTime,
         dry_run: bool,
-    ) -> BoxFuture<'_, Result<PruneReport, StoreError>>;
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<PruneReport, StoreError>>;
+
+    /// Counts audit events since `since`, by saga type and event type.
+    fn event_counts(&self, since: SystemTime)
+    -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>>;
 }
 
 // `dyn SagaStore` must stay usable.
@@ -532,9 +551,10 @@ impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
     fn resume<'a>(
         &'a self,
         saga_id: &'a str,
+        reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        (**self).resume(saga_id, actor)
+        (**self).resume(saga_id, reason, actor)
     }
 
     fn mark_failed<'a>(
@@ -546,12 +566,20 @@ impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
         (**self).mark_failed(saga_id, reason, actor)
     }
 
-    fn prune(
-        &self,
+    fn prune<'a>(
+        &'a self,
         before: SystemTime,
         dry_run: bool,
-    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
-        (**self).prune(before, dry_run)
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
+        (**self).prune(before, dry_run, actor)
+    }
+
+    fn event_counts(
+        &self,
+        since: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
+        (**self).event_counts(since)
     }
 }
 

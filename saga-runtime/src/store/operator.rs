@@ -24,7 +24,7 @@ fn refuse(row: &SagaRecord, action: &'static str) -> StoreError {
 
 /// `saga resume`: parked and `compensation_failed` sagas get a fresh budget for their
 /// current step; stuck active ones keep theirs (the interrupted attempt counts).
-pub(crate) fn resume(row: &SagaRecord) -> Result<Resumed, StoreError> {
+pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Resumed, StoreError> {
     let (state, attempt) = match row.state {
         SagaState::Parked => (row.parked_from.unwrap_or(SagaState::Running), 0),
         SagaState::CompensationFailed => (SagaState::Compensating, 0),
@@ -32,6 +32,7 @@ pub(crate) fn resume(row: &SagaRecord) -> Result<Resumed, StoreError> {
         _ => return Err(refuse(row, "resume")),
     };
     let event = NewEvent::now(EventType::OperatorResumed)
+        .error(reason)
         .details(format!(r#"{{"from":"{}","to":"{}"}}"#, row.state, state));
     Ok(Resumed {
         state,
@@ -57,4 +58,27 @@ pub(crate) fn header(row: &SagaRecord, actor: &Actor) -> AuditHeader {
         user_id: Some(actor.user_id.clone()),
         ip_address: actor.ip_address.clone(),
     }
+}
+
+/// The saga id of audit rows about the whole log (pruning).
+pub(crate) const WHOLE_LOG: &str = "*";
+
+/// The audit row of a prune, written with it.
+pub(crate) fn pruned(
+    before: std::time::SystemTime,
+    report: super::PruneReport,
+    actor: &Actor,
+) -> (AuditHeader, NewEvent) {
+    let header = AuditHeader {
+        saga_type: WHOLE_LOG.to_owned(),
+        user_id: Some(actor.user_id.clone()),
+        ip_address: actor.ip_address.clone(),
+    };
+    let event = NewEvent::now(EventType::OperatorPruned).details(format!(
+        r#"{{"before":"{}","audit_rows":{},"sagas":{}}}"#,
+        humantime::format_rfc3339_seconds(before),
+        report.audit_rows,
+        report.sagas
+    ));
+    (header, event)
 }

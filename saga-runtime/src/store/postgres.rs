@@ -11,8 +11,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::sql::{self, RawAudit, RawRecord, database_error};
 use super::time::{from_micros, to_micros};
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, PruneReport, SagaQuery,
-    SagaRecord, SagaStore, Saved, StateCount, operator,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
+    SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
@@ -773,7 +773,9 @@ impl PostgresStore {
         &self,
         before: SystemTime,
         dry_run: bool,
+        actor: &Actor,
     ) -> Result<PruneReport, StoreError> {
+        let cutoff_time = before;
         let before = to_micros(before);
         let cutoff = "'epoch'::timestamptz + $1 * interval '1 microsecond'";
         let mut tx = self.pool.begin().await.map_err(database_error)?;
@@ -812,11 +814,56 @@ impl PostgresStore {
             .rows_affected();
             (audit, sagas)
         };
-        tx.commit().await.map_err(database_error)?;
-        Ok(PruneReport {
+        let report = PruneReport {
             audit_rows: audit,
             sagas,
-        })
+        };
+        if !dry_run {
+            let (header, event) = operator::pruned(cutoff_time, report, actor);
+            insert_events(&mut tx, operator::WHOLE_LOG, &header, vec![event]).await?;
+        }
+        tx.commit().await.map_err(database_error)?;
+        Ok(report)
+    }
+    async fn event_counts_impl(&self, since: SystemTime) -> Result<Vec<EventCount>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT saga_type, event_type, count(*) FROM saga_audit_logs \
+             WHERE timestamp >= 'epoch'::timestamptz + $1 * interval '1 microsecond' \
+             GROUP BY saga_type, event_type ORDER BY saga_type, event_type",
+        )
+        .bind(to_micros(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(saga_type, event_type, count)| EventCount {
+                saga_type,
+                event_type,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// The migrations this database lacks (all of them if it has no saga tables).
+    ///
+    /// # Errors
+    /// A database error other than a missing bookkeeping table.
+    pub async fn pending_migrations(&self) -> Result<Vec<(i64, &'static str)>, StoreError> {
+        let applied: Result<Vec<i64>, _> =
+            sqlx::query_scalar("SELECT version FROM _saga_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await;
+        let applied = match applied.map_err(database_error) {
+            Ok(applied) => applied,
+            Err(StoreError::NotMigrated(_)) => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        Ok(MIGRATIONS
+            .iter()
+            .filter(|(version, _, _)| !applied.contains(version))
+            .map(|&(version, description, _)| (version, description))
+            .collect())
     }
 }
 
@@ -912,10 +959,11 @@ impl SagaStore for PostgresStore {
     fn resume<'a>(
         &'a self,
         saga_id: &'a str,
+        reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        Box::pin(self.operator_impl(saga_id, actor, |row| {
-            let resumed = operator::resume(row)?;
+        Box::pin(self.operator_impl(saga_id, actor, move |row| {
+            let resumed = operator::resume(row, reason)?;
             let set = format!(
                 "state = $1, attempt = {}, parked_from = NULL, recovery_count = 0",
                 resumed.attempt
@@ -938,11 +986,19 @@ impl SagaStore for PostgresStore {
         }))
     }
 
-    fn prune(
-        &self,
+    fn prune<'a>(
+        &'a self,
         before: SystemTime,
         dry_run: bool,
-    ) -> BoxFuture<'_, Result<PruneReport, StoreError>> {
-        Box::pin(self.prune_impl(before, dry_run))
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
+        Box::pin(self.prune_impl(before, dry_run, actor))
+    }
+
+    fn event_counts(
+        &self,
+        since: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
+        Box::pin(self.event_counts_impl(since))
     }
 }

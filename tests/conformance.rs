@@ -265,12 +265,7 @@ async fn crash_during(
     name: &'static str,
     attempts: usize,
 ) {
-    let (_a, executor) = runner(
-        h.reopen().await,
-        "runner-a",
-        Duration::from_millis(300),
-        script,
-    );
+    let (_a, executor) = runner(h.reopen(), "runner-a", Duration::from_millis(300), script);
     let task = tokio::spawn(async move {
         executor
             .execute_with_id(id, &SagaConfig::default(), Input { id: 1 })
@@ -294,12 +289,7 @@ async fn recovery_reruns_an_interrupted_step(h: &Harness) {
     assert_eq!(first.names(), ["a", "b"]);
 
     let second = Script::new();
-    let (b, _) = runner(
-        h.reopen().await,
-        "runner-b",
-        Duration::from_secs(30),
-        &second,
-    );
+    let (b, _) = runner(h.reopen(), "runner-b", Duration::from_secs(30), &second);
     assert_eq!(b.recover_expired().await.unwrap(), 1);
     assert_eq!(
         second.names(),
@@ -336,12 +326,7 @@ async fn recovery_continues_an_interrupted_compensation(h: &Harness) {
     assert_eq!(first.names(), ["a", "b", "c", "undo_b"]);
 
     let second = Script::new();
-    let (b, executor) = runner(
-        h.reopen().await,
-        "runner-b",
-        Duration::from_secs(30),
-        &second,
-    );
+    let (b, executor) = runner(h.reopen(), "runner-b", Duration::from_secs(30), &second);
     let outcome = executor.recover("crash-comp").await.unwrap();
     assert_eq!(outcome.state(), SagaState::Failed);
     assert_eq!(second.names(), ["undo_b", "undo_a"]);
@@ -367,7 +352,7 @@ async fn recover_refuses_a_live_lease_and_returns_finished_sagas(h: &Harness) {
         .await
         .unwrap();
     let script = Script::new();
-    let (_, executor) = runner(h.reopen().await, "me", Duration::from_secs(30), &script);
+    let (_, executor) = runner(h.reopen(), "me", Duration::from_secs(30), &script);
     let err = executor.recover("live").await.unwrap_err();
     assert!(matches!(err, SagaError::Leased { .. }), "{err}");
     let err = executor.recover("nothing-here").await.unwrap_err();
@@ -411,12 +396,12 @@ async fn exact_audit_sequences(h: &Harness) {
     let script = Script::new();
     script.on("c", [Action::Permanent]);
     script.on("undo_b", [Action::Fail, Action::Fail]);
-    let (orchestrator, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (orchestrator, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     let config = SagaConfig::new("audited")
         .user_id("u-9")
         .ip_address("192.0.2.1");
     let ok_script = Script::new();
-    let (_, ok_executor) = runner(h.reopen().await, "r2", Duration::from_secs(30), &ok_script);
+    let (_, ok_executor) = runner(h.reopen(), "r2", Duration::from_secs(30), &ok_script);
     ok_executor
         .execute_with_id("seq-ok", &config, Input { id: 1 })
         .await
@@ -458,12 +443,7 @@ async fn exact_audit_sequences(h: &Harness) {
     );
     let comp_script = Script::new();
     comp_script.on("b", [Action::Permanent]);
-    let (_, comp_executor) = runner(
-        h.reopen().await,
-        "r3",
-        Duration::from_secs(30),
-        &comp_script,
-    );
+    let (_, comp_executor) = runner(h.reopen(), "r3", Duration::from_secs(30), &comp_script);
     comp_executor
         .execute_with_id("seq-comp", &config, Input { id: 1 })
         .await
@@ -536,7 +516,7 @@ async fn exact_audit_sequences(h: &Harness) {
 
 async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
     let script = Script::new();
-    let (orchestrator, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (orchestrator, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     for id in ["bad-json", "bad-shape", "bad-fingerprint", "bad-state"] {
         h.store
             .create(new_saga(id, None, Duration::ZERO))
@@ -623,7 +603,7 @@ async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
 
 async fn hostile_strings_are_stored_verbatim(h: &Harness) {
     let script = Script::new();
-    let (orchestrator, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (orchestrator, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     let saga_type = "type'); DROP TABLE saga_checkpoints; -- ünïcødé 🚀";
     let user = "o'brien\"; DELETE FROM saga_audit_logs; --";
     let ip = "::1'; SELECT 1; -- 東京";
@@ -717,7 +697,7 @@ async fn cancellation_requests(h: &Harness) {
 
 async fn listing_and_the_stuck_query(h: &Harness) {
     let script = Script::new();
-    let (_, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (_, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     executor
         .execute_with_id("l1", &SagaConfig::new("kind_a"), Input { id: 1 })
         .await
@@ -785,7 +765,7 @@ async fn too_many_recoveries_park_the_saga(h: &Harness) {
     )
     .await;
     let script = Script::new();
-    let (orchestrator, _) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (orchestrator, _) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
     assert!(script.names().is_empty(), "a parked saga runs nothing");
     let record = h.store.load("restless").await.unwrap().unwrap();
@@ -813,7 +793,7 @@ async fn operator_actions(h: &Harness) {
     let script = Script::new();
     script.on("c", [Action::Permanent]);
     script.on("undo_b", [Action::Fail, Action::Fail]);
-    let (orchestrator, executor) = runner(h.reopen().await, "r", Duration::from_secs(30), &script);
+    let (orchestrator, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
     let outcome = executor
         .execute_with_id("op-cf", &SagaConfig::default(), Input { id: 1 })
         .await

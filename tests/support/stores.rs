@@ -125,7 +125,7 @@ impl Harness {
     }
 
     /// A second handle on the same database, as another process would open it.
-    pub async fn reopen(&self) -> Arc<dyn SagaStore> {
+    pub fn reopen(&self) -> Arc<dyn SagaStore> {
         match &self.raw {
             Raw::Memory(store) => Arc::new(store.clone()),
             Raw::Sqlite(pool) => Arc::new(SqliteStore::from_pool(pool.clone())),

@@ -159,6 +159,10 @@ impl PostgresStoreBuilder {
             sqlx::Connection::close(conn).await?;
             options = options.options([("search_path", schema.as_str())]);
         }
+        // One direct connection first: an unreachable server, a refused login or a missing
+        // database is reported as such, not as a pool timeout.
+        let probe = sqlx::ConnectOptions::connect(&options).await?;
+        sqlx::Connection::close(probe).await?;
         let pool = PgPoolOptions::new()
             .min_connections(self.pool_size.min(self.pool_size + self.max_overflow))
             .max_connections((self.pool_size + self.max_overflow).max(1))

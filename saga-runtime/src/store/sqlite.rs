@@ -74,15 +74,18 @@ impl SqliteStore {
         Self::with_options(options, if in_memory { 1 } else { 4 }, true).await
     }
 
-    /// Connects without applying migrations (the CLI checks the schema instead).
+    /// Connects (creating the file if needed) without applying migrations: see
+    /// [`SqliteStore::pending_migrations`] and [`SqliteStore::migrate`].
     ///
     /// # Errors
     /// A malformed URL, or the database cannot be opened.
     pub async fn connect_unmigrated(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Invalid {
-            what: "SQLite URL",
-            reason: e.to_string(),
-        })?;
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid {
+                what: "SQLite URL",
+                reason: e.to_string(),
+            })?
+            .create_if_missing(true);
         Self::with_options(options, 1, false).await
     }
 

@@ -1,0 +1,335 @@
+//! `saga`: inspect and operate the sagas of an application, over its database.
+//!
+//! The CLI cannot run user code: it changes rows (and writes an audit row naming who did it
+//! and why), and the application's runners pick the work up.
+
+mod output;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use saga_runtime::store::{PostgresStore, SagaQuery, SqliteStore, redact};
+use saga_runtime::{Actor, AuditQuery, SagaState, SagaStore, StoreError};
+
+/// Inspect and operate sagas stored in SQLite or PostgreSQL.
+///
+/// The CLI changes rows; the application's runners do the work (compensating a cancelled
+/// saga, running a resumed one). Every action is written to the audit log with --user.
+#[derive(Debug, Parser)]
+#[command(name = "saga", version, about, long_about = None)]
+struct Cli {
+    /// `sqlite://FILE` or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Who is acting, for the audit log (default: the login name).
+    #[arg(long, global = true)]
+    user: Option<String>,
+
+    /// Print JSON instead of text (list, show, stuck, stats).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// These doc comments are the `--help` text, where backticks would show.
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update the saga tables.
+    Migrate,
+    /// List sagas, newest first.
+    List {
+        /// Only sagas in this state (running, compensating, completed, failed,
+        /// compensation_failed, parked).
+        #[arg(long)]
+        state: Option<SagaState>,
+        /// Only sagas of this type.
+        #[arg(long = "type")]
+        saga_type: Option<String>,
+        /// Only sagas created within this long (`90s`, `1h`, `30d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One saga: state, step, context, error, and its audit timeline.
+    Show {
+        /// The saga's id.
+        id: String,
+    },
+    /// Running or compensating sagas that have not moved for a while.
+    Stuck {
+        /// How long without a write counts as stuck.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+    },
+    /// Ask a running saga to stop; its runner compensates it at the next step boundary.
+    Cancel {
+        /// The saga's id.
+        id: String,
+        /// Why (written to the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make a parked, stuck or compensation_failed saga runnable again by the runners.
+    Resume {
+        /// The saga's id.
+        id: String,
+        /// Why (written to the audit log).
+        #[arg(long, default_value = "resumed by an operator")]
+        reason: String,
+    },
+    /// Close an unfinished saga as failed (after compensating by hand).
+    Fail {
+        /// The saga's id.
+        id: String,
+        /// Why (written as the saga's error and to the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Delete audit rows, and finished sagas, older than a retention period.
+    Prune {
+        /// The retention period (`30d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Counts by type and state, and failure and compensation rates over a window.
+    Stats {
+        /// The window of the rates.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
+}
+
+/// A failure to report: one line, then exit 1.
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn login_name() -> String {
+    ["SAGA_USER", "USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Opens the database; applies migrations only for `saga migrate`, and otherwise refuses a
+/// database whose schema is not current.
+async fn open(url: &str, migrate: bool) -> Result<(Arc<dyn SagaStore>, Vec<(i64, &'static str)>)> {
+    let shown = redact(url);
+    let cannot = |error: StoreError| match error {
+        StoreError::Invalid { .. } | StoreError::NotMigrated(_) => Failure(error.to_string()),
+        other => Failure(format!("cannot open {shown}: {other}")),
+    };
+    if url.starts_with("sqlite:") {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        let in_memory = path.contains(":memory:");
+        if !migrate && !in_memory && !std::path::Path::new(path).exists() {
+            return Err(Failure(format!(
+                "database file `{path}` does not exist; run `saga migrate` to create it"
+            )));
+        }
+        let store = SqliteStore::connect_unmigrated(url).await.map_err(cannot)?;
+        if migrate {
+            let pending = store.pending_migrations().await.map_err(cannot)?;
+            store.migrate().await.map_err(cannot)?;
+            return Ok((Arc::new(store), pending));
+        }
+        let pending = store.pending_migrations().await.map_err(cannot)?;
+        not_migrated(&pending)?;
+        return Ok((Arc::new(store), pending));
+    }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PostgresStore::builder(url)
+            .pool_size(1)
+            .max_overflow(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .migrate(false)
+            .connect()
+            .await
+            .map_err(cannot)?;
+        let pending = store.pending_migrations().await.map_err(cannot)?;
+        if migrate {
+            store.migrate().await.map_err(cannot)?;
+        } else {
+            not_migrated(&pending)?;
+        }
+        return Ok((Arc::new(store), pending));
+    }
+    Err(Failure(format!(
+        "invalid database URL `{shown}`: expected sqlite://FILE or postgres://USER@HOST/DB"
+    )))
+}
+
+fn not_migrated(pending: &[(i64, &str)]) -> Result<()> {
+    match pending.first() {
+        None => Ok(()),
+        Some((version, description)) => Err(Failure(format!(
+            "database is not migrated ({} of its migrations are missing, the first {version} `{description}`); run `saga migrate`",
+            pending.len()
+        ))),
+    }
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure(format!("saga `{id}` not found"))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let url = cli.database_url.clone().ok_or_else(|| {
+        Failure("no database: pass --database-url or set DATABASE_URL".to_owned())
+    })?;
+    let actor = Actor::new(cli.user.clone().unwrap_or_else(login_name));
+    let migrate = matches!(cli.command, Command::Migrate);
+    let (store, pending) = open(&url, migrate).await?;
+    let store = &*store;
+    match cli.command {
+        Command::Migrate => {
+            if pending.is_empty() {
+                println!("{}: up to date", redact(&url));
+            } else {
+                for (version, description) in &pending {
+                    println!("applied {version} {description}");
+                }
+                println!("{}: migrated", redact(&url));
+            }
+        }
+        Command::List {
+            state,
+            saga_type,
+            since,
+            limit,
+        } => {
+            let mut query = SagaQuery::new().limit(limit);
+            query.state = state;
+            query.saga_type = saga_type;
+            query.created_since = since.map(ago);
+            let sagas = store.list(&query).await?;
+            output::list(&sagas, cli.json);
+        }
+        Command::Show { id } => {
+            let saga = store.load(&id).await?.ok_or_else(|| not_found(&id))?;
+            let events = store.audit_log(&AuditQuery::new().saga_id(&id)).await?;
+            output::show(&saga, &events, cli.json);
+        }
+        Command::Stuck { older_than } => {
+            let before = ago(older_than);
+            let mut stuck = Vec::new();
+            for state in [SagaState::Running, SagaState::Compensating] {
+                stuck.extend(
+                    store
+                        .list(&SagaQuery::new().state(state).updated_before(before))
+                        .await?,
+                );
+            }
+            stuck.sort_by_key(|s| s.updated_at);
+            output::stuck(&stuck, older_than, cli.json);
+        }
+        Command::Cancel { id, reason } => {
+            let saga = match store.request_cancel(&id, &reason, &actor).await {
+                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+                other => other?,
+            };
+            println!(
+                "cancellation of saga {} requested by {}; its runner compensates it at the next step boundary (it is at step `{}`)",
+                saga.saga_id,
+                actor.user_id,
+                saga.current_step.as_deref().unwrap_or("?")
+            );
+        }
+        Command::Resume { id, reason } => {
+            let saga = match store.resume(&id, &reason, &actor).await {
+                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+                other => other?,
+            };
+            println!(
+                "saga {} is runnable again ({} at step `{}`, attempt {}); a runner with `{}` registered will pick it up",
+                saga.saga_id,
+                saga.state,
+                saga.current_step.as_deref().unwrap_or("?"),
+                saga.attempt,
+                saga.definition
+            );
+        }
+        Command::Fail { id, reason } => {
+            let saga = match store.mark_failed(&id, &reason, &actor).await {
+                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+                other => other?,
+            };
+            println!(
+                "saga {} marked failed by {}: {reason}",
+                saga.saga_id, actor.user_id
+            );
+        }
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => {
+            let before = ago(older_than);
+            let report = store.prune(before, dry_run, &actor).await?;
+            println!(
+                "{} {} audit rows and {} finished sagas older than {} (before {})",
+                if dry_run { "would delete" } else { "deleted" },
+                report.audit_rows,
+                report.sagas,
+                output::short(older_than),
+                output::time(before)
+            );
+        }
+        Command::Stats { window } => {
+            let counts = store.stats(ago(Duration::from_hours(1))).await?;
+            let events = store.event_counts(ago(window)).await?;
+            output::stats(&counts, &events, window, cli.json);
+        }
+    }
+    Ok(())
+}
+
+/// `d` before now.
+fn ago(d: Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}

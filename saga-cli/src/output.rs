@@ -1,0 +1,386 @@
+//! What the commands print: aligned tables for people, JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use saga_runtime::store::{EventCount, StateCount};
+use saga_runtime::{AuditRecord, SagaRecord, SagaState};
+use serde_json::{Value, json};
+
+/// `2026-11-26 01:02:03.123 UTC`.
+pub(crate) fn time(t: SystemTime) -> String {
+    let text = humantime::format_rfc3339_millis(t).to_string();
+    format!("{} UTC", text.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
+/// `3m ago`, `2h ago`, `in 25s`.
+fn age(t: SystemTime) -> String {
+    let now = SystemTime::now();
+    match now.duration_since(t) {
+        Ok(d) => format!("{} ago", short(d)),
+        Err(e) => format!("in {}", short(e.duration())),
+    }
+}
+
+/// A duration rounded to its largest unit: `250ms`, `12s`, `4m`, `3h`, `2d`.
+pub(crate) fn short(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{}s", ms / 1_000),
+        60_000..3_600_000 => format!("{}m", ms / 60_000),
+        3_600_000..86_400_000 => format!("{}h", ms / 3_600_000),
+        _ => format!("{}d", ms / 86_400_000),
+    }
+}
+
+/// The time between two events: `+85µs`, `+12ms`, `+1.204s`.
+fn delta(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("+{}µs", d.as_micros())
+    } else if d < Duration::from_secs(1) {
+        format!("+{}ms", d.as_millis())
+    } else {
+        format!("+{:.3}s", d.as_secs_f64())
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    let flat = text.replace('\n', " ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == last {
+                    cell
+                } else {
+                    let pad = widths[i].saturating_sub(cell.chars().count());
+                    format!("{cell}{}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn saga_json(saga: &SagaRecord) -> Value {
+    json!({
+        "saga_id": saga.saga_id,
+        "saga_type": saga.saga_type,
+        "definition": saga.definition,
+        "state": saga.state,
+        "current_step": saga.current_step,
+        "attempt": saga.attempt,
+        "error": saga.error,
+        "failed_step": saga.failed_step,
+        "owner": saga.owner,
+        "lease_expires_at": saga.lease_expires_at.map(time),
+        "recovery_count": saga.recovery_count,
+        "parked_from": saga.parked_from,
+        "cancel_requested": saga.cancel_requested,
+        "user_id": saga.user_id,
+        "ip_address": saga.ip_address,
+        "version": saga.version,
+        "created_at": time(saga.created_at),
+        "updated_at": time(saga.updated_at),
+    })
+}
+
+pub(crate) fn list(sagas: &[SagaRecord], as_json: bool) {
+    if as_json {
+        let rows: Vec<Value> = sagas.iter().map(saga_json).collect();
+        println!("{}", Value::Array(rows));
+        return;
+    }
+    if sagas.is_empty() {
+        println!("no sagas");
+        return;
+    }
+    let rows: Vec<Vec<String>> = sagas
+        .iter()
+        .map(|s| {
+            vec![
+                s.saga_id.clone(),
+                s.saga_type.clone(),
+                s.state.to_string(),
+                s.current_step.clone().unwrap_or_default(),
+                s.attempt.to_string(),
+                age(s.updated_at),
+                clip(s.error.as_deref().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SAGA ID", "TYPE", "STATE", "STEP", "ATTEMPT", "UPDATED", "ERROR",
+        ],
+        &rows,
+    );
+}
+
+pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
+    let context: Value = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
+    if as_json {
+        let mut value = saga_json(saga);
+        value["context"] = context;
+        value["events"] = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "event_type": e.event_type,
+                    "step_name": e.step_name,
+                    "attempt": e.attempt,
+                    "error_message": e.error_message,
+                    "details": e.details,
+                    "user_id": e.user_id,
+                    "ip_address": e.ip_address,
+                    "timestamp": time(e.timestamp),
+                })
+            })
+            .collect();
+        println!("{value}");
+        return;
+    }
+    let field = |name: &str, value: String| println!("{name:<10} {value}");
+    field("saga", saga.saga_id.clone());
+    field(
+        "type",
+        format!(
+            "{} (definition `{}`, fingerprint {})",
+            saga.saga_type, saga.definition, saga.fingerprint
+        ),
+    );
+    let mut state = saga.state.to_string();
+    if let Some(from) = saga.parked_from {
+        state = format!("{state} (parked while {from})");
+    }
+    field("state", state);
+    field(
+        "step",
+        format!(
+            "{} (attempt {})",
+            saga.current_step.as_deref().unwrap_or("-"),
+            saga.attempt
+        ),
+    );
+    if let Some(error) = &saga.error {
+        match &saga.failed_step {
+            Some(step) => field("error", format!("{error} (step `{step}`)")),
+            None => field("error", error.clone()),
+        }
+    }
+    if let Some(reason) = &saga.cancel_requested {
+        field("cancel", format!("requested: {reason}"));
+    }
+    let lease = saga
+        .lease_expires_at
+        .filter(|_| saga.state.is_active())
+        .map(|t| format!(", lease until {} ({})", time(t), age(t)))
+        .unwrap_or_default();
+    field(
+        "owner",
+        format!("{}{lease}", saga.owner.as_deref().unwrap_or("none")),
+    );
+    if saga.recovery_count > 0 {
+        field(
+            "recovered",
+            format!("{} time(s) since its last progress", saga.recovery_count),
+        );
+    }
+    field(
+        "user",
+        format!(
+            "{} from {}",
+            saga.user_id.as_deref().unwrap_or("-"),
+            saga.ip_address.as_deref().unwrap_or("-")
+        ),
+    );
+    field(
+        "created",
+        format!("{} ({})", time(saga.created_at), age(saga.created_at)),
+    );
+    field(
+        "updated",
+        format!("{} ({})", time(saga.updated_at), age(saga.updated_at)),
+    );
+    println!("context");
+    let pretty = serde_json::to_string_pretty(&context).unwrap_or_else(|_| saga.context.clone());
+    for line in pretty.lines() {
+        println!("  {line}");
+    }
+    println!("timeline ({} events)", events.len());
+    let mut previous: Option<SystemTime> = None;
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let since = previous
+                .and_then(|p| e.timestamp.duration_since(p).ok())
+                .map_or_else(|| time(e.timestamp), delta);
+            previous = Some(e.timestamp);
+            vec![
+                format!("  {since}"),
+                e.event_type.clone(),
+                e.step_name.clone().unwrap_or_default(),
+                e.attempt.map(|a| format!("#{a}")).unwrap_or_default(),
+                e.user_id.clone().unwrap_or_default(),
+                clip(e.error_message.as_deref().unwrap_or(""), 70),
+            ]
+        })
+        .collect();
+    table(&["  WHEN", "EVENT", "STEP", "TRY", "BY", "MESSAGE"], &rows);
+}
+
+pub(crate) fn stuck(sagas: &[SagaRecord], older_than: Duration, as_json: bool) {
+    if as_json {
+        let rows: Vec<Value> = sagas.iter().map(saga_json).collect();
+        println!("{}", Value::Array(rows));
+        return;
+    }
+    let threshold = humantime::format_duration(older_than);
+    if sagas.is_empty() {
+        println!("no saga has been running or compensating without progress for {threshold}");
+        return;
+    }
+    for saga in sagas {
+        println!(
+            "Stuck saga: {}, updated_at: {} ({}), {} at step `{}` attempt {}, owner {}",
+            saga.saga_id,
+            time(saga.updated_at),
+            age(saga.updated_at),
+            saga.state,
+            saga.current_step.as_deref().unwrap_or("?"),
+            saga.attempt,
+            saga.owner.as_deref().unwrap_or("none"),
+        );
+    }
+    println!(
+        "{} saga(s) without progress for {threshold}. Make one runnable again with `saga resume ID`, \
+         or close it with `saga fail ID --reason ..` after compensating by hand.",
+        sagas.len()
+    );
+}
+
+pub(crate) fn stats(counts: &[StateCount], events: &[EventCount], window: Duration, as_json: bool) {
+    let mut by_type: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    let mut stuck: BTreeMap<&str, u64> = BTreeMap::new();
+    for count in counts {
+        *by_type
+            .entry(&count.saga_type)
+            .or_default()
+            .entry(count.state.as_str())
+            .or_default() += count.count;
+        *stuck.entry(&count.saga_type).or_default() += count.stuck;
+    }
+    let mut recent: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for event in events.iter().filter(|e| e.saga_type != "*") {
+        *recent
+            .entry(&event.saga_type)
+            .or_default()
+            .entry(&event.event_type)
+            .or_default() += event.count;
+    }
+    let hours = (window.as_secs_f64() / 3600.0).max(f64::EPSILON);
+    let rates = |events: &BTreeMap<&str, u64>| {
+        let get = |name: &str| events.get(name).copied().unwrap_or(0);
+        let failed = get("saga_failed") + get("saga_compensation_failed");
+        let finished = get("saga_completed") + failed;
+        let failure_rate = if finished == 0 {
+            0.0
+        } else {
+            failed as f64 / finished as f64
+        };
+        json!({
+            "started": get("saga_started"),
+            "completed": get("saga_completed"),
+            "failed": get("saga_failed"),
+            "compensation_failed": get("saga_compensation_failed"),
+            "failure_rate": failure_rate,
+            "compensations": get("compensation_executed"),
+            "compensations_per_hour": get("compensation_executed") as f64 / hours,
+            "step_failures": get("step_failed") + get("step_timed_out"),
+        })
+    };
+    if as_json {
+        let types: Vec<Value> = by_type
+            .keys()
+            .chain(recent.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|saga_type| {
+                json!({
+                    "saga_type": saga_type,
+                    "states": by_type.get(saga_type).cloned().unwrap_or_default(),
+                    "stuck": stuck.get(saga_type).copied().unwrap_or(0),
+                    "window": rates(recent.get(saga_type).unwrap_or(&BTreeMap::new())),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "window_seconds": window.as_secs(), "types": types })
+        );
+        return;
+    }
+    if by_type.is_empty() {
+        println!("no sagas");
+    } else {
+        let mut header = vec!["TYPE"];
+        let names: Vec<&str> = SagaState::ALL.iter().map(|s| s.as_str()).collect();
+        header.extend(names.iter().copied());
+        header.push("stuck");
+        let rows: Vec<Vec<String>> = by_type
+            .iter()
+            .map(|(saga_type, states)| {
+                let mut row = vec![(*saga_type).to_owned()];
+                row.extend(
+                    names
+                        .iter()
+                        .map(|n| states.get(n).copied().unwrap_or(0).to_string()),
+                );
+                row.push(stuck.get(saga_type).copied().unwrap_or(0).to_string());
+                row
+            })
+            .collect();
+        table(&header, &rows);
+    }
+    println!("\nlast {}:", short(window));
+    if recent.is_empty() {
+        println!("  no events");
+    }
+    for (saga_type, events) in &recent {
+        let r = rates(events);
+        println!(
+            "  {saga_type}: started {}, completed {}, failed {}, compensation_failed {}; failure rate {:.1}%; {} compensations ({:.2}/h); {} failed step attempts",
+            r["started"],
+            r["completed"],
+            r["failed"],
+            r["compensation_failed"],
+            r["failure_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            r["compensations"],
+            r["compensations_per_hour"].as_f64().unwrap_or(0.0),
+            r["step_failures"],
+        );
+    }
+}

@@ -20,6 +20,14 @@ pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
     }
 }
 
+/// A span that points at the user's `token` but resolves names like the macro's own output.
+/// Errors land on the user's code, while the generated local variables (`__saga_ctx`,
+/// `self`) stay visible even when the user's tokens come from a `macro_rules!` macro, whose
+/// hygiene would otherwise hide them.
+pub(crate) fn at(token: proc_macro2::Span) -> proc_macro2::Span {
+    proc_macro2::Span::call_site().located_at(token)
+}
+
 pub(crate) fn private(plan: &SagaPlan) -> TokenStream {
     let krate = &plan.krate;
     quote!(#krate::__private)
@@ -90,10 +98,10 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let step_arms = plan.steps.iter().enumerate().map(|(index, step)| {
         let call = call(plan, &step.ident, &step.params);
         let field = &step.ident;
-        let convert = quote_spanned!(step.return_span=> #p::into_step_error(__saga_error));
+        let convert = quote_spanned!(at(step.return_span)=> #p::into_step_error(__saga_error));
         // Spanned at the step, so that "future is not `Send`" names it.
-        let pin = quote_spanned!(step.ident.span()=> ::std::boxed::Box::pin);
-        let async_move = quote_spanned!(step.ident.span()=> async move);
+        let pin = quote_spanned!(at(step.ident.span())=> ::std::boxed::Box::pin);
+        let async_move = quote_spanned!(at(step.ident.span())=> async move);
         quote! {
             #index => #pin(#async_move {
                 let __saga_result = { #call };
@@ -112,9 +120,9 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let compensation_arms = plan.steps.iter().enumerate().filter_map(|(index, step)| {
         let comp = step.compensation.as_ref()?;
         let call = call(plan, &comp.ident, &comp.params);
-        let convert = quote_spanned!(comp.return_span=> #p::into_step_error(__saga_error));
-        let pin = quote_spanned!(comp.ident.span()=> ::std::boxed::Box::pin);
-        let async_move = quote_spanned!(comp.ident.span()=> async move);
+        let convert = quote_spanned!(at(comp.return_span)=> #p::into_step_error(__saga_error));
+        let pin = quote_spanned!(at(comp.ident.span())=> ::std::boxed::Box::pin);
+        let async_move = quote_spanned!(at(comp.ident.span())=> async move);
         Some(quote! {
             #index => #pin(#async_move {
                 let __saga_result = { #call };
@@ -258,8 +266,8 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan]) -> TokenStream {
         let referent = &param.referent;
         let span = referent.span();
         let source = match param.binding {
-            Binding::Input => quote_spanned!(span=> &__saga_ctx.input),
-            Binding::StepContext => quote_spanned!(span=> __saga_sctx),
+            Binding::Input => quote_spanned!(at(span)=> &__saga_ctx.input),
+            Binding::StepContext => quote_spanned!(at(span)=> __saga_sctx),
             Binding::Output(index) => {
                 let Some(step) = plan.steps.get(index) else {
                     // Unreachable: validate binds outputs to existing steps only.
@@ -267,7 +275,7 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan]) -> TokenStream {
                 };
                 let field = &step.ident;
                 let name = &step.name;
-                quote_spanned! {span=>
+                quote_spanned! {at(span)=>
                     match &__saga_ctx.#field {
                         ::core::option::Option::Some(__saga_value) => __saga_value,
                         ::core::option::Option::None => {
@@ -282,7 +290,7 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan]) -> TokenStream {
     let args = params.iter().map(|param| &param.ident);
     // The call carries the method's span, so that type errors in its arguments or its
     // future (`Send`) point at the user's method.
-    let invocation = quote_spanned!(method.span()=> self.#method(#(#args),*).await);
+    let invocation = quote_spanned!(at(method.span())=> self.#method(#(#args),*).await);
     quote! {
         #(#bindings)*
         #invocation

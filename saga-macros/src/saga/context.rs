@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 
-use super::codegen::private;
+use super::codegen::{at, private};
 use super::validate::SagaPlan;
 
 pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
@@ -35,11 +35,11 @@ pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
     // Outputs live in a `Send + Sync` context held across `.await`: say so at the type.
     let thread_checks = plan.steps.iter().map(|step| {
         let output = &step.output;
-        quote_spanned!(output.span()=> __saga_assert_send_sync::<#output>();)
+        quote_spanned!(at(output.span())=> __saga_assert_send_sync::<#output>();)
     });
     let serialize = serialize_impl(plan);
     let deserialize = deserialize_impl(plan);
-    let input_check = quote_spanned!(input.span()=> __saga_assert_send_sync::<#input>(););
+    let input_check = quote_spanned!(at(input.span())=> __saga_assert_send_sync::<#input>(););
     quote! {
         #[doc = #doc]
         pub struct #ident {
@@ -79,13 +79,13 @@ fn serialize_impl(plan: &SagaPlan) -> TokenStream {
     let input = &plan.input;
     let count = plan.steps.len() + 1;
     let input_field =
-        quote_spanned!(input.span()=> __saga_state.serialize_field("input", &self.input)?;);
+        quote_spanned!(at(input.span())=> __saga_state.serialize_field("input", &self.input)?;);
     let step_fields = plan.steps.iter().map(|step| {
         let span = step.output.span();
         let mut field = step.ident.clone();
         field.set_span(span);
         let name = &step.name;
-        quote_spanned!(span=> __saga_state.serialize_field(#name, &self.#field)?;)
+        quote_spanned!(at(span)=> __saga_state.serialize_field(#name, &self.#field)?;)
     });
     quote! {
         #[automatically_derived]
@@ -121,7 +121,7 @@ fn deserialize_impl(plan: &SagaPlan) -> TokenStream {
     let arms = plan.steps.iter().zip(&slots).map(|(step, slot)| {
         let name = &step.name;
         let output = &step.output;
-        let next = quote_spanned! {output.span()=>
+        let next = quote_spanned! {at(output.span())=>
             __saga_map.next_value::<::core::option::Option<#output>>()?
         };
         quote! {
@@ -135,7 +135,7 @@ fn deserialize_impl(plan: &SagaPlan) -> TokenStream {
             }
         }
     });
-    let next_input = quote_spanned!(input.span()=> __saga_map.next_value::<#input>()?);
+    let next_input = quote_spanned!(at(input.span())=> __saga_map.next_value::<#input>()?);
     quote! {
         #[automatically_derived]
         impl<'de> #p::serde::Deserialize<'de> for #ident {

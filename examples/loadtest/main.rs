@@ -1,0 +1,387 @@
+//! Load generator: thousands of concurrent sagas against any store, with throughput and
+//! latency percentiles, and (with `--baseline`) the same work done without the library.
+//!
+//! ```text
+//! cargo run --release --example loadtest -- --store memory   --sagas 100000 --concurrency 10000 --steps 3
+//! cargo run --release --example loadtest -- --store sqlite   --sagas 10000  --concurrency 1000  --steps 3 --baseline
+//! cargo run --release --example loadtest -- --store postgres --sagas 10000  --concurrency 1000  --steps 3 --baseline
+//! ```
+//!
+//! PostgreSQL: `--url` or `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! each run works in a schema of its own and drops it. SQLite: a file in a temporary folder.
+//! The run exits non-zero unless every saga reached a terminal state and the database's
+//! counts agree with what the run saw.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use saga_runtime::prelude::*;
+use saga_runtime::store::StateCount;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// Load generator for sagas.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which store.
+    #[arg(long, value_enum, default_value = "memory")]
+    store: Backend,
+    /// How many sagas in all.
+    #[arg(long, default_value_t = 10_000)]
+    sagas: usize,
+    /// How many run at once.
+    #[arg(long, default_value_t = 1_000)]
+    concurrency: usize,
+    /// Steps per saga: 1, 3, 5 or 10.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Fraction of sagas whose last step fails for good (and compensates), 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Also run the same work without the library (hand-written SQL, one transaction per
+    /// step; for the memory store, a bare chain of async functions with a timeout).
+    #[arg(long)]
+    baseline: bool,
+    /// Skip the library run (with --baseline: only the baseline).
+    #[arg(long)]
+    baseline_only: bool,
+    /// PostgreSQL URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    url: String,
+    /// Write the audit log too (as the seed's production config does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    audit: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadInput {
+    pub n: u64,
+    pub fail: bool,
+}
+
+/// The step body shared by the library run and the baseline: a little work, and a
+/// permanent failure in the last step of a failing saga.
+async fn body(input: &LoadInput, step: usize, last: bool) -> Result<u64, StepError> {
+    if last && input.fail {
+        return Err(StepError::permanent("injected failure").with_type("injected"));
+    }
+    Ok(input.n.wrapping_mul(31).wrapping_add(step as u64))
+}
+
+macro_rules! load_saga {
+    ($ty:ident, $name:literal, $( ($step:ident, $undo:ident, $i:literal, $last:literal) ),+ ) => {
+        pub struct $ty;
+
+        #[saga(name = $name, input = LoadInput)]
+        impl $ty {
+            $(
+                #[step(timeout = 10, retries = 0, compensate = $undo)]
+                async fn $step(&self, input: &LoadInput) -> Result<u64, StepError> {
+                    body(input, $i, $last).await
+                }
+
+                async fn $undo(&self, input: &LoadInput) -> Result<(), StepError> {
+                    let _ = input;
+                    Ok(())
+                }
+            )+
+        }
+    };
+}
+
+load_saga!(Load1, "load1", (s1, u1, 1, true));
+load_saga!(
+    Load3,
+    "load3",
+    (s1, u1, 1, false),
+    (s2, u2, 2, false),
+    (s3, u3, 3, true)
+);
+load_saga!(
+    Load5,
+    "load5",
+    (s1, u1, 1, false),
+    (s2, u2, 2, false),
+    (s3, u3, 3, false),
+    (s4, u4, 4, false),
+    (s5, u5, 5, true)
+);
+load_saga!(
+    Load10,
+    "load10",
+    (s1, u1, 1, false),
+    (s2, u2, 2, false),
+    (s3, u3, 3, false),
+    (s4, u4, 4, false),
+    (s5, u5, 5, false),
+    (s6, u6, 6, false),
+    (s7, u7, 7, false),
+    (s8, u8, 8, false),
+    (s9, u9, 9, false),
+    (s10, u10, 10, true)
+);
+
+/// What one run measured.
+struct Report {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    completed: usize,
+    failed: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn max_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn progress(total: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} sagas ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// Runs `sagas` jobs with `concurrency` workers; `job(i)` returns whether saga `i` completed.
+async fn drive<F, Fut>(args: &Args, job: F) -> Result<Report, String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<bool, String>> + Send,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(args.sagas);
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency.max(1) {
+        let (job, next, done, bar, total) = (
+            job.clone(),
+            next.clone(),
+            done.clone(),
+            bar.clone(),
+            args.sagas,
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut completed, mut failed) = (0, 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let begun = Instant::now();
+                if job(i).await? {
+                    completed += 1;
+                } else {
+                    failed += 1;
+                }
+                latencies.push(begun.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            }
+            Ok::<_, String>((latencies, completed, failed))
+        }));
+    }
+    let mut report = Report {
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(args.sagas),
+        completed: 0,
+        failed: 0,
+    };
+    for worker in workers {
+        let (latencies, completed, failed) = worker.await.map_err(|e| e.to_string())??;
+        report.latencies.extend(latencies);
+        report.completed += completed;
+        report.failed += failed;
+    }
+    report.elapsed = started.elapsed();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report.latencies.sort_unstable();
+    Ok(report)
+}
+
+fn line(label: &str, args: &Args, report: &Report) -> (String, f64) {
+    let secs = report.elapsed.as_secs_f64().max(f64::EPSILON);
+    let steps = args.sagas * args.steps;
+    let steps_per_s = steps as f64 / secs;
+    let text = format!(
+        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1}",
+        args.store,
+        args.sagas,
+        steps,
+        secs,
+        args.sagas as f64 / secs,
+        steps_per_s,
+        percentile(&report.latencies, 0.50),
+        percentile(&report.latencies, 0.95),
+        percentile(&report.latencies, 0.99),
+        max_rss_mb(),
+    )
+    .to_lowercase();
+    (text, steps_per_s)
+}
+
+/// Whether saga `i` fails. Deterministic: the same sagas fail in the library run and in
+/// the baseline.
+fn fails(fail_rate: f64, i: usize) -> bool {
+    let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
+    (x as f64 / (1u64 << 53) as f64) < fail_rate
+}
+
+/// Runs the library: every saga through an orchestrator on the chosen store.
+async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, String> {
+    let orchestrator = Orchestrator::builder(store.clone())
+        .recovery(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = SagaConfig::new("loadtest").enable_audit_log(args.audit);
+    macro_rules! run_with {
+        ($ty:ident) => {{
+            let executor = orchestrator.register($ty);
+            let fail_rate = args.fail_rate;
+            drive(args, move |i| {
+                let executor = executor.clone();
+                let config = config.clone();
+                let fail = fails(fail_rate, i);
+                async move {
+                    let outcome = executor
+                        .execute_with_id(
+                            format!("load-{i}"),
+                            &config,
+                            LoadInput { n: i as u64, fail },
+                        )
+                        .await
+                        .map_err(|e| format!("saga {i}: {e}"))?;
+                    match outcome.state() {
+                        SagaState::Completed => Ok(true),
+                        SagaState::Failed => Ok(false),
+                        other => Err(format!("saga {i} ended {other}")),
+                    }
+                }
+            })
+            .await
+        }};
+    }
+    let report = match args.steps {
+        1 => run_with!(Load1),
+        3 => run_with!(Load3),
+        5 => run_with!(Load5),
+        10 => run_with!(Load10),
+        other => return Err(format!("--steps must be 1, 3, 5 or 10, not {other}")),
+    }?;
+    // The database must agree with what the run saw.
+    let counts: Vec<StateCount> = store
+        .stats(std::time::SystemTime::UNIX_EPOCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    let count = |state: SagaState| -> usize {
+        counts
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count as usize)
+            .sum()
+    };
+    let (completed, failed, total) = (
+        count(SagaState::Completed),
+        count(SagaState::Failed),
+        counts.iter().map(|c| c.count as usize).sum::<usize>(),
+    );
+    if completed != report.completed || failed != report.failed || total != args.sagas {
+        return Err(format!(
+            "the store disagrees: it has {completed} completed, {failed} failed and {total} sagas in all; the run saw {} and {} of {}",
+            report.completed, report.failed, args.sagas
+        ));
+    }
+    Ok(report)
+}
+
+mod baseline;
+
+/// Now, as SQLite's timestamp text.
+fn saga_time() -> String {
+    let text = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err("--fail-rate must be between 0 and 1".into());
+    }
+    if ![1, 3, 5, 10].contains(&args.steps) {
+        return Err(format!("--steps must be 1, 3, 5 or 10, not {}", args.steps));
+    }
+    let mut library_rate = None;
+    if !args.baseline_only {
+        let (store, cleanup) = baseline::open(args).await?;
+        let report = library(args, store).await;
+        cleanup.run().await;
+        let report = report?;
+        let (text, rate) = line("", args, &report);
+        println!("{text}");
+        library_rate = Some(rate);
+    }
+    if args.baseline || args.baseline_only {
+        let report = baseline::run(args).await?;
+        let (text, rate) = line("baseline ", args, &report);
+        println!("{text}");
+        if let Some(library) = library_rate {
+            println!(
+                "ratio library/baseline steps_per_s={:.2}",
+                library / rate.max(f64::EPSILON)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,11 +1,12 @@
 //! The same work without the library: the bare chain of step bodies (memory), or the same
 //! rows written by hand-written SQL, one transaction per step (SQLite, PostgreSQL).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use saga_runtime::SagaStore;
-use saga_runtime::store::{MemoryStore, PostgresStore, SqliteStore};
+use saga_runtime::store::{GroupCommit, MemoryStore, PostgresStore, SqliteStore};
 
 use super::{Args, Backend, LoadInput, Report, body, drive, fails};
 
@@ -45,6 +46,18 @@ fn tag() -> String {
     format!("{}_{nanos}", std::process::id())
 }
 
+fn group_commit(args: &Args) -> GroupCommit {
+    let writers = args.writers.unwrap_or(if args.store == Backend::Postgres {
+        4
+    } else {
+        1
+    });
+    GroupCommit::default()
+        .writers(writers)
+        .max_batch(args.max_batch)
+        .max_wait(Duration::from_micros(args.max_wait_us))
+}
+
 /// A fresh, migrated store of the chosen kind.
 pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), String> {
     match args.store {
@@ -54,7 +67,8 @@ pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), S
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let store = SqliteStore::open(dir.join("load.db"))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .with_group_commit(group_commit(args));
             Ok((Arc::new(store), Cleanup::Dir(dir)))
         }
         Backend::Postgres => {
@@ -64,6 +78,7 @@ pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), S
                 .schema(schema.clone())
                 .pool_size(connections.min(20))
                 .max_overflow(connections.saturating_sub(20))
+                .group_commit(group_commit(args))
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -176,12 +191,14 @@ pub(crate) async fn run(args: &Args) -> Result<Report, String> {
     drop(store);
     let steps = args.steps;
     let fail_rate = args.fail_rate;
+    let sleep_ms = args.step_ms;
     let report = drive(args, move |i| {
         let pool = pool.clone();
         async move {
             let input = LoadInput {
                 n: i as u64,
                 fail: fails(fail_rate, i),
+                sleep_ms,
             };
             let id = format!("base-{i}");
             let mut context = String::from("{\"input\":1");
@@ -205,7 +222,7 @@ pub(crate) async fn run(args: &Args) -> Result<Report, String> {
                 .await;
                 match result {
                     Ok(Ok(value)) => {
-                        context.push_str(&format!(",\"s{step}\":{value}"));
+                        let _ = write!(context, ",\"s{step}\":{value}");
                         if let Some(pool) = &pool {
                             let (state, events): (&str, &[&str]) = if step == steps {
                                 ("completed", &["step_completed", "saga_completed"])

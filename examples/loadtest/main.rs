@@ -59,6 +59,20 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     url: String,
+    /// Group commit: transactions in flight at once (default: the store's, 1 for SQLite
+    /// and 4 for PostgreSQL).
+    #[arg(long)]
+    writers: Option<usize>,
+    /// Group commit: most writes per transaction (1 turns batching off).
+    #[arg(long, default_value_t = 500)]
+    max_batch: usize,
+    /// Group commit: how long a writer waits for more writes, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    max_wait_us: u64,
+    /// Each step sleeps this long: holds up to --concurrency sagas in flight at once, to
+    /// measure memory per in-flight saga.
+    #[arg(long, default_value_t = 0)]
+    step_ms: u64,
     /// Write the audit log too (as the seed's production config does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     audit: bool,
@@ -68,11 +82,16 @@ struct Args {
 pub struct LoadInput {
     pub n: u64,
     pub fail: bool,
+    /// How long each step sleeps (to hold many sagas in flight at once).
+    pub sleep_ms: u64,
 }
 
 /// The step body shared by the library run and the baseline: a little work, and a
 /// permanent failure in the last step of a failing saga.
 async fn body(input: &LoadInput, step: usize, last: bool) -> Result<u64, StepError> {
+    if input.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
+    }
     if last && input.fail {
         return Err(StepError::permanent("injected failure").with_type("injected"));
     }
@@ -134,6 +153,12 @@ load_saga!(
 
 /// What one run measured.
 struct Report {
+    /// Resident memory before the run, and at its peak while sagas were in flight.
+    rss_before_mb: f64,
+    inflight_peak_mb: f64,
+    /// Live heap bytes before the run, and at their peak while sagas were in flight.
+    heap_before: usize,
+    inflight_heap_peak: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
     completed: usize,
@@ -148,17 +173,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-fn max_rss_mb() -> f64 {
+/// A memory figure of this process from /proc, in MiB (`VmHWM`: peak, `VmRSS`: now).
+fn memory_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn max_rss_mb() -> f64 {
+    memory_mb("VmHWM:")
 }
 
 fn progress(total: usize) -> Option<indicatif::ProgressBar> {
@@ -187,6 +217,28 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(args.sagas);
+    let rss_before_mb = memory_mb("VmRSS:");
+    let heap_before = alloc::live_bytes();
+    let heap_peak = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Samples resident memory while (nearly) every worker has a saga in flight.
+    let sampler = {
+        let (peak, in_flight) = (peak.clone(), in_flight.clone());
+        let heap_peak = heap_peak.clone();
+        let in_flight = in_flight.clone();
+        let full = (args.concurrency.min(args.sagas) * 99 / 100).max(1);
+        tokio::spawn(async move {
+            loop {
+                if in_flight.load(Ordering::Relaxed) >= full {
+                    let now = (memory_mb("VmRSS:") * 1024.0) as u64;
+                    peak.fetch_max(now, Ordering::Relaxed);
+                    heap_peak.fetch_max(alloc::live_bytes(), Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let started = Instant::now();
     let mut workers = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency.max(1) {
@@ -197,6 +249,7 @@ where
             bar.clone(),
             args.sagas,
         );
+        let in_flight = in_flight.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let (mut completed, mut failed) = (0, 0);
@@ -206,7 +259,10 @@ where
                     break;
                 }
                 let begun = Instant::now();
-                if job(i).await? {
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let ended = job(i).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                if ended? {
                     completed += 1;
                 } else {
                     failed += 1;
@@ -221,6 +277,10 @@ where
         }));
     }
     let mut report = Report {
+        rss_before_mb,
+        inflight_peak_mb: 0.0,
+        heap_before,
+        inflight_heap_peak: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::with_capacity(args.sagas),
         completed: 0,
@@ -233,6 +293,9 @@ where
         report.failed += failed;
     }
     report.elapsed = started.elapsed();
+    sampler.abort();
+    report.inflight_peak_mb = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    report.inflight_heap_peak = heap_peak.load(Ordering::Relaxed);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -244,8 +307,23 @@ fn line(label: &str, args: &Args, report: &Report) -> (String, f64) {
     let secs = report.elapsed.as_secs_f64().max(f64::EPSILON);
     let steps = args.sagas * args.steps;
     let steps_per_s = steps as f64 / secs;
+    let in_flight = args.concurrency.min(args.sagas).max(1);
+    // Only meaningful when steps hold sagas in flight long enough to be sampled (--step-ms):
+    // live heap bytes per in-flight saga (the load generator's own task included).
+    let per_saga_kib = if report.inflight_heap_peak > 0 {
+        report.inflight_heap_peak.saturating_sub(report.heap_before) as f64
+            / 1024.0
+            / in_flight as f64
+    } else {
+        f64::NAN
+    };
+    let rss_per_saga_kib = if report.inflight_peak_mb > 0.0 {
+        (report.inflight_peak_mb - report.rss_before_mb).max(0.0) * 1024.0 / in_flight as f64
+    } else {
+        f64::NAN
+    };
     let text = format!(
-        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1}",
+        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1} heap_kib_per_inflight_saga={per_saga_kib:.2} rss_kib_per_inflight_saga={rss_per_saga_kib:.2}",
         args.store,
         args.sagas,
         steps,
@@ -279,6 +357,7 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
         ($ty:ident) => {{
             let executor = orchestrator.register($ty);
             let fail_rate = args.fail_rate;
+            let sleep_ms = args.step_ms;
             drive(args, move |i| {
                 let executor = executor.clone();
                 let config = config.clone();
@@ -288,7 +367,11 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
                         .execute_with_id(
                             format!("load-{i}"),
                             &config,
-                            LoadInput { n: i as u64, fail },
+                            LoadInput {
+                                n: i as u64,
+                                fail,
+                                sleep_ms,
+                            },
                         )
                         .await
                         .map_err(|e| format!("saga {i}: {e}"))?;
@@ -335,7 +418,11 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
     Ok(report)
 }
 
+mod alloc;
 mod baseline;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Now, as SQLite's timestamp text.
 fn saga_time() -> String {

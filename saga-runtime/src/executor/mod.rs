@@ -509,7 +509,8 @@ impl<S: Saga> Executor<S> {
             version,
             failure: None,
         };
-        run.drive().await
+        // Boxed: the run outlives the (larger) state of creating the saga.
+        Box::pin(run.drive()).await
     }
 
     /// The row of a new saga: owned by this runner (it runs it now) or by nobody (any

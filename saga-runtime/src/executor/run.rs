@@ -272,7 +272,7 @@ impl<S: Saga> Run<'_, S> {
             Instant::now() + policy.timeout,
             self.user_id.clone(),
         );
-        let began = Instant::now();
+        let began = self.metrics.is_enabled().then(Instant::now);
         let span = tracing::info_span!("saga.step", step = spec.name, attempt);
         let result = run_attempt(
             self.saga.run_step(self.step, &mut self.ctx, &step_context),
@@ -280,10 +280,14 @@ impl<S: Saga> Run<'_, S> {
         )
         .instrument(span)
         .await;
-        self.metrics.step_attempt(self.step, began.elapsed());
+        if let Some(began) = began {
+            self.metrics.step_attempt(self.step, began.elapsed());
+        }
         match result {
-            Ok(()) => self.step_completed(spec).await,
-            Err(failed) => self.step_failed(spec, &policy, failed).await,
+            // Boxed: while a step runs, only the attempt's state is held, not the (larger)
+            // state of the transitions that follow it.
+            Ok(()) => Box::pin(self.step_completed(spec)).await,
+            Err(failed) => Box::pin(self.step_failed(spec, &policy, failed)).await,
         }
     }
 
@@ -301,7 +305,7 @@ impl<S: Saga> Run<'_, S> {
                     timed_out: true,
                 };
                 let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
-                return self.step_failed(spec, &policy, failed).await;
+                return Box::pin(self.step_failed(spec, &policy, failed)).await;
             }
         };
         self.ctx_dirty = true;

@@ -43,6 +43,10 @@ impl TypeMetrics {
     pub(crate) fn disabled() -> Self {
         TypeMetrics
     }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        false
+    }
     pub(crate) fn saga_started(&self) {}
     pub(crate) fn running_inc(&self) {}
     pub(crate) fn running_dec(&self) {}

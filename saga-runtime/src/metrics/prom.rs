@@ -331,6 +331,10 @@ impl TypeMetrics {
         TypeMetrics(None)
     }
 
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub(crate) fn saga_started(&self) {
         if let Some(h) = &self.0 {
             h.started.inc();

@@ -1,10 +1,16 @@
 //! [`MemoryStore`]: everything in process memory. The seed's "old" in-memory orchestrator,
 //! and the store for unit tests; it loses everything when the process ends.
+//!
+//! Sagas are spread over shards, each behind its own lock, so that thousands of concurrent
+//! sagas do not queue on one mutex. Audit events are kept as written (shared headers, no
+//! copies) and turned into [`AuditRecord`]s only when read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::time::later;
 use super::{
     Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
     SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
@@ -12,6 +18,8 @@ use super::{
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
+
+const SHARDS: usize = 16;
 
 /// A store in process memory, shared by clones.
 ///
@@ -23,14 +31,55 @@ use crate::error::StoreError;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    shards: Vec<Mutex<Shard>>,
+    next_audit_id: AtomicI64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            next_audit_id: AtomicI64::new(0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct Shard {
     sagas: HashMap<String, SagaRecord>,
-    audit: Vec<AuditRecord>,
-    next_audit_id: i64,
+    audit: Vec<StoredEvent>,
+}
+
+/// An audit event as written; its header is shared by every event of the saga's run.
+#[derive(Debug)]
+struct StoredEvent {
+    id: i64,
+    saga_id: Arc<str>,
+    header: Arc<AuditHeader>,
+    event: NewEvent,
+}
+
+impl StoredEvent {
+    fn record(&self) -> AuditRecord {
+        AuditRecord {
+            id: self.id,
+            saga_id: self.saga_id.to_string(),
+            saga_type: self.header.saga_type.clone(),
+            event_type: self.event.event_type.as_str().to_owned(),
+            step_name: self.event.step_name.as_deref().map(str::to_owned),
+            attempt: self.event.attempt,
+            error_message: self.event.error_message.clone(),
+            details: self.event.details.clone(),
+            user_id: self.header.user_id.clone(),
+            ip_address: self.header.ip_address.clone(),
+            timestamp: self.event.timestamp,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -40,18 +89,66 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a half-written row: every mutation
-        // below is a sequence of plain assignments. Keep serving after poisoning.
-        self.inner
+    /// FNV-1a: only spreads ids over shards, so it need not resist collisions.
+    fn shard_of(saga_id: &str) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in saga_id.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        // A panic while holding a lock cannot leave a half-written row: every mutation below
+        // is a sequence of plain assignments. Keep serving after poisoning.
+        self.inner.shards[index % SHARDS]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shard(&self, saga_id: &str) -> MutexGuard<'_, Shard> {
+        self.lock(Self::shard_of(saga_id))
+    }
+
+    fn push_events(
+        &self,
+        shard: &mut Shard,
+        saga_id: &Arc<str>,
+        header: &Arc<AuditHeader>,
+        events: Vec<NewEvent>,
+    ) {
+        for event in events {
+            let id = self.inner.next_audit_id.fetch_add(1, Ordering::Relaxed) + 1;
+            shard.audit.push(StoredEvent {
+                id,
+                saga_id: saga_id.clone(),
+                header: header.clone(),
+                event,
+            });
+        }
     }
 
     /// Replaces a stored row by hand: for tests of hostile data (a corrupted context, an
     /// unknown fingerprint).
     pub fn put_raw(&self, record: SagaRecord) {
-        self.lock().sagas.insert(record.saga_id.clone(), record);
+        self.shard(&record.saga_id)
+            .sagas
+            .insert(record.saga_id.clone(), record);
+    }
+
+    /// Every saga that passes `keep`, cloned, from every shard.
+    fn collect(&self, keep: impl Fn(&SagaRecord) -> bool) -> Vec<SagaRecord> {
+        (0..SHARDS)
+            .flat_map(|i| {
+                self.lock(i)
+                    .sagas
+                    .values()
+                    .filter(|r| keep(r))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
@@ -59,33 +156,13 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
 }
 
-impl Inner {
-    fn push_events(&mut self, saga_id: &str, header: &AuditHeader, events: Vec<NewEvent>) {
-        for event in events {
-            self.next_audit_id += 1;
-            self.audit.push(AuditRecord {
-                id: self.next_audit_id,
-                saga_id: saga_id.to_owned(),
-                saga_type: header.saga_type.clone(),
-                event_type: event.event_type.as_str().to_owned(),
-                step_name: event.step_name.map(std::borrow::Cow::into_owned),
-                attempt: event.attempt,
-                error_message: event.error_message,
-                details: event.details,
-                user_id: header.user_id.clone(),
-                ip_address: header.ip_address.clone(),
-                timestamp: event.timestamp,
-            });
-        }
-    }
-
-    fn row_mut(&mut self, saga_id: &str) -> Result<&mut SagaRecord, StoreError> {
-        self.sagas
-            .get_mut(saga_id)
-            .ok_or_else(|| StoreError::NotFound {
-                saga_id: saga_id.to_owned(),
-            })
-    }
+fn row_mut<'s>(shard: &'s mut Shard, saga_id: &str) -> Result<&'s mut SagaRecord, StoreError> {
+    shard
+        .sagas
+        .get_mut(saga_id)
+        .ok_or_else(|| StoreError::NotFound {
+            saga_id: saga_id.to_owned(),
+        })
 }
 
 fn expired(record: &SagaRecord, now: SystemTime) -> bool {
@@ -94,8 +171,8 @@ fn expired(record: &SagaRecord, now: SystemTime) -> bool {
 
 impl SagaStore for MemoryStore {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
-        let mut inner = self.lock();
-        if let Some(existing) = inner.sagas.get(&*saga.saga_id) {
+        let mut shard = self.shard(&saga.saga_id);
+        if let Some(existing) = shard.sagas.get(&*saga.saga_id) {
             return ready(Ok(Created::Existing(Box::new(existing.clone()))));
         }
         let now = SystemTime::now();
@@ -115,7 +192,7 @@ impl SagaStore for MemoryStore {
             version: 1,
             owner: saga.owner.as_deref().map(str::to_owned),
             lease_expires_at: Some(if saga.owner.is_some() {
-                super::time::later(now, saga.lease)
+                later(now, saga.lease)
             } else {
                 now
             }),
@@ -127,16 +204,16 @@ impl SagaStore for MemoryStore {
             created_at: now,
             updated_at: now,
         };
-        inner.sagas.insert(record.saga_id.clone(), record);
-        inner.push_events(&saga.saga_id, &saga.header, saga.events);
+        shard.sagas.insert(record.saga_id.clone(), record);
+        self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        let mut inner = self.lock();
+        let mut shard = self.shard(&checkpoint.saga_id);
         let now = SystemTime::now();
         let result = (|| {
-            let row = inner.row_mut(&checkpoint.saga_id)?;
+            let row = row_mut(&mut shard, &checkpoint.saga_id)?;
             if row.version != checkpoint.expected_version {
                 return Err(StoreError::Fenced {
                     saga_id: row.saga_id.clone(),
@@ -153,7 +230,9 @@ impl SagaStore for MemoryStore {
             }
             row.state = checkpoint.state;
             row.step_index = checkpoint.step_index;
-            row.current_step = checkpoint.current_step.map(str::to_owned);
+            if row.current_step.as_deref() != checkpoint.current_step {
+                row.current_step = checkpoint.current_step.map(str::to_owned);
+            }
             row.attempt = checkpoint.attempt;
             if let Some(context) = checkpoint.context {
                 row.context = context;
@@ -161,8 +240,10 @@ impl SagaStore for MemoryStore {
             row.error.clone_from(&checkpoint.error);
             row.failed_step.clone_from(&checkpoint.failed_step);
             row.version += 1;
-            row.owner = Some(checkpoint.owner.to_string());
-            row.lease_expires_at = Some(super::time::later(now, checkpoint.lease));
+            if row.owner.as_deref() != Some(&*checkpoint.owner) {
+                row.owner = Some(checkpoint.owner.to_string());
+            }
+            row.lease_expires_at = Some(later(now, checkpoint.lease));
             if checkpoint.progress {
                 row.recovery_count = 0;
             }
@@ -176,7 +257,12 @@ impl SagaStore for MemoryStore {
             })
         })();
         if matches!(result, Ok(Saved::Written { .. })) {
-            inner.push_events(&checkpoint.saga_id, &checkpoint.header, checkpoint.events);
+            self.push_events(
+                &mut shard,
+                &checkpoint.saga_id,
+                &checkpoint.header,
+                checkpoint.events,
+            );
         }
         ready(result)
     }
@@ -185,13 +271,13 @@ impl SagaStore for MemoryStore {
         &'a self,
         saga_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        ready(Ok(self.lock().sagas.get(saga_id).cloned()))
+        ready(Ok(self.shard(saga_id).sagas.get(saga_id).cloned()))
     }
 
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
-        let mut inner = self.lock();
+        let mut shard = self.shard(&claim.saga_id);
         let now = SystemTime::now();
-        let result = inner.row_mut(&claim.saga_id).and_then(|row| {
+        let result = row_mut(&mut shard, &claim.saga_id).and_then(|row| {
             if row.version != claim.expected_version {
                 return Err(StoreError::Fenced {
                     saga_id: row.saga_id.clone(),
@@ -210,27 +296,28 @@ impl SagaStore for MemoryStore {
         request: ClaimExpired,
         filter: ClaimFilter<'a>,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        let mut inner = self.lock();
         let now = SystemTime::now();
-        let mut candidates: Vec<&mut SagaRecord> = inner
-            .sagas
-            .values_mut()
-            .filter(|row| {
-                row.state.is_active()
-                    && expired(row, now)
-                    && request.definitions.contains(&row.definition.as_str())
-            })
-            .collect();
+        let mut candidates = self.collect(|row| {
+            row.state.is_active()
+                && expired(row, now)
+                && request.definitions.contains(&row.definition.as_str())
+        });
         candidates.sort_by_key(|row| row.lease_expires_at);
         let mut claimed = Vec::new();
-        for row in candidates {
+        for candidate in candidates {
             if claimed.len() >= request.limit as usize {
                 break;
             }
-            if filter(row) {
-                take(row, &request.owner, request.lease, now);
-                claimed.push(row.clone());
+            let mut shard = self.shard(&candidate.saga_id);
+            let Some(row) = shard.sagas.get_mut(&candidate.saga_id) else {
+                continue;
+            };
+            // Another claimer may have been quicker since the scan.
+            if row.version != candidate.version || !expired(row, now) || !filter(row) {
+                continue;
             }
+            take(row, &request.owner, request.lease, now);
+            claimed.push(row.clone());
         }
         ready(Ok(claimed))
     }
@@ -241,15 +328,15 @@ impl SagaStore for MemoryStore {
         saga_ids: &'a [Arc<str>],
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
-        let mut inner = self.lock();
         let now = SystemTime::now();
         let mut renewed = Vec::new();
         for id in saga_ids {
-            if let Some(row) = inner.sagas.get_mut(&**id)
+            let mut shard = self.shard(id);
+            if let Some(row) = shard.sagas.get_mut(&**id)
                 && row.owner.as_deref() == Some(owner)
                 && row.state.is_active()
             {
-                row.lease_expires_at = Some(super::time::later(now, lease));
+                row.lease_expires_at = Some(later(now, lease));
                 renewed.push(id.clone());
             }
         }
@@ -261,10 +348,10 @@ impl SagaStore for MemoryStore {
         owner: &'a str,
         saga_ids: &'a [Arc<str>],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let mut inner = self.lock();
         let now = SystemTime::now();
         for id in saga_ids {
-            if let Some(row) = inner.sagas.get_mut(&**id)
+            let mut shard = self.shard(id);
+            if let Some(row) = shard.sagas.get_mut(&**id)
                 && row.owner.as_deref() == Some(owner)
             {
                 row.lease_expires_at = Some(now);
@@ -279,7 +366,13 @@ impl SagaStore for MemoryStore {
         header: &'a AuditHeader,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.lock().push_events(saga_id, header, events);
+        let mut shard = self.shard(saga_id);
+        self.push_events(
+            &mut shard,
+            &Arc::from(saga_id),
+            &Arc::new(header.clone()),
+            events,
+        );
         ready(Ok(()))
     }
 
@@ -287,13 +380,21 @@ impl SagaStore for MemoryStore {
         &'a self,
         query: &'a AuditQuery,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
-        let inner = self.lock();
-        let mut rows: Vec<AuditRecord> = inner
-            .audit
-            .iter()
-            .filter(|row| query.matches(row))
-            .cloned()
-            .collect();
+        let shards: Vec<usize> = match &query.saga_id {
+            Some(id) => vec![Self::shard_of(id)],
+            None => (0..SHARDS).collect(),
+        };
+        let mut rows: Vec<AuditRecord> = Vec::new();
+        for index in shards {
+            let shard = self.lock(index);
+            rows.extend(
+                shard
+                    .audit
+                    .iter()
+                    .map(StoredEvent::record)
+                    .filter(|row| query.matches(row)),
+            );
+        }
         rows.sort_by_key(|row| (row.timestamp, row.id));
         if let Some(limit) = query.limit {
             rows.truncate(limit as usize);
@@ -305,13 +406,7 @@ impl SagaStore for MemoryStore {
         &'a self,
         query: &'a SagaQuery,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        let inner = self.lock();
-        let mut rows: Vec<SagaRecord> = inner
-            .sagas
-            .values()
-            .filter(|row| query.matches(row))
-            .cloned()
-            .collect();
+        let mut rows = self.collect(|row| query.matches(row));
         rows.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
@@ -329,8 +424,8 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut inner = self.lock();
-        let result = inner.row_mut(saga_id).and_then(|row| {
+        let mut shard = self.shard(saga_id);
+        let result = row_mut(&mut shard, saga_id).and_then(|row| {
             if row.state != SagaState::Running {
                 return Err(StoreError::InvalidState {
                     saga_id: row.saga_id.clone(),
@@ -342,38 +437,37 @@ impl SagaStore for MemoryStore {
             Ok(row.clone())
         });
         if let Ok(row) = &result {
-            let header = AuditHeader {
-                saga_type: row.saga_type.clone(),
-                user_id: Some(actor.user_id.clone()),
-                ip_address: actor.ip_address.clone(),
-            };
+            let header = Arc::new(operator::header(row, actor));
             let event = NewEvent::now(EventType::CancelRequested).error(reason);
-            inner.push_events(saga_id, &header, vec![event]);
+            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
         }
         ready(result)
     }
+
     fn stats(
         &self,
         stuck_before: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        let inner = self.lock();
         let mut counts: Vec<StateCount> = Vec::new();
-        for row in inner.sagas.values() {
-            let stuck = u64::from(row.state.is_active() && row.updated_at < stuck_before);
-            match counts
-                .iter_mut()
-                .find(|c| c.saga_type == row.saga_type && c.state == row.state)
-            {
-                Some(count) => {
-                    count.count += 1;
-                    count.stuck += stuck;
+        for index in 0..SHARDS {
+            let shard = self.lock(index);
+            for row in shard.sagas.values() {
+                let stuck = u64::from(row.state.is_active() && row.updated_at < stuck_before);
+                match counts
+                    .iter_mut()
+                    .find(|c| c.saga_type == row.saga_type && c.state == row.state)
+                {
+                    Some(count) => {
+                        count.count += 1;
+                        count.stuck += stuck;
+                    }
+                    None => counts.push(StateCount {
+                        saga_type: row.saga_type.clone(),
+                        state: row.state,
+                        count: 1,
+                        stuck,
+                    }),
                 }
-                None => counts.push(StateCount {
-                    saga_type: row.saga_type.clone(),
-                    state: row.state,
-                    count: 1,
-                    stuck,
-                }),
             }
         }
         counts.sort_by(|a, b| {
@@ -388,9 +482,9 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut inner = self.lock();
+        let mut shard = self.shard(saga_id);
         let now = SystemTime::now();
-        let result = inner.row_mut(saga_id).and_then(|row| {
+        let result = row_mut(&mut shard, saga_id).and_then(|row| {
             let change = operator::resume(row, reason)?;
             row.state = change.state;
             row.attempt = change.attempt;
@@ -403,7 +497,8 @@ impl SagaStore for MemoryStore {
             Ok((row.clone(), change.event))
         });
         ready(result.map(|(row, event)| {
-            inner.push_events(saga_id, &operator::header(&row, actor), vec![event]);
+            let header = Arc::new(operator::header(&row, actor));
+            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
             row
         }))
     }
@@ -414,9 +509,9 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut inner = self.lock();
+        let mut shard = self.shard(saga_id);
         let now = SystemTime::now();
-        let result = inner.row_mut(saga_id).and_then(|row| {
+        let result = row_mut(&mut shard, saga_id).and_then(|row| {
             let event = operator::mark_failed(row, reason)?;
             row.state = SagaState::Failed;
             row.error = Some(reason.to_owned());
@@ -428,7 +523,8 @@ impl SagaStore for MemoryStore {
             Ok((row.clone(), event))
         });
         ready(result.map(|(row, event)| {
-            inner.push_events(saga_id, &operator::header(&row, actor), vec![event]);
+            let header = Arc::new(operator::header(&row, actor));
+            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
             row
         }))
     }
@@ -439,17 +535,36 @@ impl SagaStore for MemoryStore {
         dry_run: bool,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
-        let mut inner = self.lock();
         let old_saga = |row: &SagaRecord| row.state.is_finished() && row.updated_at < before;
+        let mut guards: Vec<MutexGuard<'_, Shard>> = (0..SHARDS).map(|i| self.lock(i)).collect();
         let report = PruneReport {
-            audit_rows: inner.audit.iter().filter(|a| a.timestamp < before).count() as u64,
-            sagas: inner.sagas.values().filter(|r| old_saga(r)).count() as u64,
+            audit_rows: guards
+                .iter()
+                .map(|s| {
+                    s.audit
+                        .iter()
+                        .filter(|a| a.event.timestamp < before)
+                        .count() as u64
+                })
+                .sum(),
+            sagas: guards
+                .iter()
+                .map(|s| s.sagas.values().filter(|r| old_saga(r)).count() as u64)
+                .sum(),
         };
         if !dry_run {
-            inner.sagas.retain(|_, row| !old_saga(row));
-            inner.audit.retain(|a| a.timestamp >= before);
+            for shard in &mut guards {
+                shard.sagas.retain(|_, row| !old_saga(row));
+                shard.audit.retain(|a| a.event.timestamp >= before);
+            }
             let (header, event) = operator::pruned(before, report, actor);
-            inner.push_events(operator::WHOLE_LOG, &header, vec![event]);
+            let index = Self::shard_of(operator::WHOLE_LOG);
+            self.push_events(
+                &mut guards[index],
+                &Arc::from(operator::WHOLE_LOG),
+                &Arc::new(header),
+                vec![event],
+            );
         }
         ready(Ok(report))
     }
@@ -458,19 +573,22 @@ impl SagaStore for MemoryStore {
         &self,
         since: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
-        let inner = self.lock();
         let mut counts: Vec<EventCount> = Vec::new();
-        for row in inner.audit.iter().filter(|a| a.timestamp >= since) {
-            match counts
-                .iter_mut()
-                .find(|c| c.saga_type == row.saga_type && c.event_type == row.event_type)
-            {
-                Some(count) => count.count += 1,
-                None => counts.push(EventCount {
-                    saga_type: row.saga_type.clone(),
-                    event_type: row.event_type.clone(),
-                    count: 1,
-                }),
+        for index in 0..SHARDS {
+            let shard = self.lock(index);
+            for stored in shard.audit.iter().filter(|a| a.event.timestamp >= since) {
+                let event_type = stored.event.event_type.as_str();
+                match counts
+                    .iter_mut()
+                    .find(|c| c.saga_type == stored.header.saga_type && c.event_type == event_type)
+                {
+                    Some(count) => count.count += 1,
+                    None => counts.push(EventCount {
+                        saga_type: stored.header.saga_type.clone(),
+                        event_type: event_type.to_owned(),
+                        count: 1,
+                    }),
+                }
             }
         }
         counts.sort_by(|a, b| (&a.saga_type, &a.event_type).cmp(&(&b.saga_type, &b.event_type)));
@@ -481,7 +599,7 @@ impl SagaStore for MemoryStore {
 /// Makes `owner` the owner of `row` after a claim.
 fn take(row: &mut SagaRecord, owner: &str, lease: Duration, now: SystemTime) {
     row.owner = Some(owner.to_owned());
-    row.lease_expires_at = Some(super::time::later(now, lease));
+    row.lease_expires_at = Some(later(now, lease));
     row.version += 1;
     row.recovery_count = row.recovery_count.saturating_add(1);
     row.updated_at = now;

@@ -6,6 +6,8 @@
 //! refuses it with [`StoreError::Fenced`] if the row has moved since. A runner that lost its
 //! lease therefore cannot overwrite the progress of the runner that took the saga over.
 
+#[cfg(feature = "_sqlx")]
+mod batch;
 mod memory;
 mod operator;
 #[cfg(feature = "postgres")]
@@ -20,6 +22,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "_sqlx")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use batch::GroupCommit;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use sqlx::SqlSafeStr as _;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::{SagaRecord, StateCount};
+use super::batch::Reply;
+use super::{Checkpoint, SagaRecord, Saved, StateCount};
 use crate::audit::AuditRecord;
 use crate::definition::SagaState;
 use crate::error::StoreError;
@@ -180,4 +181,36 @@ pub(crate) fn state_counts(rows: Vec<(String, String, i64, i64)>) -> Vec<StateCo
             }
         })
         .collect()
+}
+
+/// Why a fenced checkpoint touched no row: a pending cancellation (when the write asked to
+/// be refused then), another version, or no row at all. `found` is the row's version and
+/// cancellation request.
+pub(crate) fn classify_miss(
+    cp: &Checkpoint,
+    found: Option<&(i64, Option<String>)>,
+) -> Result<Reply, StoreError> {
+    match found {
+        Some((version, Some(reason))) if *version == cp.expected_version && cp.unless_cancelled => {
+            Ok(Reply::Saved(Saved::Cancelled {
+                reason: reason.clone(),
+            }))
+        }
+        Some((version, _)) => Err(StoreError::Fenced {
+            saga_id: cp.saga_id.to_string(),
+            expected: cp.expected_version,
+            found: *version,
+        }),
+        None => Err(StoreError::NotFound {
+            saga_id: cp.saga_id.to_string(),
+        }),
+    }
+}
+
+/// A batch answered a create with a save's result or the other way round (a bug).
+pub(crate) fn wrong_reply() -> StoreError {
+    StoreError::Invalid {
+        what: "batch result",
+        reason: "the writer answered with the result of another kind of write".into(),
+    }
 }

@@ -10,6 +10,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+mod batch;
+
+use self::batch::SqliteBatch;
+use super::batch::{Committer, GroupCommit, Op, Reply};
 use super::sql::{self, ACTIVE_STATES, RawAudit, RawRecord, database_error};
 use super::time::{from_text, later, to_text};
 use super::{
@@ -17,17 +21,17 @@ use super::{
     SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
-use crate::definition::{BoxFuture, SagaState};
+use crate::definition::BoxFuture;
 use crate::error::StoreError;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     20_261_125_000_001,
     "create saga tables",
-    include_str!("../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
+    include_str!("../../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
 )];
 
 /// The columns of `saga_checkpoints`, in [`record`]'s order.
-const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_index, current_step, \
+pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_index, current_step, \
     attempt, context, config, error, failed_step, version, owner, lease_expires_at, recovery_count, \
     parked_from, cancel_requested, user_id, ip_address, created_at, updated_at";
 
@@ -42,6 +46,7 @@ const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    committer: Arc<Committer>,
 }
 
 impl SqliteStore {
@@ -112,7 +117,7 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore::from_pool(pool);
         if migrate {
             store.migrate().await?;
         }
@@ -122,7 +127,29 @@ impl SqliteStore {
     /// Uses an existing pool as it is (no migrations: call [`SqliteStore::migrate`]).
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
-        SqliteStore { pool }
+        let committer = Committer::new(
+            Arc::new(SqliteBatch { pool: pool.clone() }),
+            GroupCommit::default(),
+        );
+        SqliteStore {
+            pool,
+            committer: Arc::new(committer),
+        }
+    }
+
+    /// The same store with other group-commit settings (see [`GroupCommit`]).
+    #[must_use]
+    pub fn with_group_commit(self, settings: GroupCommit) -> Self {
+        let committer = Committer::new(
+            Arc::new(SqliteBatch {
+                pool: self.pool.clone(),
+            }),
+            settings,
+        );
+        SqliteStore {
+            pool: self.pool,
+            committer: Arc::new(committer),
+        }
     }
 
     /// Applies pending migrations (recorded in `_saga_migrations`).
@@ -143,7 +170,7 @@ impl SqliteStore {
     }
 }
 
-fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
+pub(super) fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     let saga_id: String = row.try_get("saga_id")?;
     let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
         let text: Option<String> = row.try_get(column)?;
@@ -210,37 +237,48 @@ fn audit_record(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     .validate()
 }
 
-/// Inserts `events` in one statement.
+/// Inserts `events` of one saga in one statement.
 async fn insert_events(
     conn: &mut SqliteConnection,
     saga_id: &str,
     header: &AuditHeader,
     events: Vec<NewEvent>,
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+    insert_events_many(conn, &[(saga_id, header, &events)]).await
+}
+
+/// Inserts the events of many sagas, in as few statements as the parameter limit allows.
+pub(super) async fn insert_events_many(
+    conn: &mut SqliteConnection,
+    sagas: &[(&str, &AuditHeader, &Vec<NewEvent>)],
+) -> Result<(), StoreError> {
+    let rows: Vec<(&str, &AuditHeader, &NewEvent)> = sagas
+        .iter()
+        .flat_map(|(id, header, events)| events.iter().map(move |e| (*id, *header, e)))
+        .collect();
+    for chunk in rows.chunks(1_000) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt, \
+             error_message, details, user_id, ip_address, timestamp) ",
+        );
+        query.push_values(chunk, |mut row, (saga_id, header, event)| {
+            row.push_bind(*saga_id)
+                .push_bind(&header.saga_type)
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.step_name.as_deref())
+                .push_bind(event.attempt.map(i64::from))
+                .push_bind(event.error_message.as_deref())
+                .push_bind(event.details.as_deref())
+                .push_bind(&header.user_id)
+                .push_bind(&header.ip_address)
+                .push_bind(to_text(event.timestamp));
+        });
+        query
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(database_error)?;
     }
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt, \
-         error_message, details, user_id, ip_address, timestamp) ",
-    );
-    query.push_values(events, |mut row, event| {
-        row.push_bind(saga_id.to_owned())
-            .push_bind(header.saga_type.clone())
-            .push_bind(event.event_type.as_str())
-            .push_bind(event.step_name.map(std::borrow::Cow::into_owned))
-            .push_bind(event.attempt.map(i64::from))
-            .push_bind(event.error_message)
-            .push_bind(event.details)
-            .push_bind(header.user_id.clone())
-            .push_bind(header.ip_address.clone())
-            .push_bind(to_text(event.timestamp));
-    });
-    query
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(database_error)?;
     Ok(())
 }
 
@@ -279,113 +317,6 @@ async fn miss(conn: &mut SqliteConnection, saga_id: &str, expected: i64) -> Stor
 }
 
 impl SqliteStore {
-    async fn create_impl(&self, saga: NewSaga) -> Result<Created, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        let now = SystemTime::now();
-        let lease_until = match &saga.owner {
-            Some(_) => later(now, saga.lease),
-            None => now,
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
-             step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
-             recovery_count, user_id, ip_address, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, ?, 0, ?, ?, ?, ?) \
-             ON CONFLICT (saga_id) DO NOTHING",
-        )
-        .bind(&*saga.saga_id)
-        .bind(&saga.header.saga_type)
-        .bind(saga.definition)
-        .bind(saga.fingerprint)
-        .bind(saga.first_step)
-        .bind(i64::from(saga.owner.is_some()))
-        .bind(&saga.context)
-        .bind(&saga.config)
-        .bind(saga.owner.as_deref())
-        .bind(to_text(lease_until))
-        .bind(&saga.header.user_id)
-        .bind(&saga.header.ip_address)
-        .bind(to_text(now))
-        .bind(to_text(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        if inserted.rows_affected() == 0 {
-            let existing = load_on(&mut tx, &saga.saga_id).await?;
-            tx.rollback().await.map_err(database_error)?;
-            return match existing {
-                Some(record) => Ok(Created::Existing(Box::new(record))),
-                None => Err(StoreError::NotFound {
-                    saga_id: saga.saga_id.to_string(),
-                }),
-            };
-        }
-        insert_events(&mut tx, &saga.saga_id, &saga.header, saga.events).await?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(Created::New { version: 1 })
-    }
-
-    async fn save_impl(&self, cp: Checkpoint) -> Result<Saved, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        let now = SystemTime::now();
-        let version: Option<i64> = sqlx::query_scalar(
-            "UPDATE saga_checkpoints SET state = ?, step_index = ?, current_step = ?, attempt = ?, \
-             context = COALESCE(?, context), error = ?, failed_step = ?, version = version + 1, \
-             owner = ?, lease_expires_at = ?, \
-             recovery_count = CASE WHEN ? THEN 0 ELSE recovery_count END, parked_from = ?, \
-             cancel_requested = CASE WHEN ? THEN NULL ELSE cancel_requested END, updated_at = ? \
-             WHERE saga_id = ? AND version = ? AND (NOT ? OR cancel_requested IS NULL) \
-             RETURNING version",
-        )
-        .bind(cp.state.as_str())
-        .bind(i64::from(cp.step_index))
-        .bind(cp.current_step)
-        .bind(i64::from(cp.attempt))
-        .bind(cp.context.as_deref())
-        .bind(cp.error.as_deref())
-        .bind(cp.failed_step.as_deref())
-        .bind(&*cp.owner)
-        .bind(to_text(later(now, cp.lease)))
-        .bind(cp.progress)
-        .bind(cp.parked_from.map(SagaState::as_str))
-        .bind(cp.clear_cancel)
-        .bind(to_text(now))
-        .bind(&*cp.saga_id)
-        .bind(cp.expected_version)
-        .bind(cp.unless_cancelled)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        let Some(version) = version else {
-            let pending: Option<(i64, Option<String>)> = sqlx::query_as(
-                "SELECT version, cancel_requested FROM saga_checkpoints WHERE saga_id = ?",
-            )
-            .bind(&*cp.saga_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(database_error)?;
-            tx.rollback().await.map_err(database_error)?;
-            return match pending {
-                Some((found, Some(reason)))
-                    if found == cp.expected_version && cp.unless_cancelled =>
-                {
-                    Ok(Saved::Cancelled { reason })
-                }
-                Some((found, _)) => Err(StoreError::Fenced {
-                    saga_id: cp.saga_id.to_string(),
-                    expected: cp.expected_version,
-                    found,
-                }),
-                None => Err(StoreError::NotFound {
-                    saga_id: cp.saga_id.to_string(),
-                }),
-            };
-        };
-        insert_events(&mut tx, &cp.saga_id, &cp.header, cp.events).await?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(Saved::Written { version })
-    }
-
     async fn claim_impl(&self, claim: Claim) -> Result<SagaRecord, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(database_error)?;
         let now = SystemTime::now();
@@ -799,11 +730,21 @@ impl SqliteStore {
 
 impl SagaStore for SqliteStore {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
-        Box::pin(self.create_impl(saga))
+        Box::pin(async move {
+            match self.committer.submit(Op::Create(saga)).await? {
+                Reply::Created(created) => Ok(created),
+                Reply::Saved(_) => Err(sql::wrong_reply()),
+            }
+        })
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(self.save_impl(checkpoint))
+        Box::pin(async move {
+            match self.committer.submit(Op::Save(checkpoint)).await? {
+                Reply::Saved(saved) => Ok(saved),
+                Reply::Created(_) => Err(sql::wrong_reply()),
+            }
+        })
     }
 
     fn load<'a>(

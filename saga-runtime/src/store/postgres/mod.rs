@@ -8,6 +8,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+mod batch;
+
+use self::batch::PostgresBatch;
+use super::batch::{Committer, GroupCommit, Op, Reply};
 use super::sql::{self, RawAudit, RawRecord, database_error};
 use super::time::{from_micros, to_micros};
 use super::{
@@ -15,19 +19,19 @@ use super::{
     SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
-use crate::definition::{BoxFuture, SagaState};
+use crate::definition::BoxFuture;
 use crate::error::StoreError;
 use std::time::SystemTime;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     20_261_125_000_001,
     "create saga tables",
-    include_str!("../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
+    include_str!("../../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
 )];
 
 /// The columns of `saga_checkpoints` as [`record`] reads them: integers widened, JSON as
 /// text, timestamps as microseconds since the epoch.
-const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, \
+pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, \
     step_index::int8 AS step_index, current_step, attempt::int8 AS attempt, \
     context::text AS context, config::text AS config, error, failed_step, version, owner, \
     (extract(epoch FROM lease_expires_at) * 1000000)::int8 AS lease_expires_at, \
@@ -59,6 +63,7 @@ const AUDIT_COLUMNS: &str = "id, saga_id, saga_type, event_type, step_name, atte
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    committer: Arc<Committer>,
 }
 
 /// Builds a [`PostgresStore`]; the defaults are the seed's "Connection Pooling" values.
@@ -73,6 +78,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     schema: Option<String>,
     migrate: bool,
+    group_commit: GroupCommit,
 }
 
 impl PostgresStoreBuilder {
@@ -110,6 +116,13 @@ impl PostgresStoreBuilder {
     /// search path: one schema per tenant, or per test.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// Group-commit settings (see [`GroupCommit`]). Default: batches of up to 500 writes,
+    /// no waiting, four transactions in flight.
+    pub fn group_commit(mut self, settings: GroupCommit) -> Self {
+        self.group_commit = settings;
         self
     }
 
@@ -173,7 +186,7 @@ impl PostgresStoreBuilder {
             .connect_lazy_with(options);
         // Fail now, with a clear error, if the server is unreachable.
         drop(pool.acquire().await?);
-        let store = PostgresStore { pool };
+        let store = PostgresStore::with_settings(pool, self.group_commit);
         if self.migrate {
             store.migrate().await?;
         }
@@ -193,6 +206,7 @@ impl PostgresStore {
             acquire_timeout: Duration::from_secs(30),
             schema: None,
             migrate: true,
+            group_commit: GroupCommit::default().writers(4),
         }
     }
 
@@ -207,7 +221,18 @@ impl PostgresStore {
     /// Uses an existing pool as it is (no migrations: call [`PostgresStore::migrate`]).
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore { pool }
+        Self::with_settings(pool, GroupCommit::default().writers(4))
+    }
+
+    fn with_settings(pool: PgPool, settings: GroupCommit) -> Self {
+        let committer = Committer::new(
+            Arc::new(PostgresBatch::new(&pool, settings.writers)),
+            settings,
+        );
+        PostgresStore {
+            pool,
+            committer: Arc::new(committer),
+        }
     }
 
     /// Applies pending migrations (recorded in `_saga_migrations`, under a lock, so that
@@ -239,7 +264,7 @@ impl PostgresStore {
     }
 }
 
-fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
+pub(super) fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
     let micros = |column: &str| -> Result<Option<std::time::SystemTime>, StoreError> {
         let value: Option<i64> = row.try_get(column)?;
         Ok(value.map(from_micros))
@@ -297,7 +322,7 @@ fn audit_record(row: &PgRow) -> Result<AuditRecord, StoreError> {
 }
 
 /// A duration as microseconds, for `$n * interval '1 microsecond'`.
-fn micros(d: Duration) -> i64 {
+pub(super) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
@@ -307,32 +332,59 @@ async fn insert_events(
     header: &AuditHeader,
     events: Vec<NewEvent>,
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
+    insert_events_many(conn, &[(saga_id, header, &events)]).await
+}
+
+/// An audit row to insert: the saga, its header, the event.
+type EventRow<'a> = (&'a str, &'a AuditHeader, &'a NewEvent);
+
+/// Inserts the events of many sagas in one statement (arrays through unnest: one statement
+/// text, one prepared plan).
+pub(super) async fn insert_events_many(
+    conn: &mut PgConnection,
+    sagas: &[(&str, &AuditHeader, &Vec<NewEvent>)],
+) -> Result<(), StoreError> {
+    let rows: Vec<EventRow<'_>> = sagas
+        .iter()
+        .flat_map(|(id, header, events)| events.iter().map(move |e| (*id, *header, e)))
+        .collect();
+    if rows.is_empty() {
         return Ok(());
     }
-    let mut query = QueryBuilder::<Postgres>::new(
+    let text = |f: &dyn Fn(&EventRow<'_>) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(f).collect()
+    };
+    sqlx::query(
         "INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt, \
-         error_message, details, user_id, ip_address, timestamp) ",
-    );
-    query.push_values(events, |mut row, event| {
-        row.push_bind(saga_id.to_owned())
-            .push_bind(header.saga_type.clone())
-            .push_bind(event.event_type.as_str())
-            .push_bind(event.step_name.map(std::borrow::Cow::into_owned))
-            .push_bind(event.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
-            .push_bind(event.error_message)
-            .push_bind(event.details)
-            .push_bind(header.user_id.clone())
-            .push_bind(header.ip_address.clone())
-            .push("'epoch'::timestamptz + ")
-            .push_bind_unseparated(to_micros(event.timestamp))
-            .push_unseparated(" * interval '1 microsecond'");
-    });
-    query
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(database_error)?;
+         error_message, details, user_id, ip_address, timestamp) \
+         SELECT v.saga_id, v.saga_type, v.event_type, v.step_name, v.attempt, v.error_message, \
+         v.details, v.user_id, v.ip_address, 'epoch'::timestamptz + v.ts_us * interval '1 microsecond' \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], \
+         $7::text[], $8::text[], $9::text[], $10::int8[]) \
+         AS v(saga_id, saga_type, event_type, step_name, attempt, error_message, details, \
+         user_id, ip_address, ts_us)",
+    )
+    .bind(text(&|(id, _, _)| Some((*id).to_owned())))
+    .bind(text(&|(_, h, _)| Some(h.saga_type.clone())))
+    .bind(text(&|(_, _, e)| Some(e.event_type.as_str().to_owned())))
+    .bind(text(&|(_, _, e)| e.step_name.as_deref().map(str::to_owned)))
+    .bind(
+        rows.iter()
+            .map(|(_, _, e)| e.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
+            .collect::<Vec<Option<i32>>>(),
+    )
+    .bind(text(&|(_, _, e)| e.error_message.clone()))
+    .bind(text(&|(_, _, e)| e.details.clone()))
+    .bind(text(&|(_, h, _)| h.user_id.clone()))
+    .bind(text(&|(_, h, _)| h.ip_address.clone()))
+    .bind(
+        rows.iter()
+            .map(|(_, _, e)| to_micros(e.timestamp))
+            .collect::<Vec<i64>>(),
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(database_error)?;
     Ok(())
 }
 
@@ -346,7 +398,7 @@ async fn create_on(conn: &mut PgConnection, saga: NewSaga) -> Result<Created, St
         "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
          step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
          recovery_count, user_id, ip_address, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'running', 0, $5, $12, $6::jsonb, $7::jsonb, 1, $8, \
+         VALUES ($1, $2, $3, $4, 'running', 0, $5, $12, $6, $7, 1, $8, \
          now() + $9 * interval '1 microsecond', 0, $10, $11, now(), now()) \
          ON CONFLICT (saga_id) DO NOTHING",
     )
@@ -389,72 +441,6 @@ async fn load_on(conn: &mut PgConnection, saga_id: &str) -> Result<Option<SagaRe
 }
 
 impl PostgresStore {
-    async fn create_impl(&self, saga: NewSaga) -> Result<Created, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        let created = create_on(&mut tx, saga).await?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(created)
-    }
-
-    async fn save_impl(&self, cp: Checkpoint) -> Result<Saved, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "UPDATE saga_checkpoints SET state = $1, step_index = $2, current_step = $3, \
-             attempt = $4, context = COALESCE($5::jsonb, context), error = $6, failed_step = $7, \
-             version = version + 1, owner = $8, lease_expires_at = now() + $9 * interval '1 microsecond', \
-             recovery_count = CASE WHEN $10 THEN 0 ELSE recovery_count END, parked_from = $11, \
-             cancel_requested = CASE WHEN $12 THEN NULL ELSE cancel_requested END, updated_at = now() \
-             WHERE saga_id = $13 AND version = $14 AND (NOT $15 OR cancel_requested IS NULL) \
-             RETURNING version",
-        )
-        .bind(cp.state.as_str())
-        .bind(i32::try_from(cp.step_index).unwrap_or(i32::MAX))
-        .bind(cp.current_step)
-        .bind(i32::try_from(cp.attempt).unwrap_or(i32::MAX))
-        .bind(cp.context.as_deref())
-        .bind(cp.error.as_deref())
-        .bind(cp.failed_step.as_deref())
-        .bind(&*cp.owner)
-        .bind(micros(cp.lease))
-        .bind(cp.progress)
-        .bind(cp.parked_from.map(SagaState::as_str))
-        .bind(cp.clear_cancel)
-        .bind(&*cp.saga_id)
-        .bind(cp.expected_version)
-        .bind(cp.unless_cancelled)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        let Some(version) = version else {
-            let pending: Option<(i64, Option<String>)> = sqlx::query_as(
-                "SELECT version, cancel_requested FROM saga_checkpoints WHERE saga_id = $1",
-            )
-            .bind(&*cp.saga_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(database_error)?;
-            tx.rollback().await.map_err(database_error)?;
-            return match pending {
-                Some((found, Some(reason)))
-                    if found == cp.expected_version && cp.unless_cancelled =>
-                {
-                    Ok(Saved::Cancelled { reason })
-                }
-                Some((found, _)) => Err(StoreError::Fenced {
-                    saga_id: cp.saga_id.to_string(),
-                    expected: cp.expected_version,
-                    found,
-                }),
-                None => Err(StoreError::NotFound {
-                    saga_id: cp.saga_id.to_string(),
-                }),
-            };
-        };
-        insert_events(&mut tx, &cp.saga_id, &cp.header, cp.events).await?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(Saved::Written { version })
-    }
-
     async fn claim_impl(&self, claim: Claim) -> Result<SagaRecord, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(database_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -873,11 +859,21 @@ impl PostgresStore {
 
 impl SagaStore for PostgresStore {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
-        Box::pin(self.create_impl(saga))
+        Box::pin(async move {
+            match self.committer.submit(Op::Create(saga)).await? {
+                Reply::Created(created) => Ok(created),
+                Reply::Saved(_) => Err(sql::wrong_reply()),
+            }
+        })
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(self.save_impl(checkpoint))
+        Box::pin(async move {
+            match self.committer.submit(Op::Save(checkpoint)).await? {
+                Reply::Saved(saved) => Ok(saved),
+                Reply::Created(_) => Err(sql::wrong_reply()),
+            }
+        })
     }
 
     fn load<'a>(

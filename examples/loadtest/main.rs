@@ -29,6 +29,7 @@ enum Backend {
 
 /// Load generator for sagas.
 #[derive(Debug, Parser)]
+#[allow(clippy::struct_excessive_bools)] // command-line flags
 struct Args {
     /// Which store.
     #[arg(long, value_enum, default_value = "memory")]
@@ -73,6 +74,10 @@ struct Args {
     /// measure memory per in-flight saga.
     #[arg(long, default_value_t = 0)]
     step_ms: u64,
+    /// Instead of the load run: a runner starts --sagas sagas (3 steps) and dies in their
+    /// second step; a fresh runner's recovery loop finishes them. Prints the time taken.
+    #[arg(long)]
+    orphans: bool,
     /// Write the audit log too (as the seed's production config does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     audit: bool,
@@ -89,6 +94,10 @@ pub struct LoadInput {
 /// The step body shared by the library run and the baseline: a little work, and a
 /// permanent failure in the last step of a failing saga.
 async fn body(input: &LoadInput, step: usize, last: bool) -> Result<u64, StepError> {
+    if step == 2 && orphans::HANG.load(std::sync::atomic::Ordering::SeqCst) {
+        orphans::HUNG.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
     if input.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
     }
@@ -105,7 +114,7 @@ macro_rules! load_saga {
         #[saga(name = $name, input = LoadInput)]
         impl $ty {
             $(
-                #[step(timeout = 10, retries = 0, compensate = $undo)]
+                #[step(timeout = 10, retries = 1, compensate = $undo)]
                 async fn $step(&self, input: &LoadInput) -> Result<u64, StepError> {
                     body(input, $i, $last).await
                 }
@@ -157,8 +166,8 @@ struct Report {
     rss_before_mb: f64,
     inflight_peak_mb: f64,
     /// Live heap bytes before the run, and at their peak while sagas were in flight.
-    heap_before: usize,
-    inflight_heap_peak: usize,
+    heap_before: isize,
+    inflight_heap_peak: isize,
     elapsed: Duration,
     latencies: Vec<Duration>,
     completed: usize,
@@ -218,8 +227,11 @@ where
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(args.sagas);
     let rss_before_mb = memory_mb("VmRSS:");
+    if args.step_ms > 0 {
+        alloc::enable();
+    }
     let heap_before = alloc::live_bytes();
-    let heap_peak = Arc::new(AtomicUsize::new(0));
+    let heap_peak = Arc::new(std::sync::atomic::AtomicIsize::new(isize::MIN));
     let peak = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
     // Samples resident memory while (nearly) every worker has a saga in flight.
@@ -280,7 +292,7 @@ where
         rss_before_mb,
         inflight_peak_mb: 0.0,
         heap_before,
-        inflight_heap_peak: 0,
+        inflight_heap_peak: isize::MIN,
         elapsed: Duration::ZERO,
         latencies: Vec::with_capacity(args.sagas),
         completed: 0,
@@ -322,8 +334,15 @@ fn line(label: &str, args: &Args, report: &Report) -> (String, f64) {
     } else {
         f64::NAN
     };
+    let memory = if args.step_ms > 0 {
+        format!(
+            " heap_kib_per_inflight_saga={per_saga_kib:.2} rss_kib_per_inflight_saga={rss_per_saga_kib:.2}"
+        )
+    } else {
+        String::new()
+    };
     let text = format!(
-        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1} heap_kib_per_inflight_saga={per_saga_kib:.2} rss_kib_per_inflight_saga={rss_per_saga_kib:.2}",
+        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1}{memory}",
         args.store,
         args.sagas,
         steps,
@@ -420,6 +439,7 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
 
 mod alloc;
 mod baseline;
+mod orphans;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -448,6 +468,9 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     if ![1, 3, 5, 10].contains(&args.steps) {
         return Err(format!("--steps must be 1, 3, 5 or 10, not {}", args.steps));
+    }
+    if args.orphans {
+        return orphans::run(args).await;
     }
     let mut library_rate = None;
     if !args.baseline_only {

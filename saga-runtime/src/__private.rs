@@ -42,3 +42,16 @@ impl core::fmt::Debug for StepMark {
         f.write_str(if self.0 { "<done>" } else { "<pending>" })
     }
 }
+
+/// A step context for benchmarks of the generated dispatch.
+#[must_use]
+pub fn bench_step_context() -> StepContext {
+    StepContext::new(
+        "bench".into(),
+        "bench",
+        false,
+        1,
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+        None,
+    )
+}

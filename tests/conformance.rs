@@ -517,7 +517,13 @@ async fn exact_audit_sequences(h: &Harness) {
 async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
     let script = Script::new();
     let (orchestrator, executor) = runner(h.reopen(), "r", Duration::from_secs(30), &script);
-    for id in ["bad-json", "bad-shape", "bad-fingerprint", "bad-state"] {
+    for id in [
+        "bad-json",
+        "bad-shape",
+        "bad-fingerprint",
+        "bad-state",
+        "bad-size",
+    ] {
         h.store
             .create(new_saga(id, None, Duration::ZERO))
             .await
@@ -550,6 +556,26 @@ async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
         assert!(matches!(err, SagaError::Decode { .. }), "{id}: {err}");
         assert_eq!(h.raw_row(id).await, before, "{id} unchanged");
     }
+    // A context above the limit (1 MiB by default) is refused before serde reads it.
+    let oversized = if h.backend == Backend::Postgres {
+        "UPDATE saga_checkpoints SET context = jsonb_build_object('pad', repeat('x', 2200000)) \
+         WHERE saga_id = $1"
+    } else {
+        "UPDATE saga_checkpoints SET context = '{\"pad\":\"' || hex(zeroblob(1100000)) || '\"}' \
+         WHERE saga_id = $1"
+    };
+    h.tamper("bad-size", oversized, |r| {
+        r.context = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2_200_000));
+    })
+    .await;
+    let before = h.raw_row("bad-size").await;
+    let err = executor.recover("bad-size").await.unwrap_err();
+    assert!(
+        matches!(err, SagaError::ContextTooLarge { limit: 1_048_576, size, .. } if size > 2_000_000),
+        "{err}"
+    );
+    assert_eq!(h.raw_row("bad-size").await, before, "bad-size unchanged");
+
     let before = h.raw_row("bad-fingerprint").await;
     let err = executor.recover("bad-fingerprint").await.unwrap_err();
     assert!(
@@ -584,6 +610,7 @@ async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
         h.raw_row("bad-json").await,
         h.raw_row("bad-shape").await,
         h.raw_row("bad-fingerprint").await,
+        h.raw_row("bad-size").await,
     ];
     let recovered = orchestrator.recover_expired().await.unwrap();
     assert_eq!(
@@ -596,6 +623,7 @@ async fn corrupted_rows_give_errors_and_stay_unchanged(h: &Harness) {
             h.raw_row("bad-json").await,
             h.raw_row("bad-shape").await,
             h.raw_row("bad-fingerprint").await,
+            h.raw_row("bad-size").await,
         ],
         rows_before
     );

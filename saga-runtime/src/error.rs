@@ -410,6 +410,44 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether trying again may succeed: a lost or refused connection, a server restarting,
+    /// a busy or locked SQLite file, a serialization failure or deadlock.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            #[cfg(feature = "_sqlx")]
+            StoreError::Database(error) => transient_sqlx(error),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(feature = "_sqlx")]
+fn transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08), shutdown and start-up (57P0x),
+            // serialization failures and deadlocks (40001, 40P01). SQLite: BUSY (5) and
+            // LOCKED (6), with their extended codes (5 + 256 * n, 6 + 256 * n).
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "40001"
+                || code == "40P01"
+                || code
+                    .parse::<i32>()
+                    .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,7 +117,7 @@ pub(crate) async fn recover_once(inner: &Arc<Inner>, wait: bool) -> Result<usize
                 return false;
             }
             match sagas.get(record.definition.as_str()) {
-                Some(saga) => match saga.check(record) {
+                Some(saga) => match saga.check(record, inner.settings.max_context_bytes) {
                     Ok(()) => true,
                     Err(error) => {
                         tracing::error!(saga_id = %record.saga_id, %error, "cannot recover saga; left as it is");

@@ -34,11 +34,15 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) stuck_after: Duration,
+    /// How long a checkpoint write keeps retrying transient store errors.
+    pub(crate) store_retry: Duration,
 }
 
 /// The shared state behind an [`Orchestrator`].
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn SagaStore>,
+    /// Whether the store's writes can fail transiently (worth keeping a copy to retry).
+    pub(crate) transient_store: bool,
     pub(crate) runner_id: Arc<str>,
     pub(crate) settings: Settings,
     pub(crate) metrics: SagaMetrics,
@@ -117,6 +121,7 @@ impl Orchestrator {
                 backoff: Backoff::default(),
                 stats_interval: Some(Duration::from_secs(15)),
                 stuck_after: Duration::from_hours(1),
+                store_retry: Duration::from_secs(15),
             },
             metrics: SagaMetrics::disabled(),
             seed: None,
@@ -302,6 +307,14 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// How long a checkpoint write keeps retrying when the database is briefly unreachable
+    /// (a restart, a busy SQLite file), with backoff from 50 ms to 2 s. Default 15 s, half
+    /// the default lease; past it the saga stops here and another runner recovers it.
+    pub fn store_retry(mut self, retry: Duration) -> Self {
+        self.settings.store_retry = retry;
+        self
+    }
+
     /// Records metrics through `metrics` (see [`SagaMetrics`]). Default: none.
     pub fn metrics(mut self, metrics: SagaMetrics) -> Self {
         self.metrics = metrics;
@@ -353,6 +366,7 @@ impl OrchestratorBuilder {
         }
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
+            transient_store: self.store.can_fail_transiently(),
             store: self.store,
             runner_id: runner_id.into(),
             settings: self.settings,
@@ -477,7 +491,7 @@ impl<S: Saga> Executor<S> {
         };
         let (new, ctx) = self.new_saga(&id, config, input, true)?;
         let header = new.header.clone();
-        let created = inner.store.create(new).await?;
+        let created = create_retrying(inner, new).await?;
         let version = match created {
             Created::New { version } => version,
             Created::Existing(record) => {
@@ -644,7 +658,7 @@ impl<S: Saga> Executor<S> {
             return Self::outcome_of(record, true);
         }
         // Refuse what cannot be resumed before the claim changes the row.
-        decode_context::<S>(&record)?;
+        decode_context::<S>(&record, inner.settings.max_context_bytes)?;
         decode_config(&record)?;
         let mine = record.owner.as_deref() == Some(&*inner.runner_id);
         let live = record
@@ -714,7 +728,8 @@ impl<S: Saga> Executor<S> {
             });
         }
         check_record::<S>(&record)?;
-        let context = decode_context::<S>(&record)?;
+        // An outcome is read whatever its size: it is already in memory and changes nothing.
+        let context = decode_context::<S>(&record, usize::MAX)?;
         Ok(Outcome {
             failure: record.error.map(|message| Failure {
                 step: record.failed_step,
@@ -726,6 +741,41 @@ impl<S: Saga> Executor<S> {
             context,
             existing,
         })
+    }
+}
+
+/// Creates a saga, retrying transient store errors for up to `store_retry`. If an answer was
+/// lost but the row was written, the retry finds it owned by this runner at version 1 and
+/// takes it as created.
+async fn create_retrying(inner: &Inner, new: NewSaga) -> Result<Created, SagaError> {
+    let mut delay = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + inner.settings.store_retry;
+    let mut retried = false;
+    let mut new = new;
+    loop {
+        let copy = inner.transient_store.then(|| new.clone());
+        match inner.store.create(new).await {
+            Err(error)
+                if error.is_transient() && tokio::time::Instant::now() + delay < deadline =>
+            {
+                let Some(copy) = copy else {
+                    return Err(error.into());
+                };
+                tracing::warn!(%error, "saga creation failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                retried = true;
+                new = copy;
+            }
+            Ok(Created::Existing(record))
+                if retried
+                    && record.version == 1
+                    && record.owner.as_deref() == Some(&*inner.runner_id) =>
+            {
+                return Ok(Created::New { version: 1 });
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
@@ -755,7 +805,16 @@ pub(crate) fn check_record<S: Saga>(record: &SagaRecord) -> Result<(), SagaError
     Ok(())
 }
 
-fn decode_context<S: Saga>(record: &SagaRecord) -> Result<S::Context, SagaError> {
+/// Decodes a stored context, refusing one above `limit` bytes (a row written by hand or by
+/// a runner with a higher limit) before serde reads it.
+fn decode_context<S: Saga>(record: &SagaRecord, limit: usize) -> Result<S::Context, SagaError> {
+    if record.context.len() > limit {
+        return Err(SagaError::ContextTooLarge {
+            saga_id: record.saga_id.clone(),
+            size: record.context.len(),
+            limit,
+        });
+    }
     serde_json::from_str(&record.context).map_err(|e| SagaError::Decode {
         saga_id: record.saga_id.clone(),
         definition: S::DEFINITION.name(),
@@ -780,7 +839,7 @@ async fn resume<S: Saga>(
     record: SagaRecord,
 ) -> Result<Outcome<S>, SagaError> {
     check_record::<S>(&record)?;
-    let ctx = decode_context::<S>(&record)?;
+    let ctx = decode_context::<S>(&record, inner.settings.max_context_bytes)?;
     let config = decode_config(&record)?;
     let metrics = if config.enable_metrics {
         inner.metrics.for_type(&record.saga_type, S::DEFINITION)
@@ -820,7 +879,7 @@ async fn resume<S: Saga>(
 
 /// A registered saga, type-erased for the recovery loop.
 pub(crate) trait Resumable: Send + Sync {
-    fn check(&self, record: &SagaRecord) -> Result<(), SagaError>;
+    fn check(&self, record: &SagaRecord, max_context_bytes: usize) -> Result<(), SagaError>;
     fn resume(
         &self,
         orchestrator: Arc<Inner>,
@@ -832,9 +891,9 @@ pub(crate) trait Resumable: Send + Sync {
 struct Registered<S>(Arc<S>);
 
 impl<S: Saga> Resumable for Registered<S> {
-    fn check(&self, record: &SagaRecord) -> Result<(), SagaError> {
+    fn check(&self, record: &SagaRecord, max_context_bytes: usize) -> Result<(), SagaError> {
         check_record::<S>(record)?;
-        decode_context::<S>(record)?;
+        decode_context::<S>(record, max_context_bytes)?;
         decode_config(record)?;
         Ok(())
     }

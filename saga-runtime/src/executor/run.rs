@@ -180,7 +180,7 @@ impl<S: Saga> Run<'_, S> {
             Some(f) => (Some(f.message.clone()), f.step.clone()),
             None => (None, None),
         };
-        let checkpoint = Checkpoint {
+        let mut checkpoint = Checkpoint {
             saga_id: self.id.clone(),
             owner: self.inner.runner_id.clone(),
             expected_version: self.version,
@@ -199,7 +199,54 @@ impl<S: Saga> Run<'_, S> {
             header: self.header.clone(),
             events: draft.events,
         };
-        match self.inner.store.save(checkpoint).await {
+        let expected = checkpoint.expected_version;
+        let (state, step_index, attempt) =
+            (checkpoint.state, checkpoint.step_index, checkpoint.attempt);
+        let mut retried = false;
+        let mut delay = Duration::from_millis(50);
+        let deadline = Instant::now() + self.inner.settings.store_retry;
+        let outcome = loop {
+            // A copy is kept only when the store can fail transiently (not in memory).
+            let attempt_copy = self.inner.transient_store.then(|| checkpoint.clone());
+            match self.inner.store.save(checkpoint).await {
+                Err(error) if error.is_transient() && Instant::now() + delay < deadline => {
+                    let Some(copy) = attempt_copy else {
+                        break Err(error);
+                    };
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "checkpoint write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    retried = true;
+                    checkpoint = copy;
+                }
+                // After a lost answer, a fenced retry may be our own write, committed.
+                Err(StoreError::Fenced { .. }) if retried => {
+                    match self.inner.store.load(&self.id).await {
+                        Ok(Some(row))
+                            if row.version == expected + 1
+                                && row.owner.as_deref() == Some(&*self.inner.runner_id)
+                                && row.state == state
+                                && row.step_index == step_index
+                                && row.attempt == attempt =>
+                        {
+                            break Ok(Saved::Written {
+                                version: row.version,
+                            });
+                        }
+                        Ok(row) => {
+                            break Err(StoreError::Fenced {
+                                saga_id: self.id.to_string(),
+                                expected,
+                                found: row.map_or(-1, |row| row.version),
+                            });
+                        }
+                        Err(error) => break Err(error),
+                    }
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(Saved::Written { version }) => {
                 self.version = version;
                 if wrote_context {

@@ -170,6 +170,10 @@ fn expired(record: &SagaRecord, now: SystemTime) -> bool {
 }
 
 impl SagaStore for MemoryStore {
+    fn can_fail_transiently(&self) -> bool {
+        false
+    }
+
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
         let mut shard = self.shard(&saga.saga_id);
         if let Some(existing) = shard.sagas.get(&*saga.saga_id) {

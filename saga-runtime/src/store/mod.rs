@@ -346,6 +346,13 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
     /// Creates a saga, or returns the existing one with that id (idempotent start).
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>>;
 
+    /// Whether writes can fail with a transient error worth retrying
+    /// ([`StoreError::is_transient`]). The runtime then keeps a copy of each checkpoint
+    /// until it is written.
+    fn can_fail_transiently(&self) -> bool {
+        true
+    }
+
     /// Writes a transition and its audit events if the row is at
     /// `checkpoint.expected_version`; renews the writer's lease.
     ///
@@ -472,6 +479,10 @@ const _: fn(&dyn SagaStore) = |_| {};
 impl<S: SagaStore + ?Sized> SagaStore for Arc<S> {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
         (**self).create(saga)
+    }
+
+    fn can_fail_transiently(&self) -> bool {
+        (**self).can_fail_transiently()
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {

@@ -28,7 +28,7 @@ pub struct Harness {
     pub store: Arc<dyn SagaStore>,
     pub raw: Raw,
     schema: Option<(String, String)>,
-    _dir: Option<TempDir>,
+    dir: Option<TempDir>,
 }
 
 /// A temporary folder removed on drop.
@@ -87,7 +87,7 @@ impl Harness {
                     store: Arc::new(store.clone()),
                     raw: Raw::Memory(store),
                     schema: None,
-                    _dir: None,
+                    dir: None,
                 })
             }
             Backend::Sqlite => {
@@ -100,7 +100,7 @@ impl Harness {
                     raw: Raw::Sqlite(store.pool().clone()),
                     store: Arc::new(store),
                     schema: None,
-                    _dir: Some(dir),
+                    dir: Some(dir),
                 })
             }
             Backend::Postgres => {
@@ -118,7 +118,7 @@ impl Harness {
                     raw: Raw::Postgres(store.pool().clone()),
                     store: Arc::new(store),
                     schema: Some((url, schema)),
-                    _dir: None,
+                    dir: None,
                 })
             }
         }
@@ -194,6 +194,16 @@ impl Harness {
                     .map(|i| sqlx::Row::try_get(&row, i).unwrap())
                     .collect()
             }
+        }
+    }
+
+    /// Where another process finds this database: the SQLite file, or the PostgreSQL
+    /// schema (on the server of [`postgres_url`]). `None` for the memory store.
+    pub fn location(&self) -> Option<String> {
+        match (&self.schema, &self.dir) {
+            (Some((_, schema)), _) => Some(schema.clone()),
+            (None, Some(dir)) => Some(dir.0.join("sagas.db").display().to_string()),
+            (None, None) => None,
         }
     }
 

@@ -1,0 +1,633 @@
+//! Faults from outside the process: a runner frozen past its lease (split brain), and a
+//! SQLite file locked by another process. Both use real second processes: this test
+//! binary started again in a helper role (see `helper_process`).
+//!
+//! The PostgreSQL restart has its own binary (`tests/pg_restart.rs`): it takes the server
+//! away from every other test running beside it.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use saga_runtime::audit::{AuditHeader, AuditRecord, NewEvent};
+use saga_runtime::prelude::*;
+use saga_runtime::store::{
+    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
+    SagaQuery, SagaRecord, Saved, StateCount,
+};
+use saga_runtime::{SagaError, StoreError};
+use support::stores::{Backend, Harness, POSTGRES_URL_VAR, TempDir};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+const ROLE_VAR: &str = "SAGA_FAULT_HELPER";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    n: u32,
+}
+
+/// Three steps; in the stalled runner, `b` takes long enough to be frozen in.
+pub struct Brain {
+    slow_b: Option<Duration>,
+}
+
+#[saga(name = "split_brain", input = Job)]
+impl Brain {
+    #[step(timeout = 60, retries = 0)]
+    async fn a(&self) -> Result<u32, StepError> {
+        Ok(1)
+    }
+
+    // An attempt cut short by a crash or a takeover counts: one retry lets B run it again.
+    #[step(timeout = 60, retries = 1)]
+    async fn b(&self) -> Result<u32, StepError> {
+        if let Some(slow) = self.slow_b {
+            println!("in-b");
+            tokio::time::sleep(slow).await;
+        }
+        Ok(2)
+    }
+
+    #[step(timeout = 60, retries = 0)]
+    async fn c(&self) -> Result<u32, StepError> {
+        println!("ran-c");
+        Ok(3)
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+// ---------------------------------------------------------------------------------------
+// Helper processes
+// ---------------------------------------------------------------------------------------
+
+/// The entry point of the helper processes that the tests below start; not a test itself.
+#[test]
+#[ignore = "entry point of the helper processes started by the fault tests"]
+fn helper_process() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    match std::env::var(ROLE_VAR).as_deref() {
+        Ok("stalled-runner") => runtime.block_on(stalled_runner()),
+        Ok("lock-sqlite") => runtime.block_on(lock_sqlite()),
+        _ => eprintln!("{ROLE_VAR} is not set: nothing to do"),
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set for a helper"))
+}
+
+async fn open_store(backend: &str, location: &str) -> Arc<dyn SagaStore> {
+    match backend {
+        "sqlite" => Arc::new(SqliteStore::open(location).await.expect("open sqlite")),
+        _ => Arc::new(
+            PostgresStore::builder(env(POSTGRES_URL_VAR))
+                .schema(location)
+                .pool_size(2)
+                .migrate(false)
+                .connect()
+                .await
+                .expect("connect"),
+        ),
+    }
+}
+
+/// A runner that starts saga `split` and is frozen (SIGSTOP) inside step `b` by the test.
+/// Every write it makes goes through [`Watched`], which prints what the database said.
+async fn stalled_runner() {
+    let store = open_store(&env("SAGA_FAULT_STORE"), &env("SAGA_FAULT_LOCATION")).await;
+    let orchestrator = Orchestrator::builder(Watched(store))
+        .runner_id("stalled")
+        .lease(Duration::from_secs(1))
+        .recovery(false)
+        .build()
+        .expect("orchestrator");
+    let executor = orchestrator.register(Brain {
+        slow_b: Some(Duration::from_secs(3)),
+    });
+    let result = executor
+        .execute_with_id("split", &SagaConfig::new("split"), Job { n: 1 })
+        .await;
+    match result {
+        Ok(outcome) => println!("outcome {}", outcome.state()),
+        Err(SagaError::LostOwnership { .. }) => println!("outcome lost-ownership"),
+        Err(error) => println!("outcome error {error}"),
+    }
+    // Wait for a renewal round, so that the heartbeat's attempt is seen too.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    orchestrator.shutdown(Duration::from_millis(100)).await;
+    println!("exit");
+}
+
+/// Holds an exclusive lock on a SQLite file for `SAGA_FAULT_HOLD_MS`.
+async fn lock_sqlite() {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(env("SAGA_FAULT_LOCATION"))
+        .busy_timeout(Duration::from_secs(30));
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("connect");
+    let hold: u64 = env("SAGA_FAULT_HOLD_MS").parse().expect("hold");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut connection)
+        .await
+        .expect("lock");
+    println!("locked");
+    tokio::time::sleep(Duration::from_millis(hold)).await;
+    sqlx::query("COMMIT")
+        .execute(&mut connection)
+        .await
+        .expect("unlock");
+    println!("unlocked {}", unix_ms());
+}
+
+/// Starts this test binary again in `role`.
+fn spawn_helper(role: &str, vars: &[(&str, String)]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(["helper_process", "--exact", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(ROLE_VAR, role)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn helper");
+    let stdout = child.stdout.take().expect("stdout");
+    (child, BufReader::new(stdout).lines())
+}
+
+/// A helper's line without the test harness's `test helper_process ... ` before it (the
+/// harness prints that without a line break, so the first line the helper prints follows
+/// it).
+fn clean(line: &str) -> &str {
+    line.strip_prefix("test helper_process ... ")
+        .unwrap_or(line)
+}
+
+/// Reads the helper's lines up to the first that starts with `prefix`; returns them all.
+async fn wait_for(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> Vec<String> {
+    let wait = async {
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.expect("read helper") {
+            let line = clean(&line).to_owned();
+            let found = line.starts_with(prefix);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+        panic!("the helper ended before printing `{prefix}`: {seen:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no `{prefix}` from the helper within 60 s"))
+}
+
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("helper pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Split brain
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_on_sqlite() {
+    split_brain(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_on_postgres() {
+    split_brain(Backend::Postgres).await;
+}
+
+/// A runner frozen past its lease (SIGSTOP: its heartbeat stops too) loses the saga to a
+/// second runner, which finishes it; when the first one wakes up, every write it attempts
+/// is rejected and the database is exactly as the second runner left it.
+async fn split_brain(backend: Backend) {
+    let Some(h) = Harness::open(backend).await else {
+        return;
+    };
+    let backend_name = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let location = h.location().expect("a database another process can open");
+    let (mut stalled, mut lines) = spawn_helper(
+        "stalled-runner",
+        &[
+            ("SAGA_FAULT_STORE", backend_name.to_owned()),
+            ("SAGA_FAULT_LOCATION", location),
+        ],
+    );
+    let before_stall = wait_for(&mut lines, "in-b").await;
+    signal(&stalled, "-STOP");
+
+    // Runner B waits out the lease (1 s), takes the saga over and finishes it.
+    let rescuer = Orchestrator::builder(h.reopen())
+        .runner_id("rescuer")
+        .lease(Duration::from_secs(1))
+        .recovery(false)
+        .build()
+        .unwrap();
+    let executor = rescuer.register(Brain { slow_b: None });
+    let outcome = loop {
+        match executor.recover("split").await {
+            Ok(outcome) => break outcome,
+            Err(SagaError::Leased { owner, .. }) => {
+                assert_eq!(owner, "stalled");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("takeover failed: {error}"),
+        }
+    };
+    assert!(outcome.is_completed(), "{:?}", outcome.state());
+    let taken_over = unix_ms();
+    let row = h.raw_row("split").await;
+    let audit = h
+        .store
+        .audit_log(&AuditQuery::new().saga_id("split"))
+        .await
+        .unwrap();
+    let recovered = audit
+        .iter()
+        .filter(|e| e.event() == Some(saga_runtime::EventType::SagaRecovered))
+        .count();
+    assert_eq!(recovered, 1, "one takeover in the audit log");
+
+    // Runner A wakes up: its step `b` ends, and it tries to write.
+    signal(&stalled, "-CONT");
+    let mut writes: Vec<String> = before_stall
+        .iter()
+        .filter_map(|line| line.strip_prefix("write ").map(str::to_owned))
+        .collect();
+    let mut outcome_line = None;
+    let mut ran_c = false;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the stalled runner hangs")
+        .expect("read helper")
+    {
+        let line = clean(&line);
+        if let Some(write) = line.strip_prefix("write ") {
+            writes.push(write.to_owned());
+        } else if let Some(rest) = line.strip_prefix("outcome ") {
+            outcome_line = Some(rest.to_owned());
+        } else if line == "ran-c" {
+            ran_c = true;
+        }
+    }
+    assert!(stalled.wait().await.unwrap().success());
+    assert_eq!(outcome_line.as_deref(), Some("lost-ownership"));
+    assert!(!ran_c, "the stalled runner went on to step c");
+
+    // Every write it attempted after the takeover was refused.
+    let after: Vec<&String> = writes
+        .iter()
+        .filter(|w| {
+            let at: u128 = w
+                .rsplit(' ')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            at >= taken_over
+        })
+        .collect();
+    assert!(
+        after.iter().any(|w| w.starts_with("save rejected")),
+        "the stalled runner never tried to checkpoint: {writes:?}"
+    );
+    assert!(
+        after.iter().all(|w| w.contains(" rejected ")),
+        "a write of the stalled runner got through: {after:?}"
+    );
+    assert!(
+        writes.iter().any(|w| w.starts_with("save ok")),
+        "its writes before the stall went through: {writes:?}"
+    );
+    // And nothing it did shows: the row and the audit log are as runner B left them.
+    assert_eq!(h.raw_row("split").await, row);
+    assert_eq!(
+        h.store
+            .audit_log(&AuditQuery::new().saga_id("split"))
+            .await
+            .unwrap(),
+        audit
+    );
+    eprintln!(
+        "split brain on {backend_name}: {} writes after the takeover, all rejected: {after:?}",
+        after.len()
+    );
+    h.close().await;
+}
+
+/// A store that prints each write's verdict: `write <method> ok|rejected|error <ms>`, with
+/// the time the write was sent (a write sent before the freeze is not counted as after).
+#[derive(Debug)]
+struct Watched(Arc<dyn SagaStore>);
+
+fn verdict<T>(
+    method: &str,
+    sent: u128,
+    result: &Result<T, StoreError>,
+    refused: impl Fn(&T) -> bool,
+) {
+    let word = match result {
+        Ok(value) if refused(value) => "rejected",
+        Ok(_) => "ok",
+        Err(StoreError::Fenced { .. }) => "rejected",
+        Err(_) => "error",
+    };
+    println!("write {method} {word} {sent}");
+}
+
+impl SagaStore for Watched {
+    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.create(saga).await;
+            verdict("create", sent, &result, |c| {
+                matches!(c, Created::Existing(_))
+            });
+            result
+        })
+    }
+
+    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.save(checkpoint).await;
+            verdict("save", sent, &result, |_| false);
+            result
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        saga_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        self.0.load(saga_id)
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.claim(claim).await;
+            verdict("claim", sent, &result, |_| false);
+            result
+        })
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        request: ClaimExpired,
+        filter: ClaimFilter<'a>,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.claim_expired(request, filter).await;
+            verdict("claim_expired", sent, &result, Vec::is_empty);
+            result
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.renew(owner, saga_ids, lease).await;
+            verdict("renew", sent, &result, |renewed| {
+                renewed.len() < saga_ids.len()
+            });
+            result
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        saga_ids: &'a [Arc<str>],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            // A release changes only rows the owner still holds: it reports nothing back,
+            // so the test checks the rows instead.
+            let result = self.0.release(owner, saga_ids).await;
+            println!("release {}", unix_ms());
+            result
+        })
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        saga_id: &'a str,
+        header: &'a AuditHeader,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.0.append_audit(saga_id, header, events).await;
+            verdict("append_audit", sent, &result, |()| false);
+            result
+        })
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        self.0.audit_log(query)
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a SagaQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        self.0.list(query)
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        self.0.request_cancel(saga_id, reason, actor)
+    }
+
+    fn stats(
+        &self,
+        stuck_before: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+        self.0.stats(stuck_before)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        self.0.resume(saga_id, reason, actor)
+    }
+
+    fn mark_failed<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        self.0.mark_failed(saga_id, reason, actor)
+    }
+
+    fn prune<'a>(
+        &'a self,
+        before: SystemTime,
+        dry_run: bool,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
+        self.0.prune(before, dry_run, actor)
+    }
+
+    fn event_counts(
+        &self,
+        since: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
+        self.0.event_counts(since)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A locked SQLite file
+// ---------------------------------------------------------------------------------------
+
+/// Three slow steps: enough time for another process to lock the file under them.
+pub struct Slow;
+
+#[saga(name = "slow", input = Job)]
+impl Slow {
+    #[step(timeout = 60, retries = 0)]
+    async fn one(&self, input: &Job) -> Result<u32, StepError> {
+        tokio::time::sleep(Duration::from_millis(50 + u64::from(input.n % 7) * 30)).await;
+        Ok(1)
+    }
+
+    #[step(timeout = 60, retries = 0)]
+    async fn two(&self, input: &Job) -> Result<u32, StepError> {
+        tokio::time::sleep(Duration::from_millis(80 + u64::from(input.n % 5) * 40)).await;
+        Ok(2)
+    }
+
+    #[step(timeout = 60, retries = 0)]
+    async fn three(&self) -> Result<u32, StepError> {
+        Ok(3)
+    }
+}
+
+/// A store on `path` whose SQLite busy handler gives up after 20 ms, so that a lock held
+/// by another process surfaces as `SQLITE_BUSY` errors instead of being waited out inside
+/// SQLite.
+async fn impatient_store(path: &std::path::Path) -> SqliteStore {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_millis(20));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqliteStore::from_pool(pool);
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Runs 40 sagas while another process holds the file locked for 1.5 s; returns how many
+/// ended in an error.
+async fn run_under_lock(path: &std::path::Path, store_retry: Duration, tag: &str) -> usize {
+    let store = impatient_store(path).await;
+    let orchestrator = Orchestrator::builder(store)
+        .runner_id(format!("runner-{tag}"))
+        .store_retry(store_retry)
+        .recovery(false)
+        .build()
+        .unwrap();
+    let executor = orchestrator.register(Slow);
+    let mut sagas = Vec::new();
+    for n in 0..40 {
+        let (executor, id) = (executor.clone(), format!("{tag}-{n}"));
+        sagas.push(tokio::spawn(async move {
+            executor
+                .execute_with_id(id, &SagaConfig::new("slow"), Job { n })
+                .await
+        }));
+    }
+    let (mut locker, mut lines) = spawn_helper(
+        "lock-sqlite",
+        &[
+            ("SAGA_FAULT_LOCATION", path.display().to_string()),
+            ("SAGA_FAULT_HOLD_MS", "1500".into()),
+        ],
+    );
+    wait_for(&mut lines, "locked").await;
+    let mut errors = 0;
+    for saga in sagas {
+        match saga.await.unwrap() {
+            Ok(outcome) => assert!(outcome.is_completed(), "{:?}", outcome.state()),
+            Err(error) => {
+                assert!(
+                    matches!(&error, SagaError::Store(e) if e.is_transient()),
+                    "{error}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    wait_for(&mut lines, "unlocked").await;
+    assert!(locker.wait().await.unwrap().success());
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_locked_by_another_process_is_waited_out() {
+    let dir = TempDir::new("locked");
+    let path = dir.0.join("sagas.db");
+    // Without retries the lock fails sagas: this is what the test is sensitive to.
+    let failed = run_under_lock(&path, Duration::ZERO, "no-retry").await;
+    assert!(failed > 0, "the lock never reached a checkpoint write");
+    // With retries (the default allows 15 s) every saga completes.
+    let failed = run_under_lock(&path, Duration::from_secs(15), "retry").await;
+    assert_eq!(failed, 0);
+    let store = impatient_store(&path).await;
+    for n in 0..40 {
+        let record = store.load(&format!("retry-{n}")).await.unwrap().unwrap();
+        assert_eq!(record.state, SagaState::Completed);
+    }
+}

@@ -3,3 +3,8 @@
 
 pub mod backtest;
 pub mod web;
+
+/// The deployment guide (`docs/GUIDE.md`), here so that `cargo test` compiles every Rust
+/// block in it and runs those that need no server.
+#[doc = include_str!("../docs/GUIDE.md")]
+pub mod guide {}

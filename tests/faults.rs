@@ -9,20 +9,14 @@ mod support;
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use saga_runtime::audit::{AuditHeader, AuditRecord, NewEvent};
+use saga_runtime::SagaError;
 use saga_runtime::prelude::*;
-use saga_runtime::store::{
-    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
-    SagaQuery, SagaRecord, Saved, StateCount,
-};
-use saga_runtime::{SagaError, StoreError};
 use support::stores::{Backend, Harness, POSTGRES_URL_VAR, TempDir};
+use support::watched::{Sink, Watched, unix_ms};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
-
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 const ROLE_VAR: &str = "SAGA_FAULT_HELPER";
 
@@ -58,12 +52,6 @@ impl Brain {
         println!("ran-c");
         Ok(3)
     }
-}
-
-fn unix_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -106,15 +94,26 @@ async fn open_store(backend: &str, location: &str) -> Arc<dyn SagaStore> {
 }
 
 /// A runner that starts saga `split` and is frozen (SIGSTOP) inside step `b` by the test.
-/// Every write it makes goes through [`Watched`], which prints what the database said.
+/// Every write it makes goes through a [`Watched`] store that prints what the database said:
+/// `write <method> ok|rejected|error <ms sent>`, and `release <ms>`.
 async fn stalled_runner() {
     let store = open_store(&env("SAGA_FAULT_STORE"), &env("SAGA_FAULT_LOCATION")).await;
-    let orchestrator = Orchestrator::builder(Watched(store))
-        .runner_id("stalled")
-        .lease(Duration::from_secs(1))
-        .recovery(false)
-        .build()
-        .expect("orchestrator");
+    let printed: Sink = Arc::new(|method, verdict, sent| {
+        if method == "release" {
+            println!("release {sent}");
+        } else {
+            println!("write {method} {} {sent}", verdict.word());
+        }
+    });
+    let orchestrator = Orchestrator::builder(Watched {
+        inner: store,
+        sink: printed,
+    })
+    .runner_id("stalled")
+    .lease(Duration::from_secs(1))
+    .recovery(false)
+    .build()
+    .expect("orchestrator");
     let executor = orchestrator.register(Brain {
         slow_b: Some(Duration::from_secs(3)),
     });
@@ -344,185 +343,6 @@ async fn split_brain(backend: Backend) {
     h.close().await;
 }
 
-/// A store that prints each write's verdict: `write <method> ok|rejected|error <ms>`, with
-/// the time the write was sent (a write sent before the freeze is not counted as after).
-#[derive(Debug)]
-struct Watched(Arc<dyn SagaStore>);
-
-fn verdict<T>(
-    method: &str,
-    sent: u128,
-    result: &Result<T, StoreError>,
-    refused: impl Fn(&T) -> bool,
-) {
-    let word = match result {
-        Ok(value) if refused(value) => "rejected",
-        Ok(_) => "ok",
-        Err(StoreError::Fenced { .. }) => "rejected",
-        Err(_) => "error",
-    };
-    println!("write {method} {word} {sent}");
-}
-
-impl SagaStore for Watched {
-    fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.create(saga).await;
-            verdict("create", sent, &result, |c| {
-                matches!(c, Created::Existing(_))
-            });
-            result
-        })
-    }
-
-    fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.save(checkpoint).await;
-            verdict("save", sent, &result, |_| false);
-            result
-        })
-    }
-
-    fn load<'a>(
-        &'a self,
-        saga_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        self.0.load(saga_id)
-    }
-
-    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.claim(claim).await;
-            verdict("claim", sent, &result, |_| false);
-            result
-        })
-    }
-
-    fn claim_expired<'a>(
-        &'a self,
-        request: ClaimExpired,
-        filter: ClaimFilter<'a>,
-    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.claim_expired(request, filter).await;
-            verdict("claim_expired", sent, &result, Vec::is_empty);
-            result
-        })
-    }
-
-    fn renew<'a>(
-        &'a self,
-        owner: &'a str,
-        saga_ids: &'a [Arc<str>],
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.renew(owner, saga_ids, lease).await;
-            verdict("renew", sent, &result, |renewed| {
-                renewed.len() < saga_ids.len()
-            });
-            result
-        })
-    }
-
-    fn release<'a>(
-        &'a self,
-        owner: &'a str,
-        saga_ids: &'a [Arc<str>],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            // A release changes only rows the owner still holds: it reports nothing back,
-            // so the test checks the rows instead.
-            let result = self.0.release(owner, saga_ids).await;
-            println!("release {}", unix_ms());
-            result
-        })
-    }
-
-    fn append_audit<'a>(
-        &'a self,
-        saga_id: &'a str,
-        header: &'a AuditHeader,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let sent = unix_ms();
-            let result = self.0.append_audit(saga_id, header, events).await;
-            verdict("append_audit", sent, &result, |()| false);
-            result
-        })
-    }
-
-    fn audit_log<'a>(
-        &'a self,
-        query: &'a AuditQuery,
-    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
-        self.0.audit_log(query)
-    }
-
-    fn list<'a>(
-        &'a self,
-        query: &'a SagaQuery,
-    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        self.0.list(query)
-    }
-
-    fn request_cancel<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        self.0.request_cancel(saga_id, reason, actor)
-    }
-
-    fn stats(
-        &self,
-        stuck_before: SystemTime,
-    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        self.0.stats(stuck_before)
-    }
-
-    fn resume<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        self.0.resume(saga_id, reason, actor)
-    }
-
-    fn mark_failed<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        self.0.mark_failed(saga_id, reason, actor)
-    }
-
-    fn prune<'a>(
-        &'a self,
-        before: SystemTime,
-        dry_run: bool,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
-        self.0.prune(before, dry_run, actor)
-    }
-
-    fn event_counts(
-        &self,
-        since: SystemTime,
-    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
-        self.0.event_counts(since)
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // A locked SQLite file
 // ---------------------------------------------------------------------------------------
@@ -620,11 +440,14 @@ async fn a_sqlite_file_locked_by_another_process_is_waited_out() {
     let dir = TempDir::new("locked");
     let path = dir.0.join("sagas.db");
     // Without retries the lock fails sagas: this is what the test is sensitive to.
-    let failed = run_under_lock(&path, Duration::ZERO, "no-retry").await;
-    assert!(failed > 0, "the lock never reached a checkpoint write");
+    let without = run_under_lock(&path, Duration::ZERO, "no-retry").await;
+    assert!(without > 0, "the lock never reached a checkpoint write");
     // With retries (the default allows 15 s) every saga completes.
-    let failed = run_under_lock(&path, Duration::from_secs(15), "retry").await;
-    assert_eq!(failed, 0);
+    let with = run_under_lock(&path, Duration::from_secs(15), "retry").await;
+    assert_eq!(with, 0);
+    eprintln!(
+        "SQLite locked for 1.5 s under 40 sagas: {without} failed without store retries, {with} with them"
+    );
     let store = impatient_store(&path).await;
     for n in 0..40 {
         let record = store.load(&format!("retry-{n}")).await.unwrap().unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::struct_field_names)]
 
 pub mod stores;
+pub mod watched;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -744,31 +744,56 @@ impl<S: Saga> Executor<S> {
     }
 }
 
+/// Paces the retries of a store write that failed transiently: 50 ms, doubling to 2 s,
+/// for up to `store_retry` in all.
+pub(crate) struct StoreRetry {
+    delay: Duration,
+    deadline: tokio::time::Instant,
+    /// Whether a try has failed already (its write may have committed all the same).
+    pub(crate) retried: bool,
+}
+
+impl StoreRetry {
+    pub(crate) fn new(inner: &Inner) -> Self {
+        StoreRetry {
+            delay: Duration::from_millis(50),
+            deadline: tokio::time::Instant::now() + inner.settings.store_retry,
+            retried: false,
+        }
+    }
+
+    /// Whether `error` is worth another try before the deadline.
+    pub(crate) fn allows(&self, error: &StoreError) -> bool {
+        error.is_transient() && tokio::time::Instant::now() + self.delay < self.deadline
+    }
+
+    /// Waits before the next try.
+    pub(crate) async fn pause(&mut self, error: &StoreError, what: &'static str) {
+        tracing::warn!(%error, retry_in_ms = self.delay.as_millis() as u64, "{what} failed; retrying");
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        self.retried = true;
+    }
+}
+
 /// Creates a saga, retrying transient store errors for up to `store_retry`. If an answer was
 /// lost but the row was written, the retry finds it owned by this runner at version 1 and
 /// takes it as created.
-async fn create_retrying(inner: &Inner, new: NewSaga) -> Result<Created, SagaError> {
-    let mut delay = Duration::from_millis(50);
-    let deadline = tokio::time::Instant::now() + inner.settings.store_retry;
-    let mut retried = false;
-    let mut new = new;
+async fn create_retrying(inner: &Inner, mut new: NewSaga) -> Result<Created, SagaError> {
+    let mut retry = StoreRetry::new(inner);
     loop {
+        // A copy is kept only when the store can fail transiently (not in memory).
         let copy = inner.transient_store.then(|| new.clone());
         match inner.store.create(new).await {
-            Err(error)
-                if error.is_transient() && tokio::time::Instant::now() + delay < deadline =>
-            {
+            Err(error) if retry.allows(&error) => {
                 let Some(copy) = copy else {
                     return Err(error.into());
                 };
-                tracing::warn!(%error, "saga creation failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-                retried = true;
+                retry.pause(&error, "saga creation").await;
                 new = copy;
             }
             Ok(Created::Existing(record))
-                if retried
+                if retry.retried
                     && record.version == 1
                     && record.owner.as_deref() == Some(&*inner.runner_id) =>
             {

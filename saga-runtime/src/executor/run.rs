@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::Inner;
 use super::active::ActiveGuard;
+use super::{Inner, StoreRetry};
 use crate::audit::{AuditHeader, EventType, NewEvent};
 use crate::backoff::{Policy, Rng};
 use crate::config::SagaConfig;
@@ -202,25 +202,20 @@ impl<S: Saga> Run<'_, S> {
         let expected = checkpoint.expected_version;
         let (state, step_index, attempt) =
             (checkpoint.state, checkpoint.step_index, checkpoint.attempt);
-        let mut retried = false;
-        let mut delay = Duration::from_millis(50);
-        let deadline = Instant::now() + self.inner.settings.store_retry;
+        let mut retry = StoreRetry::new(self.inner);
         let outcome = loop {
             // A copy is kept only when the store can fail transiently (not in memory).
             let attempt_copy = self.inner.transient_store.then(|| checkpoint.clone());
             match self.inner.store.save(checkpoint).await {
-                Err(error) if error.is_transient() && Instant::now() + delay < deadline => {
+                Err(error) if retry.allows(&error) => {
                     let Some(copy) = attempt_copy else {
                         break Err(error);
                     };
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "checkpoint write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    retried = true;
+                    retry.pause(&error, "checkpoint write").await;
                     checkpoint = copy;
                 }
                 // After a lost answer, a fenced retry may be our own write, committed.
-                Err(StoreError::Fenced { .. }) if retried => {
+                Err(StoreError::Fenced { .. }) if retry.retried => {
                     match self.inner.store.load(&self.id).await {
                         Ok(Some(row))
                             if row.version == expected + 1

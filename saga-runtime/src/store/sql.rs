@@ -214,3 +214,166 @@ pub(crate) fn wrong_reply() -> StoreError {
         reason: "the writer answered with the result of another kind of write".into(),
     }
 }
+
+/// The [`SagaStore`](super::SagaStore) impl of a SQL store: the same forwarding for both
+/// backends, to the store's own `*_impl` methods, `committer`, `pool`, `load_on` and
+/// `insert_events` (named where the macro is used). `$param` is the backend's first bind
+/// parameter (`$1` or `?`) in the operator actions' `SET` clauses.
+macro_rules! impl_sql_store {
+    ($store:ty, $param:literal) => {
+        impl SagaStore for $store {
+            fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
+                Box::pin(async move {
+                    match self.committer.submit(Op::Create(saga)).await? {
+                        Reply::Created(created) => Ok(created),
+                        Reply::Saved(_) => Err(sql::wrong_reply()),
+                    }
+                })
+            }
+
+            fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+                Box::pin(async move {
+                    match self.committer.submit(Op::Save(checkpoint)).await? {
+                        Reply::Saved(saved) => Ok(saved),
+                        Reply::Created(_) => Err(sql::wrong_reply()),
+                    }
+                })
+            }
+
+            fn load<'a>(
+                &'a self,
+                saga_id: &'a str,
+            ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await.map_err(database_error)?;
+                    load_on(&mut conn, saga_id).await
+                })
+            }
+
+            fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
+                Box::pin(self.claim_impl(claim))
+            }
+
+            fn claim_expired<'a>(
+                &'a self,
+                request: ClaimExpired,
+                filter: ClaimFilter<'a>,
+            ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+                Box::pin(self.claim_expired_impl(request, filter))
+            }
+
+            fn renew<'a>(
+                &'a self,
+                owner: &'a str,
+                saga_ids: &'a [Arc<str>],
+                lease: Duration,
+            ) -> BoxFuture<'a, Result<Vec<Arc<str>>, StoreError>> {
+                Box::pin(self.renew_impl(owner, saga_ids, lease))
+            }
+
+            fn release<'a>(
+                &'a self,
+                owner: &'a str,
+                saga_ids: &'a [Arc<str>],
+            ) -> BoxFuture<'a, Result<(), StoreError>> {
+                Box::pin(self.release_impl(owner, saga_ids))
+            }
+
+            fn append_audit<'a>(
+                &'a self,
+                saga_id: &'a str,
+                header: &'a AuditHeader,
+                events: Vec<NewEvent>,
+            ) -> BoxFuture<'a, Result<(), StoreError>> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await.map_err(database_error)?;
+                    insert_events(&mut conn, saga_id, header, events).await
+                })
+            }
+
+            fn audit_log<'a>(
+                &'a self,
+                query: &'a AuditQuery,
+            ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+                Box::pin(self.audit_log_impl(query))
+            }
+
+            fn list<'a>(
+                &'a self,
+                query: &'a SagaQuery,
+            ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+                Box::pin(self.list_impl(query))
+            }
+
+            fn request_cancel<'a>(
+                &'a self,
+                saga_id: &'a str,
+                reason: &'a str,
+                actor: &'a Actor,
+            ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+                Box::pin(self.request_cancel_impl(saga_id, reason, actor))
+            }
+            fn stats(
+                &self,
+                stuck_before: SystemTime,
+            ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+                Box::pin(self.stats_impl(stuck_before))
+            }
+
+            fn resume<'a>(
+                &'a self,
+                saga_id: &'a str,
+                reason: &'a str,
+                actor: &'a Actor,
+            ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+                Box::pin(self.operator_impl(saga_id, actor, move |row| {
+                    let resumed = operator::resume(row, reason)?;
+                    let set = format!(
+                        concat!(
+                            "state = ",
+                            $param,
+                            ", attempt = {}, parked_from = NULL, recovery_count = 0"
+                        ),
+                        resumed.attempt
+                    );
+                    Ok((set, resumed.state.as_str().to_owned(), resumed.event))
+                }))
+            }
+
+            fn mark_failed<'a>(
+                &'a self,
+                saga_id: &'a str,
+                reason: &'a str,
+                actor: &'a Actor,
+            ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+                Box::pin(self.operator_impl(saga_id, actor, move |row| {
+                    let event = operator::mark_failed(row, reason)?;
+                    let set = concat!(
+                        "state = 'failed', error = ",
+                        $param,
+                        ", parked_from = NULL, cancel_requested = NULL"
+                    )
+                    .to_owned();
+                    Ok((set, reason.to_owned(), event))
+                }))
+            }
+
+            fn prune<'a>(
+                &'a self,
+                before: SystemTime,
+                dry_run: bool,
+                actor: &'a Actor,
+            ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
+                Box::pin(self.prune_impl(before, dry_run, actor))
+            }
+
+            fn event_counts(
+                &self,
+                since: SystemTime,
+            ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
+                Box::pin(self.event_counts_impl(since))
+            }
+        }
+    };
+}
+pub(crate) use impl_sql_store;

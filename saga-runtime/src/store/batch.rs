@@ -94,6 +94,24 @@ pub(crate) trait BatchBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Result<Reply, StoreError>>, StoreError>>;
 }
 
+/// The per-op results a backend filled in, in order; an op left without one (a backend
+/// bug, not a database answer) gets an error instead of a panic.
+pub(crate) fn replies(
+    results: Vec<Option<Result<Reply, StoreError>>>,
+) -> Vec<Result<Reply, StoreError>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Invalid {
+                    what: "batch",
+                    reason: "a write got no result".into(),
+                })
+            })
+        })
+        .collect()
+}
+
 struct Pending {
     op: Op,
     reply: oneshot::Sender<Result<Reply, StoreError>>,

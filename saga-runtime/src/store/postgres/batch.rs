@@ -16,7 +16,7 @@ use super::{COLUMNS, micros, record};
 use crate::audit::{AuditHeader, NewEvent};
 use crate::definition::BoxFuture;
 use crate::error::StoreError;
-use crate::store::batch::{BatchBackend, Op, Reply};
+use crate::store::batch::{BatchBackend, Op, Reply, replies};
 use crate::store::sql::{self, database_error};
 use crate::store::time::to_micros;
 use crate::store::{Checkpoint, Created, NewSaga, SagaRecord, Saved};
@@ -136,17 +136,7 @@ async fn write(
             run(conn, ops, &[i], &mut results).await?;
         }
     }
-    Ok(results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(StoreError::Invalid {
-                    what: "batch",
-                    reason: "a write got no result".into(),
-                })
-            })
-        })
-        .collect())
+    Ok(replies(results))
 }
 
 /// One statement for the ops at `indices` (distinct saga ids), then a look-up of the ops

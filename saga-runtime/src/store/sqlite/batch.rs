@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use super::{COLUMNS, insert_events_many, record};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
-use crate::store::batch::{BatchBackend, Op, Reply};
+use crate::store::batch::{BatchBackend, Op, Reply, replies};
 use crate::store::sql::database_error;
 use crate::store::time::{later, to_text};
 use crate::store::{Created, Saved};
@@ -239,15 +239,5 @@ async fn write(
     }
     insert_events_many(&mut tx, &events).await?;
     tx.commit().await.map_err(database_error)?;
-    Ok(results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(StoreError::Invalid {
-                    what: "batch",
-                    reason: "a write got no result".into(),
-                })
-            })
-        })
-        .collect())
+    Ok(replies(results))
 }

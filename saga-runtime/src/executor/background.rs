@@ -1,5 +1,6 @@
-//! The background loops of a runner: lease renewal, and recovery of sagas whose owner
-//! stopped. Both hold only a weak reference, so they end with the orchestrator.
+//! The background loops of a runner: lease renewal, the state counts behind the metrics,
+//! and recovery of sagas whose owner stopped. Each holds only a weak reference, so they end
+//! with the orchestrator.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -13,51 +14,45 @@ use crate::store::{ClaimExpired, SagaRecord};
 const RENEW_CHUNK: usize = 500;
 
 pub(crate) fn spawn(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    let mut stop = inner.shutdown.subscribe();
     let renew_every = (inner.settings.lease / 3).max(Duration::from_millis(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(renew_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            renew(&inner, renew_every).await;
-        }
+    periodic(inner, renew_every, move |inner| async move {
+        renew(&inner, renew_every).await;
     });
 
     if let (true, Some(every)) = (inner.metrics.is_enabled(), inner.settings.stats_interval) {
-        let weak = Arc::downgrade(inner);
-        let mut stop = inner.shutdown.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => return,
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let stuck_before = std::time::SystemTime::now()
-                    .checked_sub(inner.settings.stuck_after)
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                match inner.store.stats(stuck_before).await {
-                    Ok(counts) => inner.metrics.set_state_counts(&counts),
-                    Err(error) => tracing::warn!(%error, "could not count sagas for metrics"),
-                }
+        periodic(inner, every, |inner| async move {
+            let stuck_before = std::time::SystemTime::now()
+                .checked_sub(inner.settings.stuck_after)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            match inner.store.stats(stuck_before).await {
+                Ok(counts) => inner.metrics.set_state_counts(&counts),
+                Err(error) => tracing::warn!(%error, "could not count sagas for metrics"),
             }
         });
     }
 
-    if !inner.settings.recovery {
-        return;
+    if inner.settings.recovery {
+        periodic(
+            inner,
+            inner.settings.recovery_interval,
+            |inner| async move {
+                if let Err(error) = recover_once(&inner, false).await {
+                    tracing::warn!(%error, "recovery pass failed");
+                }
+            },
+        );
     }
+}
+
+/// Runs `job` every `every` until the orchestrator shuts down or is dropped (the task holds
+/// it weakly, so it never keeps an orchestrator alive).
+fn periodic<F, Fut>(inner: &Arc<Inner>, every: Duration, job: F)
+where
+    F: Fn(Arc<Inner>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let mut stop = inner.shutdown.subscribe();
-    let every = inner.settings.recovery_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,9 +62,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
                 _ = stop.changed() => return,
             }
             let Some(inner) = weak.upgrade() else { return };
-            if let Err(error) = recover_once(&inner, false).await {
-                tracing::warn!(%error, "recovery pass failed");
-            }
+            job(inner).await;
         }
     });
 }

@@ -20,7 +20,7 @@ use crate::config::SagaConfig;
 use crate::definition::{BoxFuture, Saga, SagaState};
 use crate::error::{SagaError, StoreError};
 use crate::metrics::SagaMetrics;
-use crate::store::{Actor, Claim, Created, NewSaga, SagaRecord, SagaStore};
+use crate::store::{Actor, Checkpoint, Claim, Created, NewSaga, SagaRecord, SagaStore, Saved};
 
 /// Runner-wide settings. See [`OrchestratorBuilder`] for each default.
 #[derive(Debug, Clone)]
@@ -491,7 +491,12 @@ impl<S: Saga> Executor<S> {
         };
         let (new, ctx) = self.new_saga(&id, config, input, true)?;
         let header = new.header.clone();
-        let created = create_retrying(inner, new).await?;
+        let created = if inner.transient_store {
+            // Boxed, like checkpoint writes: the retry state stays out of the saga's future.
+            Box::pin(create_retrying(inner, new)).await?
+        } else {
+            inner.store.create(new).await?
+        };
         let version = match created {
             Created::New { version } => version,
             Created::Existing(record) => {
@@ -779,16 +784,12 @@ impl StoreRetry {
 /// Creates a saga, retrying transient store errors for up to `store_retry`. If an answer was
 /// lost but the row was written, the retry finds it owned by this runner at version 1 and
 /// takes it as created.
-async fn create_retrying(inner: &Inner, mut new: NewSaga) -> Result<Created, SagaError> {
+async fn create_retrying(inner: &Inner, mut new: NewSaga) -> Result<Created, StoreError> {
     let mut retry = StoreRetry::new(inner);
     loop {
-        // A copy is kept only when the store can fail transiently (not in memory).
-        let copy = inner.transient_store.then(|| new.clone());
+        let copy = new.clone();
         match inner.store.create(new).await {
             Err(error) if retry.allows(&error) => {
-                let Some(copy) = copy else {
-                    return Err(error.into());
-                };
                 retry.pause(&error, "saga creation").await;
                 new = copy;
             }
@@ -799,7 +800,51 @@ async fn create_retrying(inner: &Inner, mut new: NewSaga) -> Result<Created, Sag
             {
                 return Ok(Created::New { version: 1 });
             }
-            other => return Ok(other?),
+            other => return other,
+        }
+    }
+}
+
+/// Writes a checkpoint, retrying transient store errors for up to `store_retry`. After a
+/// lost answer, a retry refused by fencing may have been refused by this runner's own
+/// committed write: the row then shows it, and the write counts as done.
+pub(crate) async fn save_retrying(
+    inner: &Inner,
+    mut checkpoint: Checkpoint,
+) -> Result<Saved, StoreError> {
+    let expected = checkpoint.expected_version;
+    let (state, step_index, attempt) =
+        (checkpoint.state, checkpoint.step_index, checkpoint.attempt);
+    let saga_id = checkpoint.saga_id.clone();
+    let mut retry = StoreRetry::new(inner);
+    loop {
+        let copy = checkpoint.clone();
+        match inner.store.save(checkpoint).await {
+            Err(error) if retry.allows(&error) => {
+                retry.pause(&error, "checkpoint write").await;
+                checkpoint = copy;
+            }
+            Err(StoreError::Fenced { .. }) if retry.retried => {
+                return match inner.store.load(&saga_id).await? {
+                    Some(row)
+                        if row.version == expected + 1
+                            && row.owner.as_deref() == Some(&*inner.runner_id)
+                            && row.state == state
+                            && row.step_index == step_index
+                            && row.attempt == attempt =>
+                    {
+                        Ok(Saved::Written {
+                            version: row.version,
+                        })
+                    }
+                    row => Err(StoreError::Fenced {
+                        saga_id: saga_id.to_string(),
+                        expected,
+                        found: row.map_or(-1, |row| row.version),
+                    }),
+                };
+            }
+            other => return other,
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::active::ActiveGuard;
-use super::{Inner, StoreRetry};
+use super::{Inner, save_retrying};
 use crate::audit::{AuditHeader, EventType, NewEvent};
 use crate::backoff::{Policy, Rng};
 use crate::config::SagaConfig;
@@ -180,7 +180,7 @@ impl<S: Saga> Run<'_, S> {
             Some(f) => (Some(f.message.clone()), f.step.clone()),
             None => (None, None),
         };
-        let mut checkpoint = Checkpoint {
+        let checkpoint = Checkpoint {
             saga_id: self.id.clone(),
             owner: self.inner.runner_id.clone(),
             expected_version: self.version,
@@ -199,47 +199,12 @@ impl<S: Saga> Run<'_, S> {
             header: self.header.clone(),
             events: draft.events,
         };
-        let expected = checkpoint.expected_version;
-        let (state, step_index, attempt) =
-            (checkpoint.state, checkpoint.step_index, checkpoint.attempt);
-        let mut retry = StoreRetry::new(self.inner);
-        let outcome = loop {
-            // A copy is kept only when the store can fail transiently (not in memory).
-            let attempt_copy = self.inner.transient_store.then(|| checkpoint.clone());
-            match self.inner.store.save(checkpoint).await {
-                Err(error) if retry.allows(&error) => {
-                    let Some(copy) = attempt_copy else {
-                        break Err(error);
-                    };
-                    retry.pause(&error, "checkpoint write").await;
-                    checkpoint = copy;
-                }
-                // After a lost answer, a fenced retry may be our own write, committed.
-                Err(StoreError::Fenced { .. }) if retry.retried => {
-                    match self.inner.store.load(&self.id).await {
-                        Ok(Some(row))
-                            if row.version == expected + 1
-                                && row.owner.as_deref() == Some(&*self.inner.runner_id)
-                                && row.state == state
-                                && row.step_index == step_index
-                                && row.attempt == attempt =>
-                        {
-                            break Ok(Saved::Written {
-                                version: row.version,
-                            });
-                        }
-                        Ok(row) => {
-                            break Err(StoreError::Fenced {
-                                saga_id: self.id.to_string(),
-                                expected,
-                                found: row.map_or(-1, |row| row.version),
-                            });
-                        }
-                        Err(error) => break Err(error),
-                    }
-                }
-                other => break other,
-            }
+        let outcome = if self.inner.transient_store {
+            // Boxed: the retry loop's state (a copy of the checkpoint, a timer) would
+            // otherwise be part of every saga's future, even while it waits in a step.
+            Box::pin(save_retrying(self.inner, checkpoint)).await
+        } else {
+            self.inner.store.save(checkpoint).await
         };
         match outcome {
             Ok(Saved::Written { version }) => {

@@ -92,6 +92,10 @@ struct Args {
     trial: u32,
 }
 
+/// The message of every failure: NUL, control characters and non-ASCII text, which no text
+/// column should refuse or stall on.
+const HOSTILE_ERROR: &str = "flaky dependency: nul\0 bell\x07 esc\x1b[0m ünïcødé 🚀 東京";
+
 /// The lease of both runners: short, so that recovery does not wait long.
 const LEASE: Duration = Duration::from_millis(500);
 const STEPS: [&str; 4] = ["reserve", "charge", "ship", "notify"];
@@ -305,7 +309,15 @@ pub struct ChaosInput {
     index: u32,
 }
 
-/// A saga whose steps only write to the ledger, sleep, and fail at seeded random.
+/// A unit struct: JSON `null`, like `()` and `None`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shipped;
+
+/// A saga whose steps only write to the ledger, sleep, and fail at seeded random. Their
+/// outputs are the shapes that JSON renders as `null` or as nothing (`()`, `None`, a unit
+/// struct) and an empty or large collection; each step takes the one before it, and
+/// `undo_reserve` takes its own step's `()`, so a lost output shows up as a failed step or
+/// compensation.
 struct Chaos {
     ledger: Ledger,
     runner: String,
@@ -323,11 +335,17 @@ impl Chaos {
         compensate = "undo_reserve",
         compensate_retries = 20
     )]
-    async fn reserve(&self, input: &ChaosInput, ctx: &StepContext) -> Result<u32, StepError> {
+    async fn reserve(&self, input: &ChaosInput, ctx: &StepContext) -> Result<(), StepError> {
         self.forward(input, ctx, 0).await
     }
 
-    async fn undo_reserve(&self, input: &ChaosInput, ctx: &StepContext) -> Result<(), StepError> {
+    async fn undo_reserve(
+        &self,
+        input: &ChaosInput,
+        reserve: &(),
+        ctx: &StepContext,
+    ) -> Result<(), StepError> {
+        let () = *reserve;
         self.backward(input, ctx, 0).await
     }
 
@@ -338,8 +356,14 @@ impl Chaos {
         compensate = "undo_charge",
         compensate_retries = 20
     )]
-    async fn charge(&self, input: &ChaosInput, ctx: &StepContext) -> Result<u32, StepError> {
-        self.forward(input, ctx, 1).await
+    async fn charge(
+        &self,
+        input: &ChaosInput,
+        reserve: &(),
+        ctx: &StepContext,
+    ) -> Result<Option<String>, StepError> {
+        let () = *reserve;
+        self.forward(input, ctx, 1).await.map(|()| None)
     }
 
     async fn undo_charge(&self, input: &ChaosInput, ctx: &StepContext) -> Result<(), StepError> {
@@ -353,8 +377,20 @@ impl Chaos {
         compensate = "undo_ship",
         compensate_retries = 20
     )]
-    async fn ship(&self, input: &ChaosInput, ctx: &StepContext) -> Result<u32, StepError> {
-        self.forward(input, ctx, 2).await
+    // The DSL hands every step a reference to the output it binds.
+    #[allow(clippy::ref_option)]
+    async fn ship(
+        &self,
+        input: &ChaosInput,
+        charge: &Option<String>,
+        ctx: &StepContext,
+    ) -> Result<Shipped, StepError> {
+        if charge.is_some() {
+            return Err(StepError::permanent(
+                "charge holds an output it never returned",
+            ));
+        }
+        self.forward(input, ctx, 2).await.map(|()| Shipped)
     }
 
     async fn undo_ship(&self, input: &ChaosInput, ctx: &StepContext) -> Result<(), StepError> {
@@ -368,8 +404,20 @@ impl Chaos {
         compensate = "undo_notify",
         compensate_retries = 20
     )]
-    async fn notify(&self, input: &ChaosInput, ctx: &StepContext) -> Result<u32, StepError> {
-        self.forward(input, ctx, 3).await
+    async fn notify(
+        &self,
+        input: &ChaosInput,
+        ship: &Shipped,
+        ctx: &StepContext,
+    ) -> Result<Vec<String>, StepError> {
+        let Shipped = *ship;
+        self.forward(input, ctx, 3).await?;
+        // Every other saga keeps a large output, the rest an empty one.
+        Ok(if input.index.is_multiple_of(2) {
+            Vec::new()
+        } else {
+            vec!["ünïcødé \0 🚀".repeat(2_000); 4]
+        })
     }
 
     async fn undo_notify(&self, input: &ChaosInput, ctx: &StepContext) -> Result<(), StepError> {
@@ -420,7 +468,7 @@ impl Chaos {
         input: &ChaosInput,
         ctx: &StepContext,
         step: usize,
-    ) -> Result<u32, StepError> {
+    ) -> Result<(), StepError> {
         let attempt = ctx.attempt();
         self.note(&self.entry(input, ctx, step, "start")).await?;
         tokio::time::sleep(Duration::from_millis(
@@ -429,11 +477,13 @@ impl Chaos {
         .await;
         // A transient failure on some first and second attempts: the step is retried.
         if attempt <= 2 && self.roll(input, step, attempt, 3) % 100 < 15 {
-            return Err(StepError::retryable("flaky dependency"));
+            return Err(StepError::retryable(HOSTILE_ERROR));
         }
         let plan = plan(self.seed, input.trial, input.index);
         if step == 3 && plan.fails {
-            return Err(StepError::permanent("card declined"));
+            return Err(StepError::permanent(format!(
+                "card declined: {HOSTILE_ERROR}"
+            )));
         }
         self.note(&self.entry(input, ctx, step, "do")).await?;
         if self.sabotage == Some(Sabotage::DoubleDo) {
@@ -453,7 +503,7 @@ impl Chaos {
             self.roll(input, step, attempt, 4) % 6,
         ))
         .await;
-        Ok(input.index)
+        Ok(())
     }
 
     async fn backward(
@@ -470,7 +520,7 @@ impl Chaos {
         ))
         .await;
         if attempt <= 2 && self.roll(input, step, attempt, 6) % 100 < 10 {
-            return Err(StepError::retryable("flaky refund service"));
+            return Err(StepError::retryable(format!("refund: {HOSTILE_ERROR}")));
         }
         if self.sabotage == Some(Sabotage::SkipUndo) {
             return Ok(());

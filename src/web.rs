@@ -127,6 +127,14 @@ fn saga_json(record: &SagaRecord, history: Vec<AuditRecord>) -> Value {
         "created_at": time(record.created_at),
         "updated_at": time(record.updated_at),
         "context": context,
+        // What each step has done; names from the definition, which serves this type.
+        "steps": record.steps.iter().zip(BacktestWorkflow::DEFINITION.steps())
+            .map(|(status, spec)| json!({
+                "step": spec.name(),
+                "status": status.phase(),
+                "attempt": status.attempt,
+            }))
+            .collect::<Vec<_>>(),
         "history": history.into_iter().map(|e| json!({
             "event_type": e.event_type,
             "step_name": e.step_name,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use saga_runtime::audit::{AuditHeader, NewEvent};
 use saga_runtime::prelude::*;
 use saga_runtime::store::{Checkpoint, Claim, ClaimExpired, Created, NewSaga, Saved};
-use saga_runtime::{EventType, Executor, SagaStore, StoreError};
+use saga_runtime::{EventType, Executor, SagaStore, StepStatus, StoreError};
 use support::stores::{Backend, Harness};
 use support::{Action, Input, Script, Scripted, audit_trail};
 
@@ -27,6 +27,11 @@ fn new_saga(id: &str, owner: Option<&str>, lease: Duration) -> NewSaga {
         definition: "scripted",
         fingerprint: <Scripted as Saga>::DEFINITION.fingerprint(),
         first_step: "a",
+        steps: vec![
+            StepStatus::running(1),
+            StepStatus::not_started(),
+            StepStatus::not_started(),
+        ],
         context: r#"{"input":{"id":1},"a":null,"b":null,"c":null}"#.into(),
         config: serde_json::to_string(&SagaConfig::default()).unwrap(),
         header: header("scripted"),
@@ -45,6 +50,11 @@ fn checkpoint(id: &str, owner: &str, version: i64) -> Checkpoint {
         step_index: 1,
         current_step: Some("b"),
         attempt: 2,
+        steps: vec![
+            StepStatus::completed(1, 1),
+            StepStatus::running(2),
+            StepStatus::not_started(),
+        ],
         context: Some(r#"{"input":{"id":1},"a":7,"b":null,"c":null}"#.into()),
         error: None,
         failed_step: None,
@@ -987,43 +997,6 @@ async fn operator_actions(h: &Harness) {
         (counts[0].event_type.as_str(), counts[0].count),
         ("operator_pruned", 1)
     );
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let harness = super::Harness::open(super::Backend::Memory).await.unwrap();
-                    super::$case(&harness).await;
-                    harness.close().await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let harness = super::Harness::open(super::Backend::Sqlite).await.unwrap();
-                    super::$case(&harness).await;
-                    harness.close().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(harness) = super::Harness::open(super::Backend::Postgres).await else {
-                        return;
-                    };
-                    super::$case(&harness).await;
-                    harness.close().await;
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

@@ -335,7 +335,14 @@ async fn a_permanent_failure_after_the_pivot_parks_the_saga() {
     let record = orchestrator.load("p-park").await.unwrap().unwrap();
     assert_eq!(record.parked_from, Some(SagaState::Running));
     let trail = audit_trail(&orchestrator, "p-park").await;
-    assert_eq!(trail.last().map(String::as_str), Some("saga_parked"));
+    assert_eq!(trail.last().map(String::as_str), Some("saga_parked:c"));
+    let failure = outcome.error().unwrap();
+    assert_eq!(failure.step(), Some("c"));
+    assert_eq!(
+        failure.to_string(),
+        "step `c`: failed for good after the pivot; the saga cannot compensate: c refused",
+        "the step is named once"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -361,6 +368,7 @@ async fn a_pivot_whose_outcome_is_unknown_is_parked() {
         .await
         .unwrap();
     assert_eq!(outcome.state(), SagaState::Parked);
+    assert_eq!(outcome.error().unwrap().step(), Some("b"));
     assert_eq!(
         script.names(),
         ["a", "b", "b"],
@@ -371,7 +379,7 @@ async fn a_pivot_whose_outcome_is_unknown_is_parked() {
             .error()
             .unwrap()
             .message()
-            .contains("outcome of pivot step `b` is unknown")
+            .contains("the pivot's outcome is unknown")
     );
 }
 

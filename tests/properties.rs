@@ -2,7 +2,14 @@
 //! paused clock:
 //! - the saga completes if and only if every step eventually succeeded;
 //! - compensations run exactly for the completed steps, newest first, each at most once;
-//! - nothing runs after a cancellation is observed.
+//! - nothing runs after a cancellation is observed;
+//!
+//! and a second property over steps whose outputs are `()`, a unit struct, `None`, an empty
+//! collection and a large hostile string, with hostile error messages and crashes (the
+//! runner's task dropped mid-attempt, then a restarted runner recovering the saga):
+//! - a completed step keeps its output through the store, whatever its shape;
+//! - the same completion and compensation invariants as above, with the unknown-outcome
+//!   rule for a step whose last allowed attempt was cut short.
 
 mod support;
 
@@ -142,6 +149,213 @@ proptest! {
             && at + 1 < STEPS.len()
         {
             prop_assert_ne!(state, SagaState::Completed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Odd outputs, hostile errors and crashes
+// ---------------------------------------------------------------------------------------
+
+use support::shapes::{SHAPE_STEPS, shape_outputs, shaped};
+
+/// The compensations of [`SHAPE_STEPS`], by step index (`empty` has none).
+const SHAPE_UNDO: [Option<&str>; 5] = [
+    Some("undo_unit"),
+    Some("undo_marker"),
+    Some("undo_nothing"),
+    None,
+    Some("undo_big"),
+];
+/// Whether each compensation takes its own step's output (so an unknown outcome skips it).
+const UNDO_NEEDS_OUTPUT: [bool; 5] = [true, false, true, false, false];
+
+fn shape_step_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => Just(Action::Ok),
+        2 => Just(Action::Fail),
+        1 => Just(Action::Nasty(false)),
+        1 => Just(Action::Nasty(true)),
+        1 => Just(Action::Permanent),
+        2 => Just(Action::Crash),
+    ]
+}
+
+fn shape_undo_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => Just(Action::Ok),
+        2 => Just(Action::Fail),
+        1 => Just(Action::Nasty(false)),
+        1 => Just(Action::Permanent),
+        2 => Just(Action::Crash),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct ShapeSchedule {
+    steps: [Vec<Action>; 5],
+    undos: [Vec<Action>; 5],
+}
+
+fn shape_schedule() -> impl Strategy<Value = ShapeSchedule> {
+    let steps = std::array::from_fn(|_| prop::collection::vec(shape_step_action(), 0..4));
+    let undos = std::array::from_fn(|_| prop::collection::vec(shape_undo_action(), 0..4));
+    (steps, undos).prop_map(|(steps, undos)| ShapeSchedule { steps, undos })
+}
+
+struct ShapeRun {
+    state: SagaState,
+    /// Outputs the returned outcome holds, and those read back from the store.
+    outputs: [bool; 5],
+    stored_outputs: [bool; 5],
+    crashes: usize,
+    attempts: Vec<support::Attempt>,
+    succeeded: Vec<&'static str>,
+    /// Actions of each attempt, as consumed, by name.
+    consumed: Vec<(&'static str, Action)>,
+}
+
+/// Runs the schedule; at each crash the runner's task is dropped and a new runner with the
+/// same id (a restarted process) recovers the saga from the memory store.
+fn run_shapes(schedule: &ShapeSchedule) -> ShapeRun {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let script = Script::new();
+        for (name, actions) in SHAPE_STEPS.iter().zip(&schedule.steps) {
+            script.on(name, actions.iter().copied());
+        }
+        for (name, actions) in SHAPE_UNDO.iter().zip(&schedule.undos) {
+            if let Some(name) = name {
+                script.on(name, actions.iter().copied());
+            }
+        }
+        let store = MemoryStore::new();
+        let mut crashes = 0;
+        let outcome = loop {
+            let (_, shapes, _) = shaped(store.clone(), "runner", &script);
+            let task = tokio::spawn(async move {
+                if crashes == 0 {
+                    shapes
+                        .execute_with_id("p", &SagaConfig::default(), Input { id: 1 })
+                        .await
+                } else {
+                    shapes.recover("p").await
+                }
+            });
+            let abort = task.abort_handle();
+            tokio::select! {
+                done = task => break done.unwrap().unwrap(),
+                () = script.crashed() => {
+                    abort.abort();
+                    crashes += 1;
+                }
+            }
+        };
+        let (_, shapes, _) = shaped(store.clone(), "reader", &script);
+        let stored = shapes.outcome("p").await.unwrap().unwrap();
+        assert_eq!(stored.state(), outcome.state());
+        let consumed = consumed_actions(schedule, &script.names());
+        ShapeRun {
+            state: outcome.state(),
+            outputs: shape_outputs(outcome.context()),
+            stored_outputs: shape_outputs(stored.context()),
+            crashes,
+            attempts: script.log(),
+            succeeded: script.succeeded(),
+            consumed,
+        }
+    })
+}
+
+/// The action each attempt took: the schedule's, in order, then `Ok`.
+fn consumed_actions(
+    schedule: &ShapeSchedule,
+    names: &[&'static str],
+) -> Vec<(&'static str, Action)> {
+    let mut next: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    names
+        .iter()
+        .map(|name| {
+            let list = SHAPE_STEPS
+                .iter()
+                .position(|s| s == name)
+                .map(|i| &schedule.steps[i])
+                .or_else(|| {
+                    SHAPE_UNDO
+                        .iter()
+                        .position(|u| *u == Some(*name))
+                        .map(|i| &schedule.undos[i])
+                });
+            let at = next.entry(name).or_default();
+            let action = list.and_then(|l| l.get(*at)).copied().unwrap_or(Action::Ok);
+            *at += 1;
+            (*name, action)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn odd_outputs_hostile_errors_and_crashes_keep_the_invariants(schedule in shape_schedule()) {
+        let run = run_shapes(&schedule);
+        let step_of = |name: &str| SHAPE_STEPS.iter().position(|s| *s == name);
+        let undo_of = |name: &str| SHAPE_UNDO.iter().position(|u| *u == Some(name));
+        let completed: Vec<usize> = run.succeeded.iter().filter_map(|n| step_of(n)).collect();
+
+        // What the run returned is what the store holds, output for output.
+        prop_assert_eq!(run.outputs, run.stored_outputs, "state {:?}", run.state);
+        // Every step that completed has its output, whatever its shape.
+        for &i in &completed {
+            prop_assert!(run.stored_outputs[i], "step {} completed but its output is gone", SHAPE_STEPS[i]);
+        }
+
+        // Completes if and only if every step completed, each once, within 3 attempts.
+        prop_assert_eq!(run.state == SagaState::Completed, completed.len() == SHAPE_STEPS.len(),
+            "state {:?}, attempts {:?}", run.state, run.consumed);
+        for (i, step) in SHAPE_STEPS.iter().enumerate() {
+            prop_assert!(completed.iter().filter(|&&c| c == i).count() <= 1);
+            prop_assert!(run.attempts.iter().filter(|a| a.name == *step).count() <= 3,
+                "{} ran more than 3 attempts: {:?}", step, run.consumed);
+        }
+
+        // A step whose last allowed attempt crashed has an unknown outcome: it may be undone
+        // if its compensation does not need its output.
+        let unknown: Vec<usize> = (0..SHAPE_STEPS.len())
+            .filter(|&i| {
+                let tries: Vec<&Action> = run.consumed.iter()
+                    .filter(|(n, _)| *n == SHAPE_STEPS[i]).map(|(_, a)| a).collect();
+                tries.len() == 3 && *tries[2] == Action::Crash && !UNDO_NEEDS_OUTPUT[i]
+            })
+            .collect();
+        let tried: Vec<usize> = run.attempts.iter().filter_map(|a| undo_of(a.name)).collect();
+        let undone: Vec<usize> = run.succeeded.iter().filter_map(|n| undo_of(n)).collect();
+        for i in &tried {
+            prop_assert!(completed.contains(i) || unknown.contains(i),
+                "compensated step {} never completed: {:?}", SHAPE_STEPS[*i], run.consumed);
+        }
+        prop_assert!(tried.windows(2).all(|w| w[0] >= w[1]), "not newest first: {:?}", run.consumed);
+        for i in 0..SHAPE_STEPS.len() {
+            prop_assert!(undone.iter().filter(|&&u| u == i).count() <= 1);
+        }
+        let mut expected: Vec<usize> = completed.iter().copied()
+            .filter(|&i| SHAPE_UNDO[i].is_some()).collect();
+        expected.reverse();
+        let known_undone: Vec<usize> = undone.iter().copied().filter(|i| !unknown.contains(i)).collect();
+        match run.state {
+            SagaState::Completed => prop_assert!(tried.is_empty()),
+            // Every completed step with a compensation was undone, newest first.
+            SagaState::Failed => prop_assert_eq!(&known_undone, &expected, "attempts {:?}", run.consumed),
+            SagaState::CompensationFailed => {
+                prop_assert!(known_undone.len() < expected.len());
+                prop_assert_eq!(&known_undone[..], &expected[..known_undone.len()]);
+            }
+            other => prop_assert!(false, "unexpected end state {:?} after {} crashes", other, run.crashes),
         }
     }
 }

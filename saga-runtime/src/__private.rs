@@ -26,6 +26,65 @@ pub fn missing_output(step: &'static str) -> StepError {
     .with_type("corrupt_context")
 }
 
+/// Decodes the value of one step's key in a stored context: as the step's output if the
+/// step completed (even from `null`: `()`, `None`, a unit struct), else as an optional one
+/// (`null` is no output). The generated context's only `Deserialize` bound on an output goes
+/// through here, so a missing impl is reported once, at the user's type.
+pub struct StepSeed<T> {
+    completed: bool,
+    output: core::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> core::fmt::Debug for StepSeed<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StepSeed")
+            .field("completed", &self.completed)
+            .finish()
+    }
+}
+
+impl<T> StepSeed<T> {
+    /// The seed of a step that completed, or not.
+    #[must_use]
+    pub fn new(completed: bool) -> Self {
+        StepSeed {
+            completed,
+            output: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for StepSeed<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Option<T>, D::Error> {
+        if self.completed {
+            T::deserialize(deserializer).map(Some)
+        } else {
+            <Option<T> as serde::Deserialize>::deserialize(deserializer)
+        }
+    }
+}
+
+/// Decodes `json` through `seed`, refusing trailing characters.
+///
+/// # Errors
+/// What serde said.
+pub fn decode_seeded<'de, S>(json: &'de str, seed: S) -> Result<S::Value, String>
+where
+    S: serde::de::DeserializeSeed<'de>,
+{
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value = seed
+        .deserialize(&mut deserializer)
+        .map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
 /// The error when the runtime asks for a step index the saga does not have.
 #[must_use]
 pub fn unknown_step(index: usize) -> StepError {

@@ -181,10 +181,12 @@ impl NewEvent {
         self
     }
 
-    /// Sets the error message.
+    /// Sets the error message, as every store keeps free text: a NUL byte becomes U+FFFD,
+    /// and a message above 8 KiB is cut at a character boundary and ends with
+    /// `… [cut: N bytes in all]`.
     #[must_use]
     pub fn error(mut self, message: impl Into<String>) -> Self {
-        self.error_message = Some(message.into());
+        self.error_message = Some(crate::text::clean_owned(message.into()));
         self
     }
 

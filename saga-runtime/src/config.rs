@@ -26,6 +26,10 @@ use crate::error::SagaError;
 /// assert_eq!(config.saga_type.as_deref(), Some("backtest_workflow"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Stored with every saga: a row written by an older version lacks the fields added since
+// (they take their defaults), and one written by a newer version has fields this one
+// ignores.
+#[serde(default)]
 #[non_exhaustive]
 pub struct SagaConfig {
     /// The `saga_type` label of metrics and the `saga_type` column; `None` uses the
@@ -122,8 +126,19 @@ impl SagaConfig {
     /// Checks the values.
     ///
     /// # Errors
-    /// [`SagaError::Config`] for a zero `default_timeout` or an empty `saga_type`.
+    /// [`SagaError::Config`] for a zero `default_timeout`, an empty `saga_type`, or a
+    /// `saga_type`, `user_id` or `ip_address` that holds a NUL byte or is longer than
+    /// 1 KiB (the stores keep them in indexed text columns as given).
     pub fn validate(&self) -> Result<(), SagaError> {
+        for (what, value) in [
+            ("`saga_type`", &self.saga_type),
+            ("`user_id`", &self.user_id),
+            ("`ip_address`", &self.ip_address),
+        ] {
+            if let Some(value) = value {
+                crate::text::check_label(what, value).map_err(SagaError::Config)?;
+            }
+        }
         if self.default_timeout.is_zero() {
             return Err(SagaError::Config(
                 "`default_timeout` must be greater than zero".into(),
@@ -151,5 +166,64 @@ mod duration_ms {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_other_versions_decode() {
+        let config = SagaConfig::new("orders")
+            .user_id("u-1")
+            .ip_address("10.0.0.1");
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            json,
+            r#"{"saga_type":"orders","user_id":"u-1","ip_address":"10.0.0.1","enable_metrics":true,"enable_audit_log":true,"default_timeout":30000,"default_max_retries":3}"#,
+            "the stored form: change it only with a migration in mind"
+        );
+        // Written before a field existed: each missing field takes its default.
+        let mut older: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for field in ["enable_audit_log", "default_max_retries", "ip_address"] {
+            older.as_object_mut().unwrap().remove(field);
+        }
+        let read: SagaConfig = serde_json::from_value(older).unwrap();
+        assert_eq!(read.saga_type.as_deref(), Some("orders"));
+        assert!(read.enable_audit_log);
+        assert_eq!(read.default_max_retries, 3);
+        assert_eq!(read.ip_address, None);
+        // Written by a newer version: unknown fields are ignored.
+        let mut newer: serde_json::Value = serde_json::from_str(&json).unwrap();
+        newer["priority"] = serde_json::json!({"level": 7});
+        let read: SagaConfig = serde_json::from_value(newer).unwrap();
+        assert_eq!(read, config);
+        assert_eq!(
+            serde_json::from_str::<SagaConfig>("{}").unwrap(),
+            SagaConfig::default()
+        );
+    }
+
+    #[test]
+    fn labels_with_nul_or_too_long_are_refused() {
+        assert!(SagaConfig::new("ok ünïcødé 'quoted'").validate().is_ok());
+        let err = SagaConfig::new("a\0b").validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: `saga_type` cannot contain a NUL byte"
+        );
+        assert!(
+            SagaConfig::default()
+                .user_id("x".repeat(2000))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            SagaConfig::default()
+                .ip_address("::1\0")
+                .validate()
+                .is_err()
+        );
     }
 }

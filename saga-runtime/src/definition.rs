@@ -36,8 +36,19 @@ pub trait Saga: Send + Sync + 'static {
     /// The input held by `context`.
     fn input(context: &Self::Context) -> &Self::Input;
 
-    /// Whether `context` holds the output of step `step`.
+    /// Whether `context` holds the output of step `step`. Says nothing for an output that
+    /// serializes as JSON `null` (`()`, `None`, a unit struct) and was read back: the step
+    /// statuses of a checkpoint are what tells whether a step completed.
     fn has_output(context: &Self::Context, step: usize) -> bool;
+
+    /// Decodes a context stored as JSON, knowing which steps completed (`completed[i]`): a
+    /// completed step's value is decoded as its output even when it is `null` (`()`, `None`,
+    /// a unit struct), which the context's plain `Deserialize` reads as "no output".
+    ///
+    /// # Errors
+    /// What serde said.
+    #[doc(hidden)]
+    fn decode_context(json: &str, completed: &[bool]) -> Result<Self::Context, String>;
 
     /// Removes the output of step `step` from `context` (its output could not be
     /// checkpointed).

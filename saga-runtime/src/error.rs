@@ -350,11 +350,12 @@ pub enum SagaError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database returned an error.
+    /// The database returned an error. The message is the database's own (with its SQLSTATE
+    /// on PostgreSQL); match the variant for the [`sqlx::Error`] itself.
     #[cfg(feature = "_sqlx")]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    #[error("{}", database_message(.0))]
+    Database(sqlx::Error),
     /// Applying the migrations failed.
     #[cfg(feature = "_sqlx")]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
@@ -410,6 +411,30 @@ pub enum StoreError {
     },
 }
 
+#[cfg(feature = "_sqlx")]
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+/// What a database error says, without the server's source location that sqlx appends to
+/// PostgreSQL errors (`.. at line 948` of the server's C code).
+#[cfg(feature = "_sqlx")]
+fn database_message(error: &sqlx::Error) -> String {
+    #[cfg(feature = "postgres")]
+    if let sqlx::Error::Database(db) = error
+        && let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+    {
+        return format!(
+            "error returned from database: {} (SQLSTATE {})",
+            pg.message(),
+            pg.code()
+        );
+    }
+    error.to_string()
+}
+
 impl StoreError {
     /// Whether trying again may succeed: a lost or refused connection, a server restarting,
     /// a busy or locked SQLite file, a serialization failure or deadlock.
@@ -431,26 +456,84 @@ fn transient_sqlx(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: connection exceptions (08), shutdown and start-up (57P0x),
-            // serialization failures and deadlocks (40001, 40P01). SQLite: BUSY (5) and
-            // LOCKED (6), with their extended codes (5 + 256 * n, 6 + 256 * n).
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code == "40001"
-                || code == "40P01"
-                || code
-                    .parse::<i32>()
-                    .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-        }
+        sqlx::Error::Database(db) => transient_database(db.as_ref()),
         _ => false,
     }
+}
+
+/// Each backend by its own codes: a PostgreSQL SQLSTATE is not a SQLite result code.
+#[cfg(feature = "_sqlx")]
+fn transient_database(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return transient_sqlstate(pg.code());
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        return sqlx::error::DatabaseError::code(sqlite)
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(transient_sqlite_code);
+    }
+    let _ = db;
+    false
+}
+
+/// PostgreSQL SQLSTATEs worth another try: connection exceptions (class 08), serialization
+/// failures and deadlocks (40001, 40P01), too many connections (53300), and a server shutting
+/// down, crashed or starting (57P01, 57P02, 57P03). Everything else (a constraint, a bad value
+/// such as 22021, a privilege such as 42501) fails at once.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn transient_sqlstate(code: &str) -> bool {
+    code.len() == 5
+        && (code.starts_with("08")
+            || matches!(
+                code,
+                "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
+            ))
+}
+
+/// SQLite result codes worth another try: BUSY (5) and LOCKED (6), with their extended
+/// codes (`SQLITE_BUSY_SNAPSHOT` is 517: its primary code is its low byte).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) fn transient_sqlite_code(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_codes_per_backend() {
+        // PostgreSQL, by SQLSTATE.
+        for code in [
+            "08000", "08003", "08006", "08001", "08004", "08P01", "40001", "40P01", "53300",
+            "57P01", "57P02", "57P03",
+        ] {
+            assert!(transient_sqlstate(code), "{code} is transient");
+        }
+        for code in [
+            "22021", // invalid byte sequence (a NUL in text): low byte 5 in SQLite's reading
+            "42501", // insufficient privilege
+            "23505", // unique violation
+            "42P01", // undefined table
+            "22P02", // invalid text representation
+            "53100", // disk full: waiting seconds does not help
+            "57014", // query cancelled
+            "25006", // read-only transaction
+            "40002", // integrity constraint violation (class 40, not a serialization failure)
+            "0800", "",
+        ] {
+            assert!(!transient_sqlstate(code), "{code} is not transient");
+        }
+        // SQLite, by primary result code.
+        for code in [5, 6, 261, 517, 262] {
+            assert!(transient_sqlite_code(code), "{code} is transient");
+        }
+        for code in [1, 8, 10, 11, 13, 14, 19, 2067, 1555, 21] {
+            assert!(!transient_sqlite_code(code), "{code} is not transient");
+        }
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]

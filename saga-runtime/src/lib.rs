@@ -12,7 +12,9 @@ mod error;
 mod executor;
 mod metrics;
 pub mod prelude;
+mod status;
 pub mod store;
+mod text;
 
 pub use audit::{AuditQuery, AuditRecord, EventType};
 pub use backoff::Backoff;
@@ -35,4 +37,6 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
-pub use store::{Actor, MemoryStore, SagaRecord, SagaStore};
+pub use store::{
+    Actor, CompensationStatus, MemoryStore, RunStatus, SagaRecord, SagaStore, StepStatus,
+};

@@ -2,6 +2,7 @@
 // Each test file uses a different part; crates with stricter lints include this file too.
 #![allow(dead_code, clippy::struct_field_names)]
 
+pub mod shapes;
 pub mod stores;
 pub mod watched;
 
@@ -29,6 +30,25 @@ pub enum Action {
     Panic,
     /// Ask for the saga's cancellation, then succeed.
     Cancel,
+    /// Fail (retryably, or for good with `true`) with a hostile message: NUL, control
+    /// characters, non-ASCII text and [`HOSTILE_LEN`] bytes in all.
+    Nasty(bool),
+    /// Report a crash to [`Script::crashed`] and never finish: the test then drops the
+    /// saga's task, as a killed process would leave it.
+    Crash,
+}
+
+/// The length of a [`Action::Nasty`] message, in bytes (well above what the runtime stores).
+pub const HOSTILE_LEN: usize = 20_000;
+
+/// A message no text column would like: NUL, control characters, non-ASCII text.
+pub fn hostile(name: &str) -> String {
+    let mut message =
+        format!("{name} failed: nul\0 bell\x07 esc\x1b[31m tab\t nl\n cr\r ünïcødé 🚀 東京 ");
+    while message.len() < HOSTILE_LEN {
+        message.push_str("0123456789abcdéf");
+    }
+    message
 }
 
 /// One attempt as the step saw it.
@@ -46,6 +66,7 @@ pub struct Script {
     /// Attempts that returned `Ok`, in order.
     succeeded: Mutex<Vec<&'static str>>,
     started: OnceLock<Instant>,
+    crashed: tokio::sync::Notify,
     pub orchestrator: OnceLock<Orchestrator>,
 }
 
@@ -71,6 +92,11 @@ impl Script {
     /// The names of the attempts that returned `Ok`, in order.
     pub fn succeeded(&self) -> Vec<&'static str> {
         self.succeeded.lock().unwrap().clone()
+    }
+
+    /// Waits until an attempt has reached an [`Action::Crash`].
+    pub async fn crashed(&self) {
+        self.crashed.notified().await;
     }
 
     /// The names of the attempts, in order: `["a", "b", "b", "undo_a"]`.
@@ -121,6 +147,18 @@ impl Script {
                     .await
                     .expect("cancel accepted");
                 Ok(ctx.attempt())
+            }
+            Action::Nasty(permanent) => {
+                let error = StepError::retryable(hostile(name)).with_type("nasty");
+                Err(if permanent {
+                    error.into_permanent()
+                } else {
+                    error
+                })
+            }
+            Action::Crash => {
+                self.crashed.notify_one();
+                std::future::pending().await
             }
         }
     }

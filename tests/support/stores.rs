@@ -226,3 +226,43 @@ impl Harness {
         }
     }
 }
+
+/// Runs each named `async fn(&Harness)` of the calling file against every store: one test
+/// per store and case, in modules `memory`, `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let harness = super::Harness::open(super::Backend::Memory).await.unwrap();
+                    super::$case(&harness).await;
+                    harness.close().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let harness = super::Harness::open(super::Backend::Sqlite).await.unwrap();
+                    super::$case(&harness).await;
+                    harness.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(harness) = super::Harness::open(super::Backend::Postgres).await else {
+                        return;
+                    };
+                    super::$case(&harness).await;
+                    harness.close().await;
+                }
+            )*
+        }
+    };
+}

@@ -184,6 +184,13 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
                     }
                 }
 
+                fn decode_context(
+                    json: &str,
+                    completed: &[bool],
+                ) -> ::core::result::Result<Self::Context, ::std::string::String> {
+                    #context::__saga_decode(json, completed)
+                }
+
                 fn clear_output(context: &mut Self::Context, step: usize) {
                     match step {
                         #(#indices => context.#fields = ::core::option::Option::None,)*

@@ -114,83 +114,128 @@ fn deserialize_impl(plan: &SagaPlan) -> TokenStream {
         .map(|i| format_ident!("__saga_field{}", i))
         .collect();
     let fields = plan.steps.iter().map(|step| &step.ident);
+    let indices: Vec<usize> = (0..plan.steps.len()).collect();
     let slot_decls = plan.steps.iter().zip(&slots).map(|(step, slot)| {
         let output = &step.output;
         quote!(let mut #slot: ::core::option::Option<::core::option::Option<#output>> = ::core::option::Option::None;)
     });
-    let arms = plan.steps.iter().zip(&slots).map(|(step, slot)| {
-        let name = &step.name;
-        let output = &step.output;
-        let next = quote_spanned! {at(output.span())=>
-            __saga_map.next_value::<::core::option::Option<#output>>()?
-        };
-        quote! {
-            #name => {
-                if #slot.is_some() {
-                    return ::core::result::Result::Err(
-                        <__A::Error as #p::serde::de::Error>::duplicate_field(#name),
+    let arms = plan
+        .steps
+        .iter()
+        .zip(&slots)
+        .enumerate()
+        .map(|(index, (step, slot))| {
+            let name = &step.name;
+            let output = &step.output;
+            // The only `Deserialize` bound on an output: spanned at the user's type.
+            let next = quote_spanned! {at(output.span())=>
+                __saga_map.next_value_seed(__saga_seed)?
+            };
+            quote! {
+                #name => {
+                    if #slot.is_some() {
+                        return ::core::result::Result::Err(
+                            <__A::Error as #p::serde::de::Error>::duplicate_field(#name),
+                        );
+                    }
+                    let __saga_seed = #p::StepSeed::<#output>::new(
+                        self.completed.get(#index).copied().unwrap_or(false),
                     );
+                    #slot = ::core::option::Option::Some(#next);
                 }
-                #slot = ::core::option::Option::Some(#next);
             }
-        }
-    });
+        });
     let next_input = quote_spanned!(at(input.span())=> __saga_map.next_value::<#input>()?);
     quote! {
+        /// Reads a stored context; `completed` says which steps completed, so that an output
+        /// stored as `null` (`()`, `None`, a unit struct) is read as that output.
+        struct __SagaVisitor<'a> {
+            completed: &'a [bool],
+        }
+
+        impl<'de> #p::serde::de::Visitor<'de> for __SagaVisitor<'_> {
+            type Value = #ident;
+
+            fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(::core::concat!("the context of saga ", #ident_text))
+            }
+
+            fn visit_map<__A>(self, mut __saga_map: __A) -> ::core::result::Result<#ident, __A::Error>
+            where
+                __A: #p::serde::de::MapAccess<'de>,
+            {
+                let mut __saga_input: ::core::option::Option<#input> = ::core::option::Option::None;
+                #(#slot_decls)*
+                while let ::core::option::Option::Some(__saga_key) =
+                    __saga_map.next_key::<::std::borrow::Cow<'de, str>>()?
+                {
+                    match &*__saga_key {
+                        "input" => {
+                            if __saga_input.is_some() {
+                                return ::core::result::Result::Err(
+                                    <__A::Error as #p::serde::de::Error>::duplicate_field("input"),
+                                );
+                            }
+                            __saga_input = ::core::option::Option::Some(#next_input);
+                        }
+                        #(#arms)*
+                        // Unknown keys are skipped: a newer runtime may add some.
+                        _ => {
+                            let _ = __saga_map.next_value::<#p::serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let ::core::option::Option::Some(input) = __saga_input else {
+                    return ::core::result::Result::Err(
+                        <__A::Error as #p::serde::de::Error>::missing_field("input"),
+                    );
+                };
+                // A step that completed has its key, whatever its output.
+                #(
+                    if #slots.is_none() && self.completed.get(#indices).copied().unwrap_or(false) {
+                        return ::core::result::Result::Err(
+                            <__A::Error as #p::serde::de::Error>::missing_field(#names),
+                        );
+                    }
+                )*
+                ::core::result::Result::Ok(#ident {
+                    input,
+                    #(#fields: ::core::option::Option::flatten(#slots),)*
+                })
+            }
+        }
+
+        const __SAGA_FIELDS: &[&str] = &["input", #(#names),*];
+
+        impl<'de> #p::serde::de::DeserializeSeed<'de> for __SagaVisitor<'_> {
+            type Value = #ident;
+
+            fn deserialize<__D>(self, deserializer: __D) -> ::core::result::Result<#ident, __D::Error>
+            where
+                __D: #p::serde::Deserializer<'de>,
+            {
+                deserializer.deserialize_struct(#ident_text, __SAGA_FIELDS, self)
+            }
+        }
+
         #[automatically_derived]
         impl<'de> #p::serde::Deserialize<'de> for #ident {
             fn deserialize<__D>(deserializer: __D) -> ::core::result::Result<Self, __D::Error>
             where
                 __D: #p::serde::Deserializer<'de>,
             {
-                struct __SagaVisitor;
+                #p::serde::de::DeserializeSeed::deserialize(__SagaVisitor { completed: &[] }, deserializer)
+            }
+        }
 
-                impl<'de> #p::serde::de::Visitor<'de> for __SagaVisitor {
-                    type Value = #ident;
-
-                    fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                        f.write_str(::core::concat!("the context of saga ", #ident_text))
-                    }
-
-                    fn visit_map<__A>(self, mut __saga_map: __A) -> ::core::result::Result<#ident, __A::Error>
-                    where
-                        __A: #p::serde::de::MapAccess<'de>,
-                    {
-                        let mut __saga_input: ::core::option::Option<#input> = ::core::option::Option::None;
-                        #(#slot_decls)*
-                        while let ::core::option::Option::Some(__saga_key) =
-                            __saga_map.next_key::<::std::borrow::Cow<'de, str>>()?
-                        {
-                            match &*__saga_key {
-                                "input" => {
-                                    if __saga_input.is_some() {
-                                        return ::core::result::Result::Err(
-                                            <__A::Error as #p::serde::de::Error>::duplicate_field("input"),
-                                        );
-                                    }
-                                    __saga_input = ::core::option::Option::Some(#next_input);
-                                }
-                                #(#arms)*
-                                // Unknown keys are skipped: a newer runtime may add some.
-                                _ => {
-                                    let _ = __saga_map.next_value::<#p::serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        let ::core::option::Option::Some(input) = __saga_input else {
-                            return ::core::result::Result::Err(
-                                <__A::Error as #p::serde::de::Error>::missing_field("input"),
-                            );
-                        };
-                        ::core::result::Result::Ok(#ident {
-                            input,
-                            #(#fields: ::core::option::Option::flatten(#slots),)*
-                        })
-                    }
-                }
-
-                const __SAGA_FIELDS: &[&str] = &["input", #(#names),*];
-                deserializer.deserialize_struct(#ident_text, __SAGA_FIELDS, __SagaVisitor)
+        impl #ident {
+            /// Not public API: decodes a stored context, knowing which steps completed.
+            #[doc(hidden)]
+            pub fn __saga_decode(
+                json: &str,
+                completed: &[bool],
+            ) -> ::core::result::Result<Self, ::std::string::String> {
+                #p::decode_seeded(json, __SagaVisitor { completed })
             }
         }
     }

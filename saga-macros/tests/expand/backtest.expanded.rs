@@ -79,6 +79,133 @@ const _: () = {
             __saga_state.end()
         }
     }
+    /// Reads a stored context; `completed` says which steps completed, so that an output
+    /// stored as `null` (`()`, `None`, a unit struct) is read as that output.
+    struct __SagaVisitor<'a> {
+        completed: &'a [bool],
+    }
+    impl<'de> ::saga_runtime::__private::serde::de::Visitor<'de> for __SagaVisitor<'_> {
+        type Value = BacktestWorkflowContext;
+        fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+            f.write_str(
+                ::core::concat!("the context of saga ", "BacktestWorkflowContext"),
+            )
+        }
+        fn visit_map<__A>(
+            self,
+            mut __saga_map: __A,
+        ) -> ::core::result::Result<BacktestWorkflowContext, __A::Error>
+        where
+            __A: ::saga_runtime::__private::serde::de::MapAccess<'de>,
+        {
+            let mut __saga_input: ::core::option::Option<BacktestInput> = ::core::option::Option::None;
+            let mut __saga_field0: ::core::option::Option<
+                ::core::option::Option<Backtest>,
+            > = ::core::option::Option::None;
+            let mut __saga_field1: ::core::option::Option<
+                ::core::option::Option<StrategyRun>,
+            > = ::core::option::Option::None;
+            while let ::core::option::Option::Some(__saga_key) = __saga_map
+                .next_key::<::std::borrow::Cow<'de, str>>()?
+            {
+                match &*__saga_key {
+                    "input" => {
+                        if __saga_input.is_some() {
+                            return ::core::result::Result::Err(
+                                <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
+                                    "input",
+                                ),
+                            );
+                        }
+                        __saga_input = ::core::option::Option::Some(
+                            __saga_map.next_value::<BacktestInput>()?,
+                        );
+                    }
+                    "create_backtest" => {
+                        if __saga_field0.is_some() {
+                            return ::core::result::Result::Err(
+                                <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
+                                    "create_backtest",
+                                ),
+                            );
+                        }
+                        let __saga_seed = ::saga_runtime::__private::StepSeed::<
+                            Backtest,
+                        >::new(self.completed.get(0usize).copied().unwrap_or(false));
+                        __saga_field0 = ::core::option::Option::Some(
+                            __saga_map.next_value_seed(__saga_seed)?,
+                        );
+                    }
+                    "run_strategy" => {
+                        if __saga_field1.is_some() {
+                            return ::core::result::Result::Err(
+                                <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
+                                    "run_strategy",
+                                ),
+                            );
+                        }
+                        let __saga_seed = ::saga_runtime::__private::StepSeed::<
+                            StrategyRun,
+                        >::new(self.completed.get(1usize).copied().unwrap_or(false));
+                        __saga_field1 = ::core::option::Option::Some(
+                            __saga_map.next_value_seed(__saga_seed)?,
+                        );
+                    }
+                    _ => {
+                        let _ = __saga_map
+                            .next_value::<
+                                ::saga_runtime::__private::serde::de::IgnoredAny,
+                            >()?;
+                    }
+                }
+            }
+            let ::core::option::Option::Some(input) = __saga_input else {
+                return ::core::result::Result::Err(
+                    <__A::Error as ::saga_runtime::__private::serde::de::Error>::missing_field(
+                        "input",
+                    ),
+                );
+            };
+            if __saga_field0.is_none()
+                && self.completed.get(0usize).copied().unwrap_or(false)
+            {
+                return ::core::result::Result::Err(
+                    <__A::Error as ::saga_runtime::__private::serde::de::Error>::missing_field(
+                        "create_backtest",
+                    ),
+                );
+            }
+            if __saga_field1.is_none()
+                && self.completed.get(1usize).copied().unwrap_or(false)
+            {
+                return ::core::result::Result::Err(
+                    <__A::Error as ::saga_runtime::__private::serde::de::Error>::missing_field(
+                        "run_strategy",
+                    ),
+                );
+            }
+            ::core::result::Result::Ok(BacktestWorkflowContext {
+                input,
+                create_backtest: ::core::option::Option::flatten(__saga_field0),
+                run_strategy: ::core::option::Option::flatten(__saga_field1),
+            })
+        }
+    }
+    const __SAGA_FIELDS: &[&str] = &["input", "create_backtest", "run_strategy"];
+    impl<'de> ::saga_runtime::__private::serde::de::DeserializeSeed<'de>
+    for __SagaVisitor<'_> {
+        type Value = BacktestWorkflowContext;
+        fn deserialize<__D>(
+            self,
+            deserializer: __D,
+        ) -> ::core::result::Result<BacktestWorkflowContext, __D::Error>
+        where
+            __D: ::saga_runtime::__private::serde::Deserializer<'de>,
+        {
+            deserializer
+                .deserialize_struct("BacktestWorkflowContext", __SAGA_FIELDS, self)
+        }
+    }
     #[automatically_derived]
     impl<'de> ::saga_runtime::__private::serde::Deserialize<'de>
     for BacktestWorkflowContext {
@@ -88,104 +215,20 @@ const _: () = {
         where
             __D: ::saga_runtime::__private::serde::Deserializer<'de>,
         {
-            struct __SagaVisitor;
-            impl<'de> ::saga_runtime::__private::serde::de::Visitor<'de>
-            for __SagaVisitor {
-                type Value = BacktestWorkflowContext;
-                fn expecting(
-                    &self,
-                    f: &mut ::core::fmt::Formatter<'_>,
-                ) -> ::core::fmt::Result {
-                    f.write_str(
-                        ::core::concat!(
-                            "the context of saga ", "BacktestWorkflowContext"
-                        ),
-                    )
-                }
-                fn visit_map<__A>(
-                    self,
-                    mut __saga_map: __A,
-                ) -> ::core::result::Result<BacktestWorkflowContext, __A::Error>
-                where
-                    __A: ::saga_runtime::__private::serde::de::MapAccess<'de>,
-                {
-                    let mut __saga_input: ::core::option::Option<BacktestInput> = ::core::option::Option::None;
-                    let mut __saga_field0: ::core::option::Option<
-                        ::core::option::Option<Backtest>,
-                    > = ::core::option::Option::None;
-                    let mut __saga_field1: ::core::option::Option<
-                        ::core::option::Option<StrategyRun>,
-                    > = ::core::option::Option::None;
-                    while let ::core::option::Option::Some(__saga_key) = __saga_map
-                        .next_key::<::std::borrow::Cow<'de, str>>()?
-                    {
-                        match &*__saga_key {
-                            "input" => {
-                                if __saga_input.is_some() {
-                                    return ::core::result::Result::Err(
-                                        <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
-                                            "input",
-                                        ),
-                                    );
-                                }
-                                __saga_input = ::core::option::Option::Some(
-                                    __saga_map.next_value::<BacktestInput>()?,
-                                );
-                            }
-                            "create_backtest" => {
-                                if __saga_field0.is_some() {
-                                    return ::core::result::Result::Err(
-                                        <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
-                                            "create_backtest",
-                                        ),
-                                    );
-                                }
-                                __saga_field0 = ::core::option::Option::Some(
-                                    __saga_map.next_value::<::core::option::Option<Backtest>>()?,
-                                );
-                            }
-                            "run_strategy" => {
-                                if __saga_field1.is_some() {
-                                    return ::core::result::Result::Err(
-                                        <__A::Error as ::saga_runtime::__private::serde::de::Error>::duplicate_field(
-                                            "run_strategy",
-                                        ),
-                                    );
-                                }
-                                __saga_field1 = ::core::option::Option::Some(
-                                    __saga_map
-                                        .next_value::<::core::option::Option<StrategyRun>>()?,
-                                );
-                            }
-                            _ => {
-                                let _ = __saga_map
-                                    .next_value::<
-                                        ::saga_runtime::__private::serde::de::IgnoredAny,
-                                    >()?;
-                            }
-                        }
-                    }
-                    let ::core::option::Option::Some(input) = __saga_input else {
-                        return ::core::result::Result::Err(
-                            <__A::Error as ::saga_runtime::__private::serde::de::Error>::missing_field(
-                                "input",
-                            ),
-                        );
-                    };
-                    ::core::result::Result::Ok(BacktestWorkflowContext {
-                        input,
-                        create_backtest: ::core::option::Option::flatten(__saga_field0),
-                        run_strategy: ::core::option::Option::flatten(__saga_field1),
-                    })
-                }
-            }
-            const __SAGA_FIELDS: &[&str] = &["input", "create_backtest", "run_strategy"];
-            deserializer
-                .deserialize_struct(
-                    "BacktestWorkflowContext",
-                    __SAGA_FIELDS,
-                    __SagaVisitor,
-                )
+            ::saga_runtime::__private::serde::de::DeserializeSeed::deserialize(
+                __SagaVisitor { completed: &[] },
+                deserializer,
+            )
+        }
+    }
+    impl BacktestWorkflowContext {
+        /// Not public API: decodes a stored context, knowing which steps completed.
+        #[doc(hidden)]
+        pub fn __saga_decode(
+            json: &str,
+            completed: &[bool],
+        ) -> ::core::result::Result<Self, ::std::string::String> {
+            ::saga_runtime::__private::decode_seeded(json, __SagaVisitor { completed })
         }
     }
 };
@@ -293,6 +336,12 @@ const _: () = {
                 1usize => context.run_strategy.is_some(),
                 _ => false,
             }
+        }
+        fn decode_context(
+            json: &str,
+            completed: &[bool],
+        ) -> ::core::result::Result<Self::Context, ::std::string::String> {
+            BacktestWorkflowContext::__saga_decode(json, completed)
         }
         fn clear_output(context: &mut Self::Context, step: usize) {
             match step {

@@ -3,6 +3,7 @@
 
 mod active;
 mod background;
+mod codec;
 mod run;
 
 use std::collections::HashMap;
@@ -13,13 +14,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use self::active::{Active, Entered};
-use self::run::{Run, encode_context};
+use self::codec::{check_record, decode, decode_config, encode_context};
+use self::run::Run;
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::backoff::{Backoff, Rng, random_seed};
 use crate::config::SagaConfig;
 use crate::definition::{BoxFuture, Saga, SagaState};
 use crate::error::{SagaError, StoreError};
 use crate::metrics::SagaMetrics;
+use crate::status::StepStatus;
 use crate::store::{Actor, Checkpoint, Claim, Created, NewSaga, SagaRecord, SagaStore, Saved};
 
 /// Runner-wide settings. See [`OrchestratorBuilder`] for each default.
@@ -364,6 +367,7 @@ impl OrchestratorBuilder {
         if runner_id.trim().is_empty() {
             return Err(SagaError::Config("runner id cannot be empty".into()));
         }
+        crate::text::check_label("runner id", &runner_id).map_err(SagaError::Config)?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             transient_store: self.store.can_fail_transiently(),
@@ -477,9 +481,6 @@ impl<S: Saga> Executor<S> {
         input: S::Input,
     ) -> Result<Outcome<S>, SagaError> {
         let saga_id: String = saga_id.into();
-        if saga_id.is_empty() {
-            return Err(SagaError::Config("saga id cannot be empty".into()));
-        }
         let id: Arc<str> = saga_id.into();
         let inner = &self.orchestrator.inner;
         let guard = match inner.active.enter(&id) {
@@ -491,6 +492,7 @@ impl<S: Saga> Executor<S> {
         };
         let (new, ctx) = self.new_saga(&id, config, input, true)?;
         let header = new.header.clone();
+        let steps = new.steps.clone();
         let created = if inner.transient_store {
             // Boxed, like checkpoint writes: the retry state stays out of the saga's future.
             Box::pin(create_retrying(inner, new)).await?
@@ -522,6 +524,7 @@ impl<S: Saga> Executor<S> {
             metrics,
             ctx,
             ctx_dirty: false,
+            steps,
             state: SagaState::Running,
             step: 0,
             attempt: 1,
@@ -541,6 +544,10 @@ impl<S: Saga> Executor<S> {
         input: S::Input,
         owned: bool,
     ) -> Result<(NewSaga, S::Context), SagaError> {
+        if id.is_empty() {
+            return Err(SagaError::Config("saga id cannot be empty".into()));
+        }
+        crate::text::check_label("saga id", id).map_err(SagaError::Config)?;
         config.validate()?;
         let inner = &self.orchestrator.inner;
         let ctx = S::new_context(input);
@@ -554,6 +561,10 @@ impl<S: Saga> Executor<S> {
             .clone()
             .unwrap_or_else(|| S::DEFINITION.name().to_owned());
         let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
+        let mut steps = vec![StepStatus::not_started(); S::DEFINITION.steps().len()];
+        if owned && let Some(first) = steps.first_mut() {
+            *first = StepStatus::running(1);
+        }
         let mut events = Vec::new();
         if config.enable_audit_log {
             events.push(NewEvent::now(EventType::SagaStarted));
@@ -570,6 +581,7 @@ impl<S: Saga> Executor<S> {
             definition: S::DEFINITION.name(),
             fingerprint: S::DEFINITION.fingerprint(),
             first_step,
+            steps,
             context,
             config: config_json,
             header: Arc::new(AuditHeader {
@@ -663,7 +675,7 @@ impl<S: Saga> Executor<S> {
             return Self::outcome_of(record, true);
         }
         // Refuse what cannot be resumed before the claim changes the row.
-        decode_context::<S>(&record, inner.settings.max_context_bytes)?;
+        decode::<S>(&record, inner.settings.max_context_bytes)?;
         decode_config(&record)?;
         let mine = record.owner.as_deref() == Some(&*inner.runner_id);
         let live = record
@@ -734,7 +746,7 @@ impl<S: Saga> Executor<S> {
         }
         check_record::<S>(&record)?;
         // An outcome is read whatever its size: it is already in memory and changes nothing.
-        let context = decode_context::<S>(&record, usize::MAX)?;
+        let context = decode::<S>(&record, usize::MAX)?.ctx;
         Ok(Outcome {
             failure: record.error.map(|message| Failure {
                 step: record.failed_step,
@@ -849,58 +861,6 @@ pub(crate) async fn save_retrying(
     }
 }
 
-/// Refuses rows of another definition or shape before anything is changed.
-pub(crate) fn check_record<S: Saga>(record: &SagaRecord) -> Result<(), SagaError> {
-    let def = S::DEFINITION;
-    if record.definition != def.name() || record.fingerprint != def.fingerprint() {
-        return Err(SagaError::FingerprintMismatch {
-            saga_id: record.saga_id.clone(),
-            stored_definition: record.definition.clone(),
-            stored_fingerprint: record.fingerprint.clone(),
-            definition: def.name(),
-            fingerprint: def.fingerprint(),
-        });
-    }
-    if record.state.is_active() && record.step_index as usize >= def.steps().len() {
-        return Err(SagaError::Store(StoreError::Corrupt {
-            saga_id: record.saga_id.clone(),
-            reason: format!(
-                "step index {} is out of range for `{}` ({} steps)",
-                record.step_index,
-                def.name(),
-                def.steps().len()
-            ),
-        }));
-    }
-    Ok(())
-}
-
-/// Decodes a stored context, refusing one above `limit` bytes (a row written by hand or by
-/// a runner with a higher limit) before serde reads it.
-fn decode_context<S: Saga>(record: &SagaRecord, limit: usize) -> Result<S::Context, SagaError> {
-    if record.context.len() > limit {
-        return Err(SagaError::ContextTooLarge {
-            saga_id: record.saga_id.clone(),
-            size: record.context.len(),
-            limit,
-        });
-    }
-    serde_json::from_str(&record.context).map_err(|e| SagaError::Decode {
-        saga_id: record.saga_id.clone(),
-        definition: S::DEFINITION.name(),
-        reason: e.to_string(),
-    })
-}
-
-fn decode_config(record: &SagaRecord) -> Result<SagaConfig, SagaError> {
-    serde_json::from_str(&record.config).map_err(|e| {
-        SagaError::Store(StoreError::Corrupt {
-            saga_id: record.saga_id.clone(),
-            reason: format!("config does not decode: {e}"),
-        })
-    })
-}
-
 /// Continues a claimed saga.
 async fn resume<S: Saga>(
     inner: &Inner,
@@ -909,7 +869,7 @@ async fn resume<S: Saga>(
     record: SagaRecord,
 ) -> Result<Outcome<S>, SagaError> {
     check_record::<S>(&record)?;
-    let ctx = decode_context::<S>(&record, inner.settings.max_context_bytes)?;
+    let decoded = decode::<S>(&record, inner.settings.max_context_bytes)?;
     let config = decode_config(&record)?;
     let metrics = if config.enable_metrics {
         inner.metrics.for_type(&record.saga_type, S::DEFINITION)
@@ -932,8 +892,9 @@ async fn resume<S: Saga>(
         id,
         config,
         metrics,
-        ctx,
+        ctx: decoded.ctx,
         ctx_dirty: false,
+        steps: decoded.steps,
         state: record.state,
         step: record.step_index as usize,
         attempt: record.attempt,
@@ -963,7 +924,7 @@ struct Registered<S>(Arc<S>);
 impl<S: Saga> Resumable for Registered<S> {
     fn check(&self, record: &SagaRecord, max_context_bytes: usize) -> Result<(), SagaError> {
         check_record::<S>(record)?;
-        decode_context::<S>(record, max_context_bytes)?;
+        decode::<S>(record, max_context_bytes)?;
         decode_config(record)?;
         Ok(())
     }
@@ -991,10 +952,11 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure with `message` as it is stored (see [`NewEvent::error`]).
     pub(crate) fn new(step: Option<&str>, message: String) -> Self {
         Failure {
             step: step.map(str::to_owned),
-            message,
+            message: crate::text::clean_owned(message),
         }
     }
 

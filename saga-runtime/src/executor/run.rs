@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::active::ActiveGuard;
+use super::codec::encode_context;
 use super::{Inner, save_retrying};
 use crate::audit::{AuditHeader, EventType, NewEvent};
 use crate::backoff::{Policy, Rng};
@@ -21,6 +22,7 @@ use crate::definition::{Saga, SagaState, StepSpec};
 use crate::error::{SagaError, StepError, StoreError};
 use crate::executor::{Failure, Outcome};
 use crate::metrics::TypeMetrics;
+use crate::status::{CompensationStatus, RunStatus, StepStatus};
 use crate::store::{Checkpoint, Saved};
 
 /// One saga being executed by this runner.
@@ -36,6 +38,9 @@ pub(crate) struct Run<'a, S: Saga> {
     pub(crate) ctx: S::Context,
     /// The context changed since the last written checkpoint.
     pub(crate) ctx_dirty: bool,
+    /// What each step has done: the last written checkpoint's statuses, plus changes
+    /// decided since that the next write carries.
+    pub(crate) steps: Vec<StepStatus>,
     pub(crate) state: SagaState,
     pub(crate) step: usize,
     pub(crate) attempt: u32,
@@ -49,6 +54,8 @@ struct Draft {
     state: SagaState,
     step: usize,
     attempt: u32,
+    /// Step statuses that change with it.
+    changes: Changes,
     context: Option<String>,
     events: Vec<NewEvent>,
     progress: bool,
@@ -64,12 +71,56 @@ impl Draft {
             state,
             step,
             attempt,
+            changes: Changes::default(),
             context: None,
             events,
             progress: false,
             parked_from: None,
             unless_cancelled: false,
             clear_cancel: state != SagaState::Running,
+        }
+    }
+
+    /// The same draft, also setting step `index`'s status.
+    fn status(mut self, index: usize, status: StepStatus) -> Self {
+        self.changes.set(index, status);
+        self
+    }
+}
+
+/// The step statuses a transition changes: at most two (a step that completed and the
+/// next that starts), kept inline so that a write allocates nothing for them.
+#[derive(Clone, Copy, Default)]
+struct Changes([Option<(usize, StepStatus)>; 2]);
+
+impl Changes {
+    fn set(&mut self, index: usize, status: StepStatus) {
+        let slot = self
+            .0
+            .iter_mut()
+            .find(|slot| slot.is_none_or(|(changed, _)| changed == index));
+        match slot {
+            Some(slot) => *slot = Some((index, status)),
+            // Unreachable with two slots and at most two changes per transition; keep the
+            // newest rather than lose it.
+            None => self.0[1] = Some((index, status)),
+        }
+    }
+
+    /// The new status of step `index`, if this changes it.
+    fn get(&self, index: usize) -> Option<StepStatus> {
+        self.0
+            .iter()
+            .flatten()
+            .find(|(changed, _)| *changed == index)
+            .map(|(_, status)| *status)
+    }
+
+    fn apply(&self, steps: &mut [StepStatus]) {
+        for (index, status) in self.0.iter().flatten() {
+            if let Some(slot) = steps.get_mut(*index) {
+                *slot = *status;
+            }
         }
     }
 }
@@ -141,20 +192,72 @@ impl<S: Saga> Run<'_, S> {
 
     /// Whether a pivot step has completed: from then on the saga only goes forward.
     fn pivot_passed(&self) -> bool {
-        Self::steps()
-            .iter()
-            .enumerate()
-            .any(|(index, step)| step.pivot && S::has_output(&self.ctx, index))
+        self.pivot_passed_with(&Changes::default())
     }
 
-    /// The newest completed step before `below` that has a compensation.
-    fn next_compensable(&self, below: usize) -> Option<usize> {
-        (0..below).rev().find(|&index| {
-            Self::steps()
-                .get(index)
-                .is_some_and(|s| s.compensation.is_some())
-                && S::has_output(&self.ctx, index)
+    /// Whether a pivot step has completed once `changes` are written.
+    fn pivot_passed_with(&self, changes: &Changes) -> bool {
+        Self::steps().iter().enumerate().any(|(index, spec)| {
+            let status = changes.get(index).unwrap_or_else(|| self.status(index));
+            spec.pivot && status.run == RunStatus::Completed
         })
+    }
+
+    /// The completed step, not yet undone, that completed last among those that have a
+    /// compensation.
+    fn next_compensable(&self) -> Option<usize> {
+        Self::steps()
+            .iter()
+            .zip(&self.steps)
+            .enumerate()
+            .filter(|(_, (spec, status))| {
+                spec.compensation.is_some()
+                    && status.run == RunStatus::Completed
+                    && status.compensation == CompensationStatus::None
+            })
+            .max_by_key(|(_, (_, status))| status.order)
+            .map(|(index, _)| index)
+    }
+
+    /// The status of step `index`.
+    fn status(&self, index: usize) -> StepStatus {
+        self.steps.get(index).copied().unwrap_or_default()
+    }
+
+    /// Step `index`'s status once compensation attempt `attempt` has started.
+    fn compensating(&self, index: usize, attempt: u32) -> StepStatus {
+        StepStatus {
+            compensation: CompensationStatus::Compensating,
+            compensation_attempt: attempt,
+            ..self.status(index)
+        }
+    }
+
+    /// The order the next step to end takes.
+    fn next_order(&self) -> u32 {
+        self.steps
+            .iter()
+            .filter_map(|s| s.order)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+    }
+
+    /// Records that step `index`, which had attempts under way, ended for good: with an
+    /// unknown outcome (its effect may have happened) or failed (it had none). Carried by the
+    /// next write.
+    fn end_step(&mut self, index: usize, unknown: bool) {
+        let order = self.next_order();
+        if let Some(status) = self.steps.get_mut(index)
+            && matches!(status.run, RunStatus::Running | RunStatus::Retrying)
+        {
+            if unknown {
+                status.run = RunStatus::Unknown;
+                status.order = Some(order);
+            } else {
+                status.run = RunStatus::Failed;
+            }
+        }
     }
 
     fn corrupt(&self, reason: String) -> SagaError {
@@ -176,6 +279,8 @@ impl<S: Saga> Run<'_, S> {
             draft.context = Some(self.encode()?);
         }
         let wrote_context = draft.context.is_some();
+        let mut steps = self.steps.clone();
+        draft.changes.apply(&mut steps);
         let (error, failed_step) = match &self.failure {
             Some(f) => (Some(f.message.clone()), f.step.clone()),
             None => (None, None),
@@ -188,6 +293,7 @@ impl<S: Saga> Run<'_, S> {
             step_index: u32::try_from(draft.step).unwrap_or(u32::MAX),
             current_step: Self::steps().get(draft.step).map(StepSpec::name),
             attempt: draft.attempt,
+            steps,
             context: draft.context,
             error,
             failed_step,
@@ -209,6 +315,7 @@ impl<S: Saga> Run<'_, S> {
         match outcome {
             Ok(Saved::Written { version }) => {
                 self.version = version;
+                draft.changes.apply(&mut self.steps);
                 if wrote_context {
                     self.ctx_dirty = false;
                 }
@@ -228,40 +335,41 @@ impl<S: Saga> Run<'_, S> {
 
     /// Writes a transition that starts a forward attempt. A pending cancellation is acted
     /// on (`Some(reason)`, nothing written) unless a pivot has passed, in which case it is
-    /// recorded as ignored and the write goes through.
+    /// recorded as ignored and the same transition is written with it.
     async fn write_forward(&mut self, draft: Draft) -> Result<Option<String>, SagaError> {
-        let pivot_passed = self.pivot_passed();
-        let (state, step, attempt, progress) =
-            (draft.state, draft.step, draft.attempt, draft.progress);
-        let mut events_again = if pivot_passed {
-            draft.events.clone()
-        } else {
-            Vec::new()
-        };
-        let mut draft = Draft {
+        let pivot_passed = self.pivot_passed_with(&draft.changes);
+        let again = pivot_passed.then(|| Draft {
+            state: draft.state,
+            step: draft.step,
+            attempt: draft.attempt,
+            changes: draft.changes,
+            context: draft.context.clone(),
+            events: draft.events.clone(),
+            progress: draft.progress,
+            parked_from: draft.parked_from,
+            unless_cancelled: false,
+            clear_cancel: true,
+        });
+        let draft = Draft {
             unless_cancelled: true,
             ..draft
         };
-        loop {
-            let Some(reason) = self.write(draft).await? else {
-                return Ok(None);
-            };
-            if !pivot_passed {
-                return Ok(Some(reason));
-            }
-            // Past the pivot the saga cannot compensate: acknowledge and go on.
-            let mut events = Vec::new();
-            self.event(&mut events, || {
-                NewEvent::now(EventType::CancelIgnored)
-                    .error(format!("cancellation after the pivot is ignored: {reason}"))
-            });
-            let mut ack = Draft::new(self.state, self.step, self.attempt, events);
-            ack.clear_cancel = true;
-            self.write(ack).await?;
-            draft = Draft::new(state, step, attempt, std::mem::take(&mut events_again));
-            draft.progress = progress;
-            draft.unless_cancelled = true;
-        }
+        let Some(reason) = self.write(draft).await? else {
+            return Ok(None);
+        };
+        let Some(mut again) = again else {
+            return Ok(Some(reason));
+        };
+        // Past the pivot the saga cannot compensate: acknowledge, and go on in the same write.
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            NewEvent::now(EventType::CancelIgnored)
+                .error(format!("cancellation after the pivot is ignored: {reason}"))
+        });
+        events.append(&mut again.events);
+        again.events = events;
+        self.write(again).await?;
+        Ok(None)
     }
 
     /// One attempt of the current step.
@@ -323,10 +431,12 @@ impl<S: Saga> Run<'_, S> {
                 .step(spec.name)
                 .attempt(attempt)
         });
+        let done = StepStatus::completed(attempt, self.next_order());
         let next = step + 1;
         if next >= Self::steps().len() {
             self.event(&mut events, || NewEvent::now(EventType::SagaCompleted));
-            let mut draft = Draft::new(SagaState::Completed, step, attempt, events);
+            let mut draft =
+                Draft::new(SagaState::Completed, step, attempt, events).status(step, done);
             draft.context = Some(context);
             draft.progress = true;
             self.write(draft).await?;
@@ -339,7 +449,9 @@ impl<S: Saga> Run<'_, S> {
                 .step(next_name)
                 .attempt(1)
         });
-        let mut draft = Draft::new(SagaState::Running, next, 1, events);
+        let mut draft = Draft::new(SagaState::Running, next, 1, events)
+            .status(step, done)
+            .status(next, StepStatus::running(1));
         draft.context = Some(context);
         draft.progress = true;
         match self.write_forward(draft).await? {
@@ -349,6 +461,10 @@ impl<S: Saga> Run<'_, S> {
                 Ok(())
             }
             Some(reason) => {
+                // The step's completion is written with the compensation that follows.
+                if let Some(status) = self.steps.get_mut(step) {
+                    *status = done;
+                }
                 let mut events = Vec::new();
                 self.event(&mut events, || {
                     NewEvent::now(EventType::StepCompleted)
@@ -408,7 +524,12 @@ impl<S: Saga> Run<'_, S> {
                 .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
         });
         let failure_events = events.clone();
-        let draft = Draft::new(SagaState::Running, self.step, attempt, events);
+        let retrying = StepStatus {
+            run: RunStatus::Retrying,
+            ..self.status(self.step)
+        };
+        let draft =
+            Draft::new(SagaState::Running, self.step, attempt, events).status(self.step, retrying);
         if let Some(reason) = self.write_forward(draft).await? {
             return self
                 .cancelled(reason, self.step, timed_out, failure_events)
@@ -421,7 +542,8 @@ impl<S: Saga> Run<'_, S> {
                 .step(spec.name)
                 .attempt(attempt + 1)
         });
-        let draft = Draft::new(SagaState::Running, self.step, attempt + 1, events);
+        let draft = Draft::new(SagaState::Running, self.step, attempt + 1, events)
+            .status(self.step, StepStatus::running(attempt + 1));
         if let Some(reason) = self.write_forward(draft).await? {
             return self
                 .cancelled(reason, self.step, timed_out, Vec::new())
@@ -439,15 +561,15 @@ impl<S: Saga> Run<'_, S> {
         unknown: bool,
         events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
+        self.end_step(self.step, unknown);
+        // The failure names the step; its message does not repeat it.
         let park_reason = if self.pivot_passed() {
             Some(format!(
-                "step `{}` failed for good after the pivot; the saga cannot compensate: {message}",
-                spec.name
+                "failed for good after the pivot; the saga cannot compensate: {message}"
             ))
         } else if unknown && spec.pivot {
             Some(format!(
-                "the outcome of pivot step `{}` is unknown (its last attempt did not finish), so the saga can neither compensate nor go on: {message}",
-                spec.name
+                "the pivot's outcome is unknown (its last attempt did not finish), so the saga can neither compensate nor go on: {message}"
             ))
         } else {
             None
@@ -473,6 +595,13 @@ impl<S: Saga> Run<'_, S> {
             NewEvent::now(EventType::SagaCancelled).error(reason.clone())
         });
         self.failure = Some(Failure::new(None, format!("cancelled: {reason}")));
+        // Only a step that had an attempt under way can have an unknown outcome.
+        let unknown = unknown
+            && matches!(
+                self.status(next).run,
+                RunStatus::Running | RunStatus::Retrying
+            );
+        self.end_step(next, unknown);
         self.compensate_from(next, unknown, events).await
     }
 
@@ -491,18 +620,21 @@ impl<S: Saga> Run<'_, S> {
         {
             if comp.uses_own_output {
                 self.event(&mut events, || {
-                            NewEvent::now(EventType::CompensationSkipped)
-                                .step(spec.name)
-                                .error(format!(
-                                    "the outcome of `{}` is unknown and its compensation `{}` needs its output",
-                                    spec.name, comp.name
-                                ))
-                        });
+                    NewEvent::now(EventType::CompensationSkipped)
+                        .step(spec.name)
+                        .error(format!(
+                            "the outcome of `{}` is unknown and its compensation `{}` needs its output",
+                            spec.name, comp.name
+                        ))
+                });
+                if let Some(status) = self.steps.get_mut(failed) {
+                    status.compensation = CompensationStatus::Skipped;
+                }
             } else {
                 start = Some(failed);
             }
         }
-        let start = start.or_else(|| self.next_compensable(failed));
+        let start = start.or_else(|| self.next_compensable());
         match start {
             Some(index) => {
                 let name = Self::steps().get(index).map_or("", StepSpec::name);
@@ -512,8 +644,12 @@ impl<S: Saga> Run<'_, S> {
                         .step(name)
                         .attempt(1)
                 });
-                self.write(Draft::new(SagaState::Compensating, index, 1, events))
-                    .await?;
+                let compensating = self.compensating(index, 1);
+                self.write(
+                    Draft::new(SagaState::Compensating, index, 1, events)
+                        .status(index, compensating),
+                )
+                .await?;
                 self.state = SagaState::Compensating;
                 self.step = index;
                 self.attempt = 1;
@@ -543,8 +679,13 @@ impl<S: Saga> Run<'_, S> {
         mut events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
         tracing::warn!(%reason, "saga parked");
+        let step = self.failure.as_ref().and_then(|f| f.step.clone());
         self.event(&mut events, || {
-            NewEvent::now(EventType::SagaParked).error(reason.clone())
+            let event = NewEvent::now(EventType::SagaParked).error(reason.clone());
+            match step {
+                Some(step) => event.step(step),
+                None => event,
+            }
         });
         if self.failure.is_none() {
             self.failure = Some(Failure::new(None, reason));
@@ -606,14 +747,19 @@ impl<S: Saga> Run<'_, S> {
                         .step(spec.name)
                         .attempt(attempt)
                 });
-                if let Some(next) = self.next_compensable(step) {
+                if let Some(status) = self.steps.get_mut(step) {
+                    status.compensation = CompensationStatus::Compensated;
+                }
+                if let Some(next) = self.next_compensable() {
                     let name = Self::steps().get(next).map_or("", StepSpec::name);
                     self.event(&mut events, || {
                         NewEvent::now(EventType::CompensationStarted)
                             .step(name)
                             .attempt(1)
                     });
-                    let mut draft = Draft::new(SagaState::Compensating, next, 1, events);
+                    let compensating = self.compensating(next, 1);
+                    let mut draft = Draft::new(SagaState::Compensating, next, 1, events)
+                        .status(next, compensating);
                     draft.progress = true;
                     self.write(draft).await?;
                     self.step = next;
@@ -644,9 +790,8 @@ impl<S: Saga> Run<'_, S> {
                 if error.is_permanent() || attempt >= policy.max_attempts {
                     self.metrics.compensation_failed();
                     let message = format!(
-                        "compensation `{}` of step `{}` gave up after {attempt} attempt(s): {}",
+                        "compensation `{}` gave up after {attempt} attempt(s): {}",
                         comp.name,
-                        spec.name,
                         error.message()
                     );
                     self.event(&mut events, || {
@@ -676,12 +821,11 @@ impl<S: Saga> Run<'_, S> {
                             .step(spec.name)
                             .attempt(attempt + 1)
                     });
-                    self.write(Draft::new(
-                        SagaState::Compensating,
-                        step,
-                        attempt + 1,
-                        events,
-                    ))
+                    let compensating = self.compensating(step, attempt + 1);
+                    self.write(
+                        Draft::new(SagaState::Compensating, step, attempt + 1, events)
+                            .status(step, compensating),
+                    )
                     .await?;
                     self.attempt = attempt + 1;
                 }
@@ -696,7 +840,13 @@ impl<S: Saga> Run<'_, S> {
         recovery_count: u32,
     ) -> Result<(), SagaError> {
         let mut events = Vec::new();
-        let interrupted = self.attempt;
+        let current = self.status(self.step);
+        let interrupted = if self.state == SagaState::Compensating {
+            current.compensation_attempt
+        } else {
+            current.attempt
+        };
+        self.attempt = interrupted;
         // An enqueued saga that nobody has started yet (created at version 1, claimed once)
         // is picked up, not recovered.
         let first_pickup = interrupted == 0 && self.version == 2;
@@ -744,10 +894,9 @@ impl<S: Saga> Run<'_, S> {
                         .attempt(next)
                 });
                 let recovered_events = events.clone();
-                if let Some(reason) = self
-                    .write_forward(Draft::new(SagaState::Running, step, next, events))
-                    .await?
-                {
+                let draft = Draft::new(SagaState::Running, step, next, events)
+                    .status(step, StepStatus::running(next));
+                if let Some(reason) = self.write_forward(draft).await? {
                     let mut events = recovered_events;
                     events.retain(|e| e.event_type == EventType::SagaRecovered);
                     return self.cancelled(reason, step, true, events).await;
@@ -770,8 +919,8 @@ impl<S: Saga> Run<'_, S> {
                 if next > policy.max_attempts {
                     self.metrics.compensation_failed();
                     let message = format!(
-                        "compensation `{}` of step `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
-                        comp.name, spec.name
+                        "compensation `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
+                        comp.name
                     );
                     self.event(&mut events, || {
                         NewEvent::now(EventType::SagaCompensationFailed)
@@ -794,34 +943,18 @@ impl<S: Saga> Run<'_, S> {
                         .step(spec.name)
                         .attempt(next)
                 });
-                self.write(Draft::new(SagaState::Compensating, step, next, events))
-                    .await?;
+                let compensating = self.compensating(step, next);
+                self.write(
+                    Draft::new(SagaState::Compensating, step, next, events)
+                        .status(step, compensating),
+                )
+                .await?;
                 self.attempt = next;
             }
             _ => {}
         }
         Ok(())
     }
-}
-
-/// Serializes a context within `limit` bytes.
-pub(crate) fn encode_context<S: Saga>(
-    saga_id: &str,
-    context: &S::Context,
-    limit: usize,
-) -> Result<String, SagaError> {
-    let json = serde_json::to_string(context).map_err(|e| SagaError::Encode {
-        saga_id: saga_id.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if json.len() > limit {
-        return Err(SagaError::ContextTooLarge {
-            saga_id: saga_id.to_owned(),
-            size: json.len(),
-            limit,
-        });
-    }
-    Ok(json)
 }
 
 /// `{"key":"value",..}` with escaped strings.

@@ -189,6 +189,7 @@ impl SagaStore for MemoryStore {
             step_index: 0,
             current_step: Some(saga.first_step.to_owned()),
             attempt: u32::from(saga.owner.is_some()),
+            steps: saga.steps,
             context: saga.context,
             config: saga.config,
             error: None,
@@ -238,6 +239,7 @@ impl SagaStore for MemoryStore {
                 row.current_step = checkpoint.current_step.map(str::to_owned);
             }
             row.attempt = checkpoint.attempt;
+            row.steps = checkpoint.steps;
             if let Some(context) = checkpoint.context {
                 row.context = context;
             }
@@ -437,7 +439,7 @@ impl SagaStore for MemoryStore {
                     action: "cancel",
                 });
             }
-            row.cancel_requested = Some(reason.to_owned());
+            row.cancel_requested = Some(crate::text::clean(reason).into_owned());
             Ok(row.clone())
         });
         if let Ok(row) = &result {
@@ -492,6 +494,7 @@ impl SagaStore for MemoryStore {
             let change = operator::resume(row, reason)?;
             row.state = change.state;
             row.attempt = change.attempt;
+            row.steps = change.steps;
             row.parked_from = None;
             row.recovery_count = 0;
             row.owner = None;
@@ -518,7 +521,7 @@ impl SagaStore for MemoryStore {
         let result = row_mut(&mut shard, saga_id).and_then(|row| {
             let event = operator::mark_failed(row, reason)?;
             row.state = SagaState::Failed;
-            row.error = Some(reason.to_owned());
+            row.error = Some(crate::text::clean(reason).into_owned());
             row.parked_from = None;
             row.cancel_requested = None;
             row.owner = None;

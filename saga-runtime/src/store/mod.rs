@@ -33,6 +33,8 @@ pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
+pub use crate::status::{CompensationStatus, RunStatus, StepStatus};
+
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
@@ -58,6 +60,10 @@ pub struct SagaRecord {
     /// Attempts started of that step (or compensation), interrupted ones included; 0 for a
     /// saga enqueued and not yet picked up.
     pub attempt: u32,
+    /// What each step has done, by step index (the `step_status` column). Empty for a row
+    /// written before statuses were recorded; the executor derives them from the rest of
+    /// the row then (see `docs/DECISIONS.md`).
+    pub steps: Vec<StepStatus>,
     /// The typed context as JSON.
     pub context: String,
     /// The saga's config as JSON (for recovery).
@@ -99,6 +105,9 @@ pub struct NewSaga {
     pub fingerprint: &'static str,
     /// The first step's name.
     pub first_step: &'static str,
+    /// The status of each step: the first `running` at attempt 1 when a runner starts the
+    /// saga at once, every one `not_started` otherwise.
+    pub steps: Vec<StepStatus>,
     /// The initial context (JSON).
     pub context: String,
     /// The config (JSON).
@@ -143,6 +152,8 @@ pub struct Checkpoint {
     pub current_step: Option<&'static str>,
     /// Attempts started of that step.
     pub attempt: u32,
+    /// The status of every step, as of this transition.
+    pub steps: Vec<StepStatus>,
     /// New context; `None` keeps the stored one.
     pub context: Option<String>,
     /// The error that caused compensation.

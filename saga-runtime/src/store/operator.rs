@@ -5,12 +5,16 @@ use super::{Actor, SagaRecord};
 use crate::audit::{AuditHeader, EventType, NewEvent};
 use crate::definition::SagaState;
 use crate::error::StoreError;
+use crate::status::{CompensationStatus, RunStatus, StepStatus};
+use crate::text::clean;
 
 /// What a resumed row becomes.
 pub(crate) struct Resumed {
     pub(crate) state: SagaState,
     /// Attempts started of the current step: 0 gives a fresh retry budget.
     pub(crate) attempt: u32,
+    /// The step statuses, with the current step's budget reset to match `attempt`.
+    pub(crate) steps: Vec<StepStatus>,
     pub(crate) event: NewEvent,
 }
 
@@ -31,12 +35,31 @@ pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Resumed, StoreErr
         SagaState::Running | SagaState::Compensating => (row.state, row.attempt),
         _ => return Err(refuse(row, "resume")),
     };
+    let mut steps = row.steps.clone();
+    if attempt == 0
+        && let Some(step) = steps.get_mut(row.step_index as usize)
+    {
+        // A fresh budget for the step that stopped: it runs again from attempt 1, or its
+        // compensation does.
+        if state == SagaState::Compensating {
+            step.compensation = CompensationStatus::Compensating;
+            step.compensation_attempt = 0;
+        } else {
+            *step = StepStatus {
+                run: RunStatus::Running,
+                attempt: 0,
+                order: None,
+                ..*step
+            };
+        }
+    }
     let event = NewEvent::now(EventType::OperatorResumed)
         .error(reason)
         .details(format!(r#"{{"from":"{}","to":"{}"}}"#, row.state, state));
     Ok(Resumed {
         state,
         attempt,
+        steps,
         event,
     })
 }
@@ -55,8 +78,8 @@ pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<NewEvent, St
 pub(crate) fn header(row: &SagaRecord, actor: &Actor) -> AuditHeader {
     AuditHeader {
         saga_type: row.saga_type.clone(),
-        user_id: Some(actor.user_id.clone()),
-        ip_address: actor.ip_address.clone(),
+        user_id: Some(clean(&actor.user_id).into_owned()),
+        ip_address: actor.ip_address.as_deref().map(|ip| clean(ip).into_owned()),
     }
 }
 
@@ -71,8 +94,8 @@ pub(crate) fn pruned(
 ) -> (AuditHeader, NewEvent) {
     let header = AuditHeader {
         saga_type: WHOLE_LOG.to_owned(),
-        user_id: Some(actor.user_id.clone()),
-        ip_address: actor.ip_address.clone(),
+        user_id: Some(clean(&actor.user_id).into_owned()),
+        ip_address: actor.ip_address.as_deref().map(|ip| clean(ip).into_owned()),
     };
     let event = NewEvent::now(EventType::OperatorPruned).details(format!(
         r#"{{"before":"{}","audit_rows":{},"sagas":{}}}"#,

@@ -58,6 +58,7 @@ pub(crate) struct RawRecord {
     pub(crate) step_index: i64,
     pub(crate) current_step: Option<String>,
     pub(crate) attempt: i64,
+    pub(crate) step_status: Option<String>,
     pub(crate) context: String,
     pub(crate) config: String,
     pub(crate) error: Option<String>,
@@ -98,6 +99,8 @@ impl RawRecord {
             state: state(id, "state", &self.state)?,
             step_index: count(id, "step_index", self.step_index)?,
             attempt: count(id, "attempt", self.attempt)?,
+            steps: crate::status::decode(self.step_status.as_deref())
+                .map_err(|reason| corrupt(id, reason))?,
             recovery_count: count(id, "recovery_count", self.recovery_count)?,
             parked_from: match &self.parked_from {
                 Some(value) => Some(state(id, "parked_from", value)?),
@@ -207,6 +210,52 @@ pub(crate) fn classify_miss(
     }
 }
 
+/// What an operator action changes in a row, besides owner, lease, version and time: a
+/// `SET` clause whose `{1}`, `{2}`, .. are bind parameters, in order, and the audit event.
+pub(crate) struct OperatorChange {
+    pub(crate) set: String,
+    pub(crate) binds: Vec<Option<String>>,
+    pub(crate) event: crate::audit::NewEvent,
+}
+
+impl OperatorChange {
+    /// The `SET` clause with the backend's placeholder for each bind parameter.
+    pub(crate) fn set_clause(&self, placeholder: impl Fn(usize) -> String) -> String {
+        let mut set = self.set.clone();
+        for i in 1..=self.binds.len() {
+            set = set.replace(&format!("{{{i}}}"), &placeholder(i));
+        }
+        set
+    }
+
+    /// `saga resume`.
+    pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Self, StoreError> {
+        let resumed = super::operator::resume(row, reason)?;
+        // A row written before statuses were recorded keeps none: the executor derives them.
+        let steps = (!resumed.steps.is_empty()).then(|| crate::status::encode(&resumed.steps));
+        Ok(OperatorChange {
+            set: format!(
+                "state = {{1}}, step_status = COALESCE({{2}}, step_status), attempt = {}, \
+                 parked_from = NULL, recovery_count = 0",
+                resumed.attempt
+            ),
+            binds: vec![Some(resumed.state.as_str().to_owned()), steps],
+            event: resumed.event,
+        })
+    }
+
+    /// `saga fail`.
+    pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<Self, StoreError> {
+        let event = super::operator::mark_failed(row, reason)?;
+        Ok(OperatorChange {
+            set: "state = 'failed', error = {1}, parked_from = NULL, cancel_requested = NULL"
+                .to_owned(),
+            binds: vec![Some(crate::text::clean(reason).into_owned())],
+            event,
+        })
+    }
+}
+
 /// A batch answered a create with a save's result or the other way round (a bug).
 pub(crate) fn wrong_reply() -> StoreError {
     StoreError::Invalid {
@@ -217,10 +266,9 @@ pub(crate) fn wrong_reply() -> StoreError {
 
 /// The [`SagaStore`](super::SagaStore) impl of a SQL store: the same forwarding for both
 /// backends, to the store's own `*_impl` methods, `committer`, `pool`, `load_on` and
-/// `insert_events` (named where the macro is used). `$param` is the backend's first bind
-/// parameter (`$1` or `?`) in the operator actions' `SET` clauses.
+/// `insert_events` (named where the macro is used).
 macro_rules! impl_sql_store {
-    ($store:ty, $param:literal) => {
+    ($store:ty) => {
         impl SagaStore for $store {
             fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
                 Box::pin(async move {
@@ -327,16 +375,7 @@ macro_rules! impl_sql_store {
                 actor: &'a Actor,
             ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
                 Box::pin(self.operator_impl(saga_id, actor, move |row| {
-                    let resumed = operator::resume(row, reason)?;
-                    let set = format!(
-                        concat!(
-                            "state = ",
-                            $param,
-                            ", attempt = {}, parked_from = NULL, recovery_count = 0"
-                        ),
-                        resumed.attempt
-                    );
-                    Ok((set, resumed.state.as_str().to_owned(), resumed.event))
+                    sql::OperatorChange::resume(row, reason)
                 }))
             }
 
@@ -347,14 +386,7 @@ macro_rules! impl_sql_store {
                 actor: &'a Actor,
             ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
                 Box::pin(self.operator_impl(saga_id, actor, move |row| {
-                    let event = operator::mark_failed(row, reason)?;
-                    let set = concat!(
-                        "state = 'failed', error = ",
-                        $param,
-                        ", parked_from = NULL, cancel_requested = NULL"
-                    )
-                    .to_owned();
-                    Ok((set, reason.to_owned(), event))
+                    sql::OperatorChange::mark_failed(row, reason)
                 }))
             }
 

@@ -24,20 +24,21 @@ use crate::store::{Checkpoint, Created, NewSaga, SagaRecord, Saved};
 const BATCH: &str = "\
 WITH c AS (
   INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, step_index,
-    current_step, attempt, context, config, version, owner, lease_expires_at, recovery_count,
-    user_id, ip_address, created_at, updated_at)
+    current_step, attempt, step_status, context, config, version, owner, lease_expires_at,
+    recovery_count, user_id, ip_address, created_at, updated_at)
   SELECT v.saga_id, v.saga_type, v.definition, v.fingerprint, 'running', 0, v.first_step,
-    v.attempt, v.context, v.config, 1, v.owner, now() + v.lease_us * interval '1 microsecond', 0,
-    v.user_id, v.ip_address, now(), now()
+    v.attempt, v.step_status, v.context, v.config, 1, v.owner,
+    now() + v.lease_us * interval '1 microsecond', 0, v.user_id, v.ip_address, now(), now()
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
-    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
+    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $38::text[])
     AS v(saga_id, saga_type, definition, fingerprint, first_step, attempt, context, config,
-      owner, lease_us, user_id, ip_address)
+      owner, lease_us, user_id, ip_address, step_status)
   ON CONFLICT (saga_id) DO NOTHING
   RETURNING saga_id
 ), u AS (
   UPDATE saga_checkpoints AS s SET state = v.state, step_index = v.step_index,
-    current_step = v.current_step, attempt = v.attempt, context = COALESCE(v.context, s.context),
+    current_step = v.current_step, attempt = v.attempt, step_status = v.step_status,
+    context = COALESCE(v.context, s.context),
     error = v.error, failed_step = v.failed_step, version = s.version + 1, owner = v.owner,
     lease_expires_at = now() + v.lease_us * interval '1 microsecond',
     recovery_count = CASE WHEN v.progress THEN 0 ELSE s.recovery_count END,
@@ -46,9 +47,10 @@ WITH c AS (
     updated_at = now()
   FROM unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::text[], $18::int4[],
     $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::bool[], $25::text[],
-    $26::bool[], $27::bool[])
+    $26::bool[], $27::bool[], $39::text[])
     AS v(saga_id, expected_version, state, step_index, current_step, attempt, context, error,
-      failed_step, owner, lease_us, progress, parked_from, clear_cancel, unless_cancelled)
+      failed_step, owner, lease_us, progress, parked_from, clear_cancel, unless_cancelled,
+      step_status)
   WHERE s.saga_id = ANY($13) AND s.saga_id = v.saga_id AND s.version = v.expected_version
     AND (NOT v.unless_cancelled OR s.cancel_requested IS NULL)
   RETURNING s.saga_id, s.version
@@ -248,6 +250,8 @@ async fn run(
                 .map(|(_, _, ev)| to_micros(ev.timestamp))
                 .collect::<Vec<i64>>(),
         )
+        .bind(texts(&c, |s| Some(crate::status::encode(&s.steps))))
+        .bind(texts(&s, |cp| Some(crate::status::encode(&cp.steps))))
         .fetch_all(&mut *conn)
         .await
         .map_err(database_error)?;

@@ -23,16 +23,23 @@ use crate::definition::BoxFuture;
 use crate::error::StoreError;
 use std::time::SystemTime;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    20_261_125_000_001,
-    "create saga tables",
-    include_str!("../../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        20_261_125_000_001,
+        "create saga tables",
+        include_str!("../../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
+    ),
+    (
+        20_261_128_000_001,
+        "step status",
+        include_str!("../../../../migrations/postgres/20261128000001_step_status.sql"),
+    ),
+];
 
 /// The columns of `saga_checkpoints` as [`record`] reads them: integers widened, JSON as
 /// text, timestamps as microseconds since the epoch.
 pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, \
-    step_index::int8 AS step_index, current_step, attempt::int8 AS attempt, \
+    step_index::int8 AS step_index, current_step, attempt::int8 AS attempt, step_status, \
     context::text AS context, config::text AS config, error, failed_step, version, owner, \
     (extract(epoch FROM lease_expires_at) * 1000000)::int8 AS lease_expires_at, \
     recovery_count::int8 AS recovery_count, parked_from, cancel_requested, user_id, ip_address, \
@@ -287,6 +294,7 @@ pub(super) fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
         step_index: row.try_get("step_index")?,
         current_step: row.try_get("current_step")?,
         attempt: row.try_get("attempt")?,
+        step_status: row.try_get("step_status")?,
         context: row.try_get("context")?,
         config: row.try_get("config")?,
         error: row.try_get("error")?,
@@ -396,9 +404,9 @@ async fn create_on(conn: &mut PgConnection, saga: NewSaga) -> Result<Created, St
     };
     let inserted = sqlx::query(
         "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
-         step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
-         recovery_count, user_id, ip_address, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'running', 0, $5, $12, $6, $7, 1, $8, \
+         step_index, current_step, attempt, step_status, context, config, version, owner, \
+         lease_expires_at, recovery_count, user_id, ip_address, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'running', 0, $5, $12, $13, $6, $7, 1, $8, \
          now() + $9 * interval '1 microsecond', 0, $10, $11, now(), now()) \
          ON CONFLICT (saga_id) DO NOTHING",
     )
@@ -414,6 +422,7 @@ async fn create_on(conn: &mut PgConnection, saga: NewSaga) -> Result<Created, St
     .bind(&saga.header.user_id)
     .bind(&saga.header.ip_address)
     .bind(i32::from(saga.owner.is_some()))
+    .bind(crate::status::encode(&saga.steps))
     .execute(&mut *conn)
     .await
     .map_err(database_error)?;
@@ -665,12 +674,13 @@ impl PostgresStore {
         reason: &str,
         actor: &Actor,
     ) -> Result<SagaRecord, StoreError> {
+        let reason = crate::text::clean(reason);
         let mut tx = self.pool.begin().await.map_err(database_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE saga_checkpoints SET cancel_requested = $1 \
              WHERE saga_id = $2 AND state = 'running' RETURNING {COLUMNS}"
         )))
-        .bind(reason)
+        .bind(&*reason)
         .bind(saga_id)
         .fetch_optional(&mut *tx)
         .await
@@ -690,11 +700,7 @@ impl PostgresStore {
             });
         };
         let record = record(&row)?;
-        let header = AuditHeader {
-            saga_type: record.saga_type.clone(),
-            user_id: Some(actor.user_id.clone()),
-            ip_address: actor.ip_address.clone(),
-        };
+        let header = operator::header(&record, actor);
         let event = NewEvent::now(EventType::CancelRequested).error(reason);
         insert_events(&mut tx, saga_id, &header, vec![event]).await?;
         tx.commit().await.map_err(database_error)?;
@@ -720,7 +726,7 @@ impl PostgresStore {
         &self,
         saga_id: &str,
         actor: &Actor,
-        change: impl FnOnce(&SagaRecord) -> Result<(String, String, NewEvent), StoreError>,
+        change: impl FnOnce(&SagaRecord) -> Result<sql::OperatorChange, StoreError>,
     ) -> Result<SagaRecord, StoreError> {
         let mut tx = self.pool.begin().await.map_err(database_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -736,23 +742,31 @@ impl PostgresStore {
             });
         };
         let current = record(&row)?;
-        let (set, bind, event) = change(&current)?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let change = change(&current)?;
+        let n = change.binds.len();
+        let set = change.set_clause(|i| format!("${i}"));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE saga_checkpoints SET {set}, owner = NULL, lease_expires_at = now(), \
-             version = version + 1, updated_at = now() WHERE saga_id = $2 AND version = $3 RETURNING {COLUMNS}"
-        )))
-        .bind(bind)
-        .bind(saga_id)
-        .bind(current.version)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(database_error)?;
+             version = version + 1, updated_at = now() WHERE saga_id = ${} AND version = ${} \
+             RETURNING {COLUMNS}",
+            n + 1,
+            n + 2
+        )));
+        for bind in change.binds {
+            query = query.bind(bind);
+        }
+        let row = query
+            .bind(saga_id)
+            .bind(current.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
         let updated = record(&row)?;
         insert_events(
             &mut tx,
             saga_id,
             &operator::header(&updated, actor),
-            vec![event],
+            vec![change.event],
         )
         .await?;
         tx.commit().await.map_err(database_error)?;
@@ -857,4 +871,4 @@ impl PostgresStore {
     }
 }
 
-sql::impl_sql_store!(PostgresStore, "$1");
+sql::impl_sql_store!(PostgresStore);

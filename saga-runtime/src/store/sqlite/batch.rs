@@ -14,7 +14,7 @@ use crate::store::sql::database_error;
 use crate::store::time::{later, to_text};
 use crate::store::{Created, Saved};
 
-/// Rows per multi-row statement: 16 parameters each stays far below SQLite's limit.
+/// Rows per multi-row statement: 19 parameters each stays far below SQLite's limit.
 const CHUNK: usize = 500;
 
 pub(crate) struct SqliteBatch {
@@ -52,8 +52,8 @@ async fn write(
     for chunk in creates.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
-             step_index, current_step, attempt, context, config, version, owner, lease_expires_at, \
-             recovery_count, user_id, ip_address, created_at, updated_at) ",
+             step_index, current_step, attempt, step_status, context, config, version, owner, \
+             lease_expires_at, recovery_count, user_id, ip_address, created_at, updated_at) ",
         );
         query.push_values(chunk, |mut row, (_, saga)| {
             let lease_until = if saga.owner.is_some() {
@@ -69,6 +69,7 @@ async fn write(
                 .push_bind(0_i64)
                 .push_bind(saga.first_step)
                 .push_bind(i64::from(saga.owner.is_some()))
+                .push_bind(crate::status::encode(&saga.steps))
                 .push_bind(&saga.context)
                 .push_bind(&saga.config)
                 .push_bind(1_i64)
@@ -138,7 +139,7 @@ async fn write(
     for chunk in saves.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "UPDATE saga_checkpoints SET state = v.state, step_index = v.step_index, \
-             current_step = v.current_step, attempt = v.attempt, \
+             current_step = v.current_step, attempt = v.attempt, step_status = v.step_status, \
              context = COALESCE(v.context, saga_checkpoints.context), error = v.error, \
              failed_step = v.failed_step, version = saga_checkpoints.version + 1, owner = v.owner, \
              lease_expires_at = v.lease_until, \
@@ -150,7 +151,7 @@ async fn write(
              column4 AS step_index, column5 AS current_step, column6 AS attempt, column7 AS context, \
              column8 AS error, column9 AS failed_step, column10 AS owner, column11 AS lease_until, \
              column12 AS progress, column13 AS parked_from, column14 AS clear_cancel, \
-             column15 AS unless_cancelled, column16 AS now FROM (",
+             column15 AS unless_cancelled, column16 AS now, column17 AS step_status FROM (",
         );
         query.push_values(chunk, |mut row, (_, cp)| {
             row.push_bind(&*cp.saga_id)
@@ -168,7 +169,8 @@ async fn write(
                 .push_bind(cp.parked_from.map(SagaState::as_str))
                 .push_bind(cp.clear_cancel)
                 .push_bind(cp.unless_cancelled)
-                .push_bind(now_text.clone());
+                .push_bind(now_text.clone())
+                .push_bind(crate::status::encode(&cp.steps));
         });
         query.push(
             ")) AS v WHERE saga_checkpoints.saga_id = v.saga_id \

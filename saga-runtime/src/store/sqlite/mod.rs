@@ -24,15 +24,22 @@ use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::BoxFuture;
 use crate::error::StoreError;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    20_261_125_000_001,
-    "create saga tables",
-    include_str!("../../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        20_261_125_000_001,
+        "create saga tables",
+        include_str!("../../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
+    ),
+    (
+        20_261_128_000_001,
+        "step status",
+        include_str!("../../../../migrations/sqlite/20261128000001_step_status.sql"),
+    ),
+];
 
 /// The columns of `saga_checkpoints`, in [`record`]'s order.
 pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_index, current_step, \
-    attempt, context, config, error, failed_step, version, owner, lease_expires_at, recovery_count, \
+    attempt, step_status, context, config, error, failed_step, version, owner, lease_expires_at, recovery_count, \
     parked_from, cancel_requested, user_id, ip_address, created_at, updated_at";
 
 /// Sagas in a SQLite database file.
@@ -198,6 +205,7 @@ pub(super) fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
         step_index: row.try_get("step_index")?,
         current_step: row.try_get("current_step")?,
         attempt: row.try_get("attempt")?,
+        step_status: row.try_get("step_status")?,
         context: row.try_get("context")?,
         config: row.try_get("config")?,
         error: row.try_get("error")?,
@@ -539,12 +547,13 @@ impl SqliteStore {
         reason: &str,
         actor: &Actor,
     ) -> Result<SagaRecord, StoreError> {
+        let reason = crate::text::clean(reason);
         let mut tx = self.pool.begin().await.map_err(database_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE saga_checkpoints SET cancel_requested = ? \
              WHERE saga_id = ? AND state = 'running' RETURNING {COLUMNS}"
         )))
-        .bind(reason)
+        .bind(&*reason)
         .bind(saga_id)
         .fetch_optional(&mut *tx)
         .await
@@ -564,11 +573,7 @@ impl SqliteStore {
             });
         };
         let record = record(&row)?;
-        let header = AuditHeader {
-            saga_type: record.saga_type.clone(),
-            user_id: Some(actor.user_id.clone()),
-            ip_address: actor.ip_address.clone(),
-        };
+        let header = operator::header(&record, actor);
         let event = NewEvent::now(EventType::CancelRequested).error(reason);
         insert_events(&mut tx, saga_id, &header, vec![event]).await?;
         tx.commit().await.map_err(database_error)?;
@@ -593,7 +598,7 @@ impl SqliteStore {
         &self,
         saga_id: &str,
         actor: &Actor,
-        change: impl FnOnce(&SagaRecord) -> Result<(String, String, NewEvent), StoreError>,
+        change: impl FnOnce(&SagaRecord) -> Result<sql::OperatorChange, StoreError>,
     ) -> Result<SagaRecord, StoreError> {
         let mut tx = self
             .pool
@@ -605,26 +610,30 @@ impl SqliteStore {
                 saga_id: saga_id.to_owned(),
             });
         };
-        let (set, bind, event) = change(&current)?;
+        let change = change(&current)?;
         let now = to_text(SystemTime::now());
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let set = change.set_clause(|_| "?".to_owned());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE saga_checkpoints SET {set}, owner = NULL, lease_expires_at = ?, \
              version = version + 1, updated_at = ? WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"
-        )))
-        .bind(bind)
-        .bind(&now)
-        .bind(&now)
-        .bind(saga_id)
-        .bind(current.version)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(database_error)?;
+        )));
+        for bind in change.binds {
+            query = query.bind(bind);
+        }
+        let row = query
+            .bind(&now)
+            .bind(&now)
+            .bind(saga_id)
+            .bind(current.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
         let updated = record(&row)?;
         insert_events(
             &mut tx,
             saga_id,
             &operator::header(&updated, actor),
-            vec![event],
+            vec![change.event],
         )
         .await?;
         tx.commit().await.map_err(database_error)?;
@@ -728,4 +737,4 @@ impl SqliteStore {
     }
 }
 
-sql::impl_sql_store!(SqliteStore, "?");
+sql::impl_sql_store!(SqliteStore);

@@ -3,6 +3,7 @@
 //! The CLI cannot run user code: it changes rows (and writes an audit row naming who did it
 //! and why), and the application's runners pick the work up.
 
+#[macro_use]
 mod output;
 
 use std::process::ExitCode;
@@ -228,12 +229,12 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Migrate => {
             if pending.is_empty() {
-                println!("{}: up to date", redact(&url));
+                out!("{}: up to date", redact(&url));
             } else {
                 for (version, description) in &pending {
-                    println!("applied {version} {description}");
+                    out!("applied {version} {description}");
                 }
-                println!("{}: migrated", redact(&url));
+                out!("{}: migrated", redact(&url));
             }
         }
         Command::List {
@@ -272,7 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
                 other => other?,
             };
-            println!(
+            out!(
                 "cancellation of saga {} requested by {}; its runner compensates it at the next step boundary (it is at step `{}`)",
                 saga.saga_id,
                 actor.user_id,
@@ -284,7 +285,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
                 other => other?,
             };
-            println!(
+            out!(
                 "saga {} is runnable again ({} at step `{}`, attempt {}); a runner with `{}` registered will pick it up",
                 saga.saga_id,
                 saga.state,
@@ -298,9 +299,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
                 other => other?,
             };
-            println!(
+            out!(
                 "saga {} marked failed by {}: {reason}",
-                saga.saga_id, actor.user_id
+                saga.saga_id,
+                actor.user_id
             );
         }
         Command::Prune {
@@ -309,7 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let before = ago(older_than);
             let report = store.prune(before, dry_run, &actor).await?;
-            println!(
+            out!(
                 "{} {} audit rows and {} finished sagas older than {} (before {})",
                 if dry_run { "would delete" } else { "deleted" },
                 report.audit_rows,

@@ -1,11 +1,96 @@
 //! What the commands print: aligned tables for people, JSON for scripts.
 
+/// `println!`, except that a reader that went away (`saga show ID | head`) ends the process
+/// quietly instead of panicking, and any other failure to write is a one-line error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output::stdout_failed(&error);
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout.
+pub(crate) fn stdout_failed(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {error}");
+    std::process::exit(1)
+}
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use saga_runtime::store::{EventCount, StateCount};
 use saga_runtime::{AuditRecord, SagaRecord, SagaState};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Value, json};
+
+/// The step names of a saga, from its context as `#[saga]` writes it: one key per step,
+/// in order, after `input`. Empty if the context is not such an object.
+fn step_names(context: &str) -> Vec<String> {
+    struct Keys(Vec<String>);
+
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeysVisitor;
+            impl<'de> Visitor<'de> for KeysVisitor {
+                type Value = Keys;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a saga context")
+                }
+
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<IgnoredAny>()?;
+                        if key != "input" {
+                            keys.push(key);
+                        }
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            deserializer.deserialize_map(KeysVisitor)
+        }
+    }
+
+    serde_json::from_str::<Keys>(context).map_or_else(|_| Vec::new(), |keys| keys.0)
+}
+
+/// Each step's name and status, when the row records statuses.
+fn named_steps(saga: &SagaRecord) -> Vec<(String, &saga_runtime::StepStatus)> {
+    let names = step_names(&saga.context);
+    saga.steps
+        .iter()
+        .enumerate()
+        .map(|(i, status)| {
+            let name = names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+            (name, status)
+        })
+        .collect()
+}
+
+/// The step an operator looks at first, with its attempt: the one that failed, if one did,
+/// else the one running or being undone.
+fn focus(saga: &SagaRecord) -> (String, String) {
+    match &saga.failed_step {
+        Some(failed) if saga.current_step.as_ref() != Some(failed) => {
+            let attempt = named_steps(saga)
+                .into_iter()
+                .find(|(name, _)| name == failed)
+                .map_or_else(|| "-".to_owned(), |(_, status)| status.attempt.to_string());
+            (failed.clone(), attempt)
+        }
+        _ => (
+            saga.current_step.clone().unwrap_or_default(),
+            saga.attempt.to_string(),
+        ),
+    }
+}
 
 /// `2026-11-26 01:02:03.123 UTC`.
 pub(crate) fn time(t: SystemTime) -> String {
@@ -77,7 +162,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 }
             })
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        out!("{}", text.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
@@ -103,6 +188,18 @@ fn saga_json(saga: &SagaRecord) -> Value {
         "user_id": saga.user_id,
         "ip_address": saga.ip_address,
         "version": saga.version,
+        "steps": named_steps(saga)
+            .into_iter()
+            .map(|(name, status)| json!({
+                "step": name,
+                "phase": status.phase(),
+                "run": status.run.as_str(),
+                "attempt": status.attempt,
+                "order": status.order,
+                "compensation": status.compensation.as_str(),
+                "compensation_attempt": status.compensation_attempt,
+            }))
+            .collect::<Vec<Value>>(),
         "created_at": time(saga.created_at),
         "updated_at": time(saga.updated_at),
     })
@@ -111,22 +208,23 @@ fn saga_json(saga: &SagaRecord) -> Value {
 pub(crate) fn list(sagas: &[SagaRecord], as_json: bool) {
     if as_json {
         let rows: Vec<Value> = sagas.iter().map(saga_json).collect();
-        println!("{}", Value::Array(rows));
+        out!("{}", Value::Array(rows));
         return;
     }
     if sagas.is_empty() {
-        println!("no sagas");
+        out!("no sagas");
         return;
     }
     let rows: Vec<Vec<String>> = sagas
         .iter()
         .map(|s| {
+            let (step, attempt) = focus(s);
             vec![
                 s.saga_id.clone(),
                 s.saga_type.clone(),
                 s.state.to_string(),
-                s.current_step.clone().unwrap_or_default(),
-                s.attempt.to_string(),
+                step,
+                attempt,
                 age(s.updated_at),
                 clip(s.error.as_deref().unwrap_or(""), 60),
             ]
@@ -160,10 +258,10 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
                 })
             })
             .collect();
-        println!("{value}");
+        out!("{value}");
         return;
     }
-    let field = |name: &str, value: String| println!("{name:<10} {value}");
+    let field = |name: &str, value: String| out!("{name:<10} {value}");
     field("saga", saga.saga_id.clone());
     field(
         "type",
@@ -187,7 +285,7 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
     );
     if let Some(error) = &saga.error {
         match &saga.failed_step {
-            Some(step) => field("error", format!("{error} (step `{step}`)")),
+            Some(step) => field("error", format!("step `{step}`: {error}")),
             None => field("error", error.clone()),
         }
     }
@@ -225,12 +323,26 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
         "updated",
         format!("{} ({})", time(saga.updated_at), age(saga.updated_at)),
     );
-    println!("context");
+    let steps = named_steps(saga);
+    if steps.is_empty() {
+        field(
+            "steps",
+            "not recorded (written before step statuses existed)".into(),
+        );
+    } else {
+        out!("steps");
+        let rows: Vec<Vec<String>> = steps
+            .iter()
+            .map(|(name, status)| vec![format!("  {name}"), status.to_string()])
+            .collect();
+        table(&["  STEP", "STATUS"], &rows);
+    }
+    out!("context");
     let pretty = serde_json::to_string_pretty(&context).unwrap_or_else(|_| saga.context.clone());
     for line in pretty.lines() {
-        println!("  {line}");
+        out!("  {line}");
     }
-    println!("timeline ({} events)", events.len());
+    out!("timeline ({} events)", events.len());
     let mut previous: Option<SystemTime> = None;
     let rows: Vec<Vec<String>> = events
         .iter()
@@ -255,16 +367,16 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
 pub(crate) fn stuck(sagas: &[SagaRecord], older_than: Duration, as_json: bool) {
     if as_json {
         let rows: Vec<Value> = sagas.iter().map(saga_json).collect();
-        println!("{}", Value::Array(rows));
+        out!("{}", Value::Array(rows));
         return;
     }
     let threshold = humantime::format_duration(older_than);
     if sagas.is_empty() {
-        println!("no saga has been running or compensating without progress for {threshold}");
+        out!("no saga has been running or compensating without progress for {threshold}");
         return;
     }
     for saga in sagas {
-        println!(
+        out!(
             "Stuck saga: {}, updated_at: {} ({}), {} at step `{}` attempt {}, owner {}",
             saga.saga_id,
             time(saga.updated_at),
@@ -275,7 +387,7 @@ pub(crate) fn stuck(sagas: &[SagaRecord], older_than: Duration, as_json: bool) {
             saga.owner.as_deref().unwrap_or("none"),
         );
     }
-    println!(
+    out!(
         "{} saga(s) without progress for {threshold}. Make one runnable again with `saga resume ID`, \
          or close it with `saga fail ID --reason ..` after compensating by hand.",
         sagas.len()
@@ -337,14 +449,14 @@ pub(crate) fn stats(counts: &[StateCount], events: &[EventCount], window: Durati
                 })
             })
             .collect();
-        println!(
+        out!(
             "{}",
             json!({ "window_seconds": window.as_secs(), "types": types })
         );
         return;
     }
     if by_type.is_empty() {
-        println!("no sagas");
+        out!("no sagas");
     } else {
         let mut header = vec!["TYPE"];
         let names: Vec<&str> = SagaState::ALL.iter().map(|s| s.as_str()).collect();
@@ -365,13 +477,13 @@ pub(crate) fn stats(counts: &[StateCount], events: &[EventCount], window: Durati
             .collect();
         table(&header, &rows);
     }
-    println!("\nlast {}:", short(window));
+    out!("\nlast {}:", short(window));
     if recent.is_empty() {
-        println!("  no events");
+        out!("  no events");
     }
     for (saga_type, events) in &recent {
         let r = rates(events);
-        println!(
+        out!(
             "  {saga_type}: started {}, completed {}, failed {}, compensation_failed {}; failure rate {:.1}%; {} compensations ({:.2}/h); {} failed step attempts",
             r["started"],
             r["completed"],

@@ -188,17 +188,55 @@ where
     // show
     let show = ok(url, &["show", "comp-1"]);
     assert!(show.contains("state      failed"), "{show}");
-    assert!(show.contains("error      b refused (step `b`)"), "{show}");
+    assert!(show.contains("error      step `b`: b refused"), "{show}");
+    let steps: Vec<String> = show
+        .lines()
+        .skip_while(|l| *l != "steps")
+        .skip(2)
+        .take(3)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        steps,
+        ["a compensated", "b failed (attempt 1)", "c not_started"],
+        "{show}"
+    );
+    let row = list.lines().find(|l| l.starts_with("comp-1")).unwrap();
+    assert_eq!(
+        row.split_whitespace().nth(3),
+        Some("b"),
+        "the failed step, not the last one undone: {row}"
+    );
     assert!(show.contains("timeline (8 events)"), "{show}");
     assert!(show.contains("compensation_executed"), "{show}");
     let shown: Value = serde_json::from_str(&ok(url, &["show", "cf-1", "--json"])).unwrap();
     assert_eq!(shown["state"], "compensation_failed");
     assert_eq!(shown["context"]["input"]["id"], 3);
+    assert_eq!(shown["steps"][1]["step"], "b");
+    assert_eq!(shown["steps"][1]["phase"], "compensating");
     assert_eq!(
         shown["events"].as_array().unwrap().last().unwrap()["event_type"],
         "saga_compensation_failed"
     );
     fails(url, &["show", "nope"], "saga `nope` not found");
+    // A reader that went away (`saga show comp-1 | head -1`) ends the command quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["show", "comp-1"])
+        .env("DATABASE_URL", url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run saga");
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().expect("saga ends");
+    assert_eq!(
+        (
+            closed.status.code(),
+            String::from_utf8_lossy(&closed.stderr).as_ref()
+        ),
+        (Some(0), ""),
+        "no panic on a closed pipe"
+    );
 
     // stuck
     let stuck = ok(url, &["stuck"]);

@@ -18,6 +18,14 @@ use saga_runtime::prelude::*;
 use support::{Action, Input, Script, scripted};
 
 const STEPS: [&str; 3] = ["a", "b", "c"];
+
+/// `default` cases, or `SAGA_PROPTEST_CASES` for a deeper run.
+fn cases(default: u32) -> u32 {
+    std::env::var("SAGA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const UNDO: [&str; 3] = ["undo_a", "undo_b", "undo_c"];
 
 fn step_action() -> impl Strategy<Value = Action> {
@@ -89,7 +97,7 @@ fn run(schedule: &Schedule) -> (SagaState, Vec<&'static str>, Vec<&'static str>)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), .. ProptestConfig::default() })]
 
     #[test]
     fn saga_invariants_hold_for_any_failure_schedule(schedule in schedule()) {
@@ -299,7 +307,7 @@ fn consumed_actions(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), .. ProptestConfig::default() })]
 
     #[test]
     fn odd_outputs_hostile_errors_and_crashes_keep_the_invariants(schedule in shape_schedule()) {
@@ -355,6 +363,8 @@ proptest! {
                 prop_assert!(known_undone.len() < expected.len());
                 prop_assert_eq!(&known_undone[..], &expected[..known_undone.len()]);
             }
+            // Recovered more than `max_recoveries` (5) times without progress: parked.
+            SagaState::Parked => prop_assert!(run.crashes > 5, "parked after {} crashes", run.crashes),
             other => prop_assert!(false, "unexpected end state {:?} after {} crashes", other, run.crashes),
         }
     }

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::Inner;
 use super::active::Entered;
+use super::inner::Inner;
 use crate::error::SagaError;
 use crate::store::{ClaimExpired, SagaRecord};
 

@@ -109,6 +109,15 @@ pub(crate) fn decode<S: Saga>(
     Ok(Decoded { ctx, steps })
 }
 
+/// Everything that must decode before a runner claims `record` to resume it: a row that
+/// fails is left exactly as it is.
+pub(crate) fn check_resumable<S: Saga>(record: &SagaRecord, limit: usize) -> Result<(), SagaError> {
+    check_record::<S>(record)?;
+    decode::<S>(record, limit)?;
+    decode_config(record)?;
+    Ok(())
+}
+
 /// Decodes the stored config. Fields added by later versions are ignored, and fields this
 /// version has but the row lacks take their defaults.
 pub(crate) fn decode_config(record: &SagaRecord) -> Result<SagaConfig, SagaError> {

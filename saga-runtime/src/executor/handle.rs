@@ -1,0 +1,387 @@
+//! [`Executor`]: the typed handle that starts, enqueues, recovers and reads sagas of one type.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::active::{ActiveGuard, Entered};
+use super::codec::{check_record, check_resumable, encode_context};
+use super::inner::{Inner, Resumable};
+use super::orchestrator::Orchestrator;
+use super::outcome::Outcome;
+use super::run::{Position, Run, resume_claimed};
+use super::writer;
+use crate::audit::{AuditHeader, EventType, NewEvent};
+use crate::backoff::{Rng, random_seed};
+use crate::config::SagaConfig;
+use crate::definition::{BoxFuture, Saga, SagaState};
+use crate::error::{SagaError, StoreError};
+use crate::status::StepStatus;
+use crate::store::{Claim, Created, NewSaga, SagaRecord};
+
+/// A fresh saga id: 128 random bits as a UUID-shaped string.
+fn new_saga_id() -> String {
+    let mut rng = Rng::new(random_seed());
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+impl Orchestrator {
+    /// Registers a saga implementation: returns its executor, and lets this runner recover
+    /// sagas of that definition. Registering a definition again replaces the earlier one.
+    pub fn register<S: Saga>(&self, saga: S) -> Executor<S> {
+        let saga = Arc::new(saga);
+        // Series start at zero before the first saga, so that `rate` and `increase` see
+        // the first increment (a counter born at 1 shows no increase).
+        let _ = self
+            .inner
+            .metrics
+            .for_type(S::DEFINITION.name(), S::DEFINITION);
+        let resumable: Arc<dyn Resumable> = Arc::new(Registered(saga.clone()));
+        self.inner
+            .sagas
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(S::DEFINITION.name(), resumable);
+        Executor {
+            saga,
+            orchestrator: self.clone(),
+        }
+    }
+}
+
+/// Runs sagas of type `S`. Cheap to clone.
+pub struct Executor<S: Saga> {
+    saga: Arc<S>,
+    orchestrator: Orchestrator,
+}
+
+impl<S: Saga> Clone for Executor<S> {
+    fn clone(&self) -> Self {
+        Executor {
+            saga: self.saga.clone(),
+            orchestrator: self.orchestrator.clone(),
+        }
+    }
+}
+
+impl<S: Saga> fmt::Debug for Executor<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("saga", &S::DEFINITION.name())
+            .field("orchestrator", &self.orchestrator)
+            .finish()
+    }
+}
+
+impl<S: Saga> Executor<S> {
+    /// The orchestrator this executor runs on.
+    #[must_use]
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orchestrator
+    }
+
+    /// The saga implementation.
+    #[must_use]
+    pub fn saga(&self) -> &S {
+        &self.saga
+    }
+
+    /// Runs a new saga with a fresh id until it ends.
+    ///
+    /// # Errors
+    /// A [`SagaError`] when the runtime itself fails (store, config, context too large). A
+    /// step's failure is not an error: it is in the returned [`Outcome`].
+    pub async fn execute(
+        &self,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<Outcome<S>, SagaError> {
+        self.execute_with_id(new_saga_id(), config, input).await
+    }
+
+    /// Runs a new saga with the given id until it ends. If a saga with this id exists, it is
+    /// not run again: its outcome is returned (after waiting for it if it is executing in
+    /// this process; as it stands otherwise), with [`Outcome::is_existing`] set.
+    ///
+    /// # Errors
+    /// As [`Executor::execute`]; [`SagaError::IdConflict`] if the id belongs to a saga of
+    /// another definition.
+    pub async fn execute_with_id(
+        &self,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<Outcome<S>, SagaError> {
+        let saga_id: String = saga_id.into();
+        let id: Arc<str> = saga_id.into();
+        let inner = &self.orchestrator.inner;
+        let guard = match inner.active.enter(&id) {
+            Entered::Run(guard) => guard,
+            Entered::Wait(done) => {
+                let _ = done.await;
+                return self.existing(&id).await;
+            }
+        };
+        let (new, ctx) = self.new_saga(&id, config, input, true)?;
+        let header = new.header.clone();
+        let steps = new.steps.clone();
+        let version = match writer::create(inner, new).await? {
+            Created::New { version } => version,
+            Created::Existing(record) => {
+                drop(guard);
+                return Outcome::from_record(*record, true);
+            }
+        };
+        let position = Position {
+            ctx,
+            steps,
+            state: SagaState::Running,
+            step: 0,
+            attempt: 1,
+            version,
+            failure: None,
+        };
+        let run = Run::new(
+            inner,
+            &*self.saga,
+            guard,
+            id,
+            header,
+            config.clone(),
+            position,
+        );
+        run.metrics().saga_started();
+        // Boxed: the run outlives the (larger) state of creating the saga.
+        Box::pin(run.drive()).await
+    }
+
+    /// The row of a new saga: owned by this runner (it runs it now) or by nobody (any
+    /// runner's recovery loop picks it up).
+    fn new_saga(
+        &self,
+        id: &Arc<str>,
+        config: &SagaConfig,
+        input: S::Input,
+        owned: bool,
+    ) -> Result<(NewSaga, S::Context), SagaError> {
+        if id.is_empty() {
+            return Err(SagaError::Config("saga id cannot be empty".into()));
+        }
+        crate::text::check_label("saga id", id).map_err(SagaError::Config)?;
+        config.validate()?;
+        let inner = &self.orchestrator.inner;
+        let ctx = S::new_context(input);
+        let context = encode_context::<S>(id, &ctx, inner.settings.max_context_bytes)?;
+        let config_json = serde_json::to_string(config).map_err(|e| SagaError::Encode {
+            saga_id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let saga_type = config
+            .saga_type
+            .clone()
+            .unwrap_or_else(|| S::DEFINITION.name().to_owned());
+        let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
+        let mut steps = vec![StepStatus::not_started(); S::DEFINITION.steps().len()];
+        if owned && let Some(first) = steps.first_mut() {
+            *first = StepStatus::running(1);
+        }
+        let mut events = Vec::new();
+        if config.enable_audit_log {
+            events.push(NewEvent::now(EventType::SagaStarted));
+            if owned {
+                events.push(
+                    NewEvent::now(EventType::StepStarted)
+                        .step(first_step)
+                        .attempt(1),
+                );
+            }
+        }
+        let new = NewSaga {
+            saga_id: id.clone(),
+            definition: S::DEFINITION.name(),
+            fingerprint: S::DEFINITION.fingerprint(),
+            first_step,
+            steps,
+            context,
+            config: config_json,
+            header: Arc::new(AuditHeader {
+                saga_type,
+                user_id: config.user_id.clone(),
+                ip_address: config.ip_address.clone(),
+            }),
+            owner: owned.then(|| inner.runner_id.clone()),
+            lease: inner.settings.lease,
+            events,
+        };
+        Ok((new, ctx))
+    }
+
+    /// Stores a new saga without running it: the recovery loop of any runner that has this
+    /// saga registered picks it up (a durable work queue), or call [`Executor::recover`].
+    /// Returns `false` if the id was taken (nothing is written then).
+    ///
+    /// # Errors
+    /// A store error, a bad config, or a context above the size limit.
+    pub async fn enqueue(
+        &self,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<bool, SagaError> {
+        let id: Arc<str> = saga_id.into().into();
+        let (new, _) = self.new_saga(&id, config, input, false)?;
+        Ok(matches!(
+            self.orchestrator.inner.store.create(new).await?,
+            Created::New { .. }
+        ))
+    }
+
+    /// Stores a new saga through `conn`, inside the caller's own transaction: the saga exists
+    /// if and only if the caller's writes commit. After the commit, a runner's recovery loop
+    /// runs it, or call [`Executor::recover`] to run it at once. Returns `false` if the id was
+    /// taken.
+    ///
+    /// ```no_run
+    /// # use saga_runtime::prelude::*;
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Input;
+    /// # pub struct Flow;
+    /// # #[saga(name = "flow", input = Input)]
+    /// # impl Flow { #[step] async fn a(&self) -> Result<(), StepError> { Ok(()) } }
+    /// # async fn demo(pool: sqlx::PgPool, flows: saga_runtime::Executor<Flow>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (42)").execute(&mut *tx).await?;
+    /// flows.start_in_transaction(&mut tx, "order-42", &SagaConfig::default(), Input).await?;
+    /// tx.commit().await?;
+    /// let outcome = flows.recover("order-42").await?; // or let the recovery loop run it
+    /// # let _ = outcome; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A database error, a bad config, or a context above the size limit.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn start_in_transaction(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<bool, SagaError> {
+        let id: Arc<str> = saga_id.into().into();
+        let (new, _) = self.new_saga(&id, config, input, false)?;
+        let created = crate::store::PostgresStore::create_in(conn, new).await?;
+        Ok(matches!(created, Created::New { .. }))
+    }
+
+    /// Resumes one saga from its last checkpoint (the seed's `SagaOrchestrator.recover`):
+    /// re-runs an interrupted step, continues an interrupted compensation. A saga that is
+    /// not running or compensating is returned as it stands.
+    ///
+    /// # Errors
+    /// [`SagaError::NotFound`]; [`SagaError::FingerprintMismatch`] or
+    /// [`SagaError::Decode`] (the row is left untouched); [`SagaError::Leased`] while
+    /// another runner's lease is live.
+    pub async fn recover(&self, saga_id: &str) -> Result<Outcome<S>, SagaError> {
+        let inner = &self.orchestrator.inner;
+        let record = inner
+            .store
+            .load(saga_id)
+            .await?
+            .ok_or_else(|| SagaError::NotFound {
+                saga_id: saga_id.to_owned(),
+            })?;
+        check_record::<S>(&record)?;
+        if !record.state.is_active() {
+            return Outcome::from_record(record, true);
+        }
+        // Refuse what cannot be resumed before the claim changes the row.
+        check_resumable::<S>(&record, inner.settings.max_context_bytes)?;
+        let mine = record.owner.as_deref() == Some(&*inner.runner_id);
+        let live = record
+            .lease_expires_at
+            .is_some_and(|t| t > std::time::SystemTime::now());
+        if live && !mine {
+            return Err(SagaError::Leased {
+                saga_id: record.saga_id,
+                owner: record.owner.unwrap_or_default(),
+            });
+        }
+        let id: Arc<str> = record.saga_id.as_str().into();
+        let guard = match inner.active.enter(&id) {
+            Entered::Run(guard) => guard,
+            Entered::Wait(done) => {
+                let _ = done.await;
+                return self.existing(&id).await;
+            }
+        };
+        let claimed = inner
+            .store
+            .claim(Claim {
+                saga_id: record.saga_id.clone(),
+                owner: inner.runner_id.clone(),
+                expected_version: record.version,
+                lease: inner.settings.lease,
+            })
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(StoreError::Fenced { .. }) => {
+                return Err(SagaError::Leased {
+                    saga_id: record.saga_id,
+                    owner: "another runner (it claimed the saga first)".into(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        resume_claimed(inner, &*self.saga, guard, claimed).await
+    }
+
+    /// The saga's outcome as stored, without running anything (`None` if no such saga).
+    ///
+    /// # Errors
+    /// A store error, or [`SagaError::Decode`] / [`SagaError::FingerprintMismatch`].
+    pub async fn outcome(&self, saga_id: &str) -> Result<Option<Outcome<S>>, SagaError> {
+        match self.orchestrator.inner.store.load(saga_id).await? {
+            Some(record) => Outcome::from_record(record, true).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn existing(&self, saga_id: &str) -> Result<Outcome<S>, SagaError> {
+        match self.orchestrator.inner.store.load(saga_id).await? {
+            Some(record) => Outcome::from_record(record, true),
+            None => Err(SagaError::NotFound {
+                saga_id: saga_id.to_owned(),
+            }),
+        }
+    }
+}
+
+struct Registered<S>(Arc<S>);
+
+impl<S: Saga> Resumable for Registered<S> {
+    fn check(&self, record: &SagaRecord, max_context_bytes: usize) -> Result<(), SagaError> {
+        check_resumable::<S>(record, max_context_bytes)
+    }
+
+    fn resume(
+        &self,
+        inner: Arc<Inner>,
+        guard: ActiveGuard,
+        record: SagaRecord,
+    ) -> BoxFuture<'static, Result<SagaState, SagaError>> {
+        let saga = self.0.clone();
+        Box::pin(async move {
+            resume_claimed(&inner, &*saga, guard, record)
+                .await
+                .map(|outcome| outcome.state)
+        })
+    }
+}

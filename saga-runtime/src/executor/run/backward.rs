@@ -1,0 +1,221 @@
+//! Going backward: compensating completed steps, newest first, one attempt at a time.
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::audit::{EventType, NewEvent};
+use crate::backoff::Policy;
+use crate::context::StepContext;
+use crate::definition::{Saga, SagaState, StepSpec};
+use crate::error::SagaError;
+use crate::executor::outcome::Failure;
+use crate::status::CompensationStatus;
+
+use super::attempt::{AttemptError, run_attempt};
+use super::state::Run;
+use super::write::Draft;
+
+impl<S: Saga> Run<'_, S> {
+    /// Starts compensation below step `failed` (and of `failed` itself when its outcome is
+    /// unknown and its compensation does not need its output).
+    pub(super) async fn compensate_from(
+        &mut self,
+        failed: usize,
+        unknown: bool,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let mut start = None;
+        if unknown
+            && let Some(spec) = Self::steps().get(failed)
+            && let Some(comp) = &spec.compensation
+        {
+            if comp.uses_own_output {
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationSkipped)
+                        .step(spec.name)
+                        .error(format!(
+                            "the outcome of `{}` is unknown and its compensation `{}` needs its output",
+                            spec.name, comp.name
+                        ))
+                });
+                if let Some(status) = self.steps.get_mut(failed) {
+                    status.compensation = CompensationStatus::Skipped;
+                }
+            } else {
+                start = Some(failed);
+            }
+        }
+        let start = start.or_else(|| self.next_compensable());
+        match start {
+            Some(index) => {
+                let name = Self::steps().get(index).map_or("", StepSpec::name);
+                tracing::info!(step = name, "compensating");
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationStarted)
+                        .step(name)
+                        .attempt(1)
+                });
+                let compensating = self.compensating(index, 1);
+                self.write(
+                    Draft::new(SagaState::Compensating, index, 1, events)
+                        .status(index, compensating),
+                )
+                .await?;
+                self.state = SagaState::Compensating;
+                self.step = index;
+                self.attempt = 1;
+            }
+            None => {
+                let message = self.failure.as_ref().map(|f| f.message.clone());
+                self.event(&mut events, || {
+                    let event = NewEvent::now(EventType::SagaFailed);
+                    match message {
+                        Some(message) => event.error(message),
+                        None => event,
+                    }
+                });
+                let attempt = self.attempt;
+                self.write(Draft::new(SagaState::Failed, failed, attempt, events))
+                    .await?;
+                self.state = SagaState::Failed;
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt of the current compensation.
+    pub(super) async fn backward(&mut self) -> Result<(), SagaError> {
+        let step = self.step;
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let Some(comp) = &spec.compensation else {
+            return Err(self.corrupt(format!(
+                "compensating step `{}`, which has no compensation",
+                spec.name
+            )));
+        };
+        let policy =
+            Policy::for_compensation(spec, comp, &self.config, &self.inner.settings.backoff);
+        let attempt = self.attempt;
+        let step_context = StepContext::new(
+            self.id.clone(),
+            spec.name,
+            true,
+            attempt,
+            Instant::now() + policy.timeout,
+            self.user_id.clone(),
+        );
+        let span = tracing::info_span!(
+            "saga.compensation",
+            step = spec.name,
+            compensation = comp.name,
+            attempt
+        );
+        let result = run_attempt(
+            self.saga.run_compensation(step, &self.ctx, &step_context),
+            policy.timeout,
+        )
+        .instrument(span)
+        .await;
+        let mut events = Vec::new();
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    step = spec.name,
+                    compensation = comp.name,
+                    "compensation executed"
+                );
+                self.metrics.compensation_executed();
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationExecuted)
+                        .step(spec.name)
+                        .attempt(attempt)
+                });
+                if let Some(status) = self.steps.get_mut(step) {
+                    status.compensation = CompensationStatus::Compensated;
+                }
+                if let Some(next) = self.next_compensable() {
+                    let name = Self::steps().get(next).map_or("", StepSpec::name);
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::CompensationStarted)
+                            .step(name)
+                            .attempt(1)
+                    });
+                    let compensating = self.compensating(next, 1);
+                    let mut draft = Draft::new(SagaState::Compensating, next, 1, events)
+                        .status(next, compensating);
+                    draft.progress = true;
+                    self.write(draft).await?;
+                    self.step = next;
+                    self.attempt = 1;
+                } else {
+                    let message = self.failure.as_ref().map(|f| f.message.clone());
+                    self.event(&mut events, || {
+                        let event = NewEvent::now(EventType::SagaFailed);
+                        match message {
+                            Some(message) => event.error(message),
+                            None => event,
+                        }
+                    });
+                    let mut draft = Draft::new(SagaState::Failed, step, attempt, events);
+                    draft.progress = true;
+                    self.write(draft).await?;
+                    self.state = SagaState::Failed;
+                }
+            }
+            Err(AttemptError { error, timed_out }) => {
+                tracing::warn!(step = spec.name, attempt, timed_out, error = %error, "compensation attempt failed");
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationFailed)
+                        .step(spec.name)
+                        .attempt(attempt)
+                        .error(error.message())
+                });
+                if error.is_permanent() || attempt >= policy.max_attempts {
+                    self.metrics.compensation_failed();
+                    let message = format!(
+                        "compensation `{}` gave up after {attempt} attempt(s): {}",
+                        comp.name,
+                        error.message()
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::SagaCompensationFailed)
+                            .step(spec.name)
+                            .error(message.clone())
+                    });
+                    self.failure = Some(Failure::new(Some(spec.name), message));
+                    self.write(Draft::new(
+                        SagaState::CompensationFailed,
+                        step,
+                        attempt,
+                        events,
+                    ))
+                    .await?;
+                    self.state = SagaState::CompensationFailed;
+                } else {
+                    let delay = error
+                        .retry_after_delay()
+                        .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
+                    self.write(Draft::new(SagaState::Compensating, step, attempt, events))
+                        .await?;
+                    tokio::time::sleep(delay).await;
+                    let mut events = Vec::new();
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::CompensationStarted)
+                            .step(spec.name)
+                            .attempt(attempt + 1)
+                    });
+                    let compensating = self.compensating(step, attempt + 1);
+                    self.write(
+                        Draft::new(SagaState::Compensating, step, attempt + 1, events)
+                            .status(step, compensating),
+                    )
+                    .await?;
+                    self.attempt = attempt + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! Going forward: one attempt of the current step, and what follows it (the next step,
+//! a retry, or giving up: compensation or parking).
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::audit::{EventType, NewEvent};
+use crate::backoff::Policy;
+use crate::context::StepContext;
+use crate::definition::{Saga, SagaState, StepSpec};
+use crate::error::{SagaError, StepError};
+use crate::executor::outcome::Failure;
+use crate::status::{RunStatus, StepStatus};
+
+use super::attempt::{AttemptError, run_attempt};
+use super::state::Run;
+use super::write::Draft;
+
+impl<S: Saga> Run<'_, S> {
+    /// One attempt of the current step.
+    pub(super) async fn forward(&mut self) -> Result<(), SagaError> {
+        let Some(spec) = Self::steps().get(self.step) else {
+            return Err(self.corrupt(format!("no step at index {}", self.step)));
+        };
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        let attempt = self.attempt;
+        let step_context = StepContext::new(
+            self.id.clone(),
+            spec.name,
+            false,
+            attempt,
+            Instant::now() + policy.timeout,
+            self.user_id.clone(),
+        );
+        let began = self.metrics.is_enabled().then(Instant::now);
+        let span = tracing::info_span!("saga.step", step = spec.name, attempt);
+        let result = run_attempt(
+            self.saga.run_step(self.step, &mut self.ctx, &step_context),
+            policy.timeout,
+        )
+        .instrument(span)
+        .await;
+        if let Some(began) = began {
+            self.metrics.step_attempt(self.step, began.elapsed());
+        }
+        match result {
+            // Boxed: while a step runs, only the attempt's state is held, not the (larger)
+            // state of the transitions that follow it.
+            Ok(()) => Box::pin(self.step_completed(spec)).await,
+            Err(failed) => Box::pin(self.step_failed(spec, &policy, failed)).await,
+        }
+    }
+
+    pub(super) async fn step_completed(
+        &mut self,
+        spec: &'static StepSpec,
+    ) -> Result<(), SagaError> {
+        tracing::info!(step = spec.name, attempt = self.attempt, "step completed");
+        let step = self.step;
+        let context = match self.encode() {
+            Ok(context) => context,
+            Err(error) => {
+                // The step ran but its output cannot be checkpointed: treat its outcome as
+                // unknown, as after a timeout.
+                S::clear_output(&mut self.ctx, step);
+                let failed = AttemptError {
+                    error: StepError::permanent(error.to_string()).with_type("checkpoint"),
+                    timed_out: true,
+                };
+                let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+                return Box::pin(self.step_failed(spec, &policy, failed)).await;
+            }
+        };
+        self.ctx_dirty = true;
+        let mut events = Vec::new();
+        let attempt = self.attempt;
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepCompleted)
+                .step(spec.name)
+                .attempt(attempt)
+        });
+        let done = StepStatus::completed(attempt, self.next_order());
+        let next = step + 1;
+        if next >= Self::steps().len() {
+            self.event(&mut events, || NewEvent::now(EventType::SagaCompleted));
+            let mut draft =
+                Draft::new(SagaState::Completed, step, attempt, events).status(step, done);
+            draft.context = Some(context);
+            draft.progress = true;
+            self.write(draft).await?;
+            self.state = SagaState::Completed;
+            return Ok(());
+        }
+        let next_name = Self::steps().get(next).map_or("", StepSpec::name);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(next_name)
+                .attempt(1)
+        });
+        let mut draft = Draft::new(SagaState::Running, next, 1, events)
+            .status(step, done)
+            .status(next, StepStatus::running(1));
+        draft.context = Some(context);
+        draft.progress = true;
+        match self.write_forward(draft).await? {
+            None => {
+                self.step = next;
+                self.attempt = 1;
+                Ok(())
+            }
+            Some(reason) => {
+                // The step's completion is written with the compensation that follows.
+                if let Some(status) = self.steps.get_mut(step) {
+                    *status = done;
+                }
+                let mut events = Vec::new();
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepCompleted)
+                        .step(spec.name)
+                        .attempt(attempt)
+                });
+                self.cancelled(reason, next, false, events).await
+            }
+        }
+    }
+
+    pub(super) async fn step_failed(
+        &mut self,
+        spec: &'static StepSpec,
+        policy: &Policy,
+        failed: AttemptError,
+    ) -> Result<(), SagaError> {
+        let AttemptError { error, timed_out } = failed;
+        let attempt = self.attempt;
+        tracing::info!(step = spec.name, attempt, timed_out, error = %error, "step attempt failed");
+        self.metrics.step_failed(self.step, error.error_type());
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            let kind = if timed_out {
+                EventType::StepTimedOut
+            } else {
+                EventType::StepFailed
+            };
+            NewEvent::now(kind)
+                .step(spec.name)
+                .attempt(attempt)
+                .error(error.message())
+                .details(json_object(&[("error_type", error.error_type())]))
+        });
+        let pivot_passed = self.pivot_passed();
+        let exhausted = attempt >= policy.max_attempts;
+        if error.is_permanent() || (exhausted && !pivot_passed) {
+            return self
+                .give_up(spec, error.message().to_owned(), timed_out, events)
+                .await;
+        }
+
+        let delay = error
+            .retry_after_delay()
+            .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
+        self.metrics.step_retried(self.step);
+        tracing::info!(
+            step = spec.name,
+            next_attempt = attempt + 1,
+            delay_ms = delay.as_millis() as u64,
+            "retrying step"
+        );
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepRetrying)
+                .step(spec.name)
+                .attempt(attempt + 1)
+                .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
+        });
+        let failure_events = events.clone();
+        let retrying = StepStatus {
+            run: RunStatus::Retrying,
+            ..self.status(self.step)
+        };
+        let draft =
+            Draft::new(SagaState::Running, self.step, attempt, events).status(self.step, retrying);
+        if let Some(reason) = self.write_forward(draft).await? {
+            return self
+                .cancelled(reason, self.step, timed_out, failure_events)
+                .await;
+        }
+        tokio::time::sleep(delay).await;
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(spec.name)
+                .attempt(attempt + 1)
+        });
+        let draft = Draft::new(SagaState::Running, self.step, attempt + 1, events)
+            .status(self.step, StepStatus::running(attempt + 1));
+        if let Some(reason) = self.write_forward(draft).await? {
+            return self
+                .cancelled(reason, self.step, timed_out, Vec::new())
+                .await;
+        }
+        self.attempt = attempt + 1;
+        Ok(())
+    }
+
+    /// The current step failed for good: compensate, or park if that is impossible.
+    pub(super) async fn give_up(
+        &mut self,
+        spec: &'static StepSpec,
+        message: String,
+        unknown: bool,
+        events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        self.end_step(self.step, unknown);
+        // The failure names the step; its message does not repeat it.
+        let park_reason = if self.pivot_passed() {
+            Some(format!(
+                "failed for good after the pivot; the saga cannot compensate: {message}"
+            ))
+        } else if unknown && spec.pivot {
+            Some(format!(
+                "the pivot's outcome is unknown (its last attempt did not finish), so the saga can neither compensate nor go on: {message}"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = park_reason {
+            self.failure = Some(Failure::new(Some(spec.name), reason.clone()));
+            return self.park(reason, events).await;
+        }
+        self.failure = Some(Failure::new(Some(spec.name), message));
+        self.compensate_from(self.step, unknown, events).await
+    }
+
+    /// A cancellation was observed before step `next` started.
+    pub(super) async fn cancelled(
+        &mut self,
+        reason: String,
+        next: usize,
+        unknown: bool,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        tracing::info!(%reason, "cancellation observed");
+        self.event(&mut events, || {
+            NewEvent::now(EventType::SagaCancelled).error(reason.clone())
+        });
+        self.failure = Some(Failure::new(None, format!("cancelled: {reason}")));
+        // Only a step that had an attempt under way can have an unknown outcome.
+        let unknown = unknown
+            && matches!(
+                self.status(next).run,
+                RunStatus::Running | RunStatus::Retrying
+            );
+        self.end_step(next, unknown);
+        self.compensate_from(next, unknown, events).await
+    }
+
+    /// Stops the saga for a person to look at.
+    pub(super) async fn park(
+        &mut self,
+        reason: String,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        tracing::warn!(%reason, "saga parked");
+        let step = self.failure.as_ref().and_then(|f| f.step.clone());
+        self.event(&mut events, || {
+            let event = NewEvent::now(EventType::SagaParked).error(reason.clone());
+            match step {
+                Some(step) => event.step(step),
+                None => event,
+            }
+        });
+        if self.failure.is_none() {
+            self.failure = Some(Failure::new(None, reason));
+        }
+        let mut draft = Draft::new(SagaState::Parked, self.step, self.attempt, events);
+        draft.parked_from = Some(self.state);
+        self.write(draft).await?;
+        self.metrics.parked();
+        self.state = SagaState::Parked;
+        Ok(())
+    }
+}
+
+/// `{"key":"value",..}` with escaped strings.
+fn json_object(pairs: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}

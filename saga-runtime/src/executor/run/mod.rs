@@ -1,0 +1,103 @@
+//! The state machine that drives one saga: attempts, retries, compensation, pivots,
+//! cancellation, parking. Every transition is written (fenced) before the next attempt
+//! starts.
+//!
+//! `state` holds the run and what it knows of its steps; `write` makes transitions durable;
+//! `attempt` runs one attempt under its timeout; `forward` and `backward` decide what follows
+//! an attempt of a step or of a compensation; `resume` takes a claimed saga over.
+
+mod attempt;
+mod backward;
+mod forward;
+mod resume;
+mod state;
+mod write;
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+pub(crate) use self::state::{Position, Run};
+use crate::audit::AuditHeader;
+use crate::definition::{Saga, SagaState};
+use crate::error::SagaError;
+use crate::executor::active::ActiveGuard;
+use crate::executor::codec::{check_record, decode, decode_config};
+use crate::executor::inner::Inner;
+use crate::executor::outcome::{Failure, Outcome};
+use crate::metrics::TypeMetrics;
+use crate::store::SagaRecord;
+
+/// Runs a saga this runner has just claimed to its end (or until it cannot write).
+pub(crate) async fn resume_claimed<S: Saga>(
+    inner: &Inner,
+    saga: &S,
+    guard: ActiveGuard,
+    record: SagaRecord,
+) -> Result<Outcome<S>, SagaError> {
+    check_record::<S>(&record)?;
+    let decoded = decode::<S>(&record, inner.settings.max_context_bytes)?;
+    let config = decode_config(&record)?;
+    let id: Arc<str> = record.saga_id.as_str().into();
+    tracing::info!(saga_id = %id, state = %record.state, step = record.step_index, "recovering saga");
+    let header = Arc::new(AuditHeader {
+        saga_type: record.saga_type,
+        user_id: record.user_id,
+        ip_address: record.ip_address,
+    });
+    let position = Position {
+        ctx: decoded.ctx,
+        steps: decoded.steps,
+        state: record.state,
+        step: record.step_index as usize,
+        attempt: record.attempt,
+        version: record.version,
+        failure: record.error.map(|message| Failure {
+            step: record.failed_step,
+            message,
+        }),
+    };
+    let mut run = Run::new(inner, saga, guard, id, header, config, position);
+    run.resume_after_claim(record.recovery_count).await?;
+    run.drive().await
+}
+
+/// Keeps `saga_running_current` right even if the task is dropped mid-saga.
+struct RunningGauge(TypeMetrics);
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        self.0.running_dec();
+    }
+}
+
+impl<S: Saga> Run<'_, S> {
+    /// Runs the saga until it completes, fails, needs a person, or cannot write.
+    pub(crate) async fn drive(mut self) -> Result<Outcome<S>, SagaError> {
+        let span = tracing::info_span!(
+            "saga",
+            saga_id = %self.id,
+            saga_type = %self.header.saga_type,
+            definition = S::DEFINITION.name(),
+        );
+        async move {
+            self.metrics.running_inc();
+            let _gauge = RunningGauge(self.metrics.clone());
+            let started = Instant::now();
+            tracing::info!(state = %self.state, step = self.step, attempt = self.attempt, "saga running");
+            loop {
+                match self.state {
+                    SagaState::Running => self.forward().await?,
+                    SagaState::Compensating => self.backward().await?,
+                    _ => break,
+                }
+            }
+            self.metrics.saga_finished(self.state, started.elapsed());
+            tracing::info!(state = %self.state, "saga ended");
+            Ok(self.outcome())
+        }
+        .instrument(span)
+        .await
+    }
+}

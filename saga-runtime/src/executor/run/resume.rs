@@ -1,0 +1,136 @@
+//! Taking a saga over: after a claim, the interrupted attempt is counted and the saga goes
+//! on from its last checkpoint (or is parked, if it keeps coming back without progress).
+
+use crate::audit::{EventType, NewEvent};
+use crate::backoff::Policy;
+use crate::definition::{Saga, SagaState};
+use crate::error::SagaError;
+use crate::executor::outcome::Failure;
+use crate::status::StepStatus;
+
+use super::state::Run;
+use super::write::Draft;
+
+impl<S: Saga> Run<'_, S> {
+    /// After a claim: counts the interrupted attempt and continues.
+    pub(super) async fn resume_after_claim(
+        &mut self,
+        recovery_count: u32,
+    ) -> Result<(), SagaError> {
+        let mut events = Vec::new();
+        let current = self.status(self.step);
+        let interrupted = if self.state == SagaState::Compensating {
+            current.compensation_attempt
+        } else {
+            current.attempt
+        };
+        self.attempt = interrupted;
+        // An enqueued saga that nobody has started yet (created at version 1, claimed once)
+        // is picked up, not recovered.
+        let first_pickup = interrupted == 0 && self.version == 2;
+        if first_pickup {
+            self.metrics.saga_started();
+        } else {
+            self.metrics.recovered();
+            self.event(&mut events, || {
+                NewEvent::now(EventType::SagaRecovered)
+                    .attempt(interrupted)
+                    .details(format!("{{\"recovery_count\":{recovery_count}}}"))
+            });
+        }
+        if recovery_count > self.inner.settings.max_recoveries {
+            let reason = format!(
+                "recovered {recovery_count} times without progress (limit {})",
+                self.inner.settings.max_recoveries
+            );
+            return self.park(reason, events).await;
+        }
+        let step = self.step;
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let next = interrupted.saturating_add(1);
+        match self.state {
+            SagaState::Running => {
+                let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+                if next > policy.max_attempts && !self.pivot_passed() {
+                    let message = format!(
+                        "attempt {interrupted} was interrupted (the runner stopped) and the retry budget of {} attempt(s) is spent",
+                        policy.max_attempts
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::StepFailed)
+                            .step(spec.name)
+                            .attempt(interrupted)
+                            .error(message.clone())
+                    });
+                    return self.give_up(spec, message, true, events).await;
+                }
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepStarted)
+                        .step(spec.name)
+                        .attempt(next)
+                });
+                let recovered_events = events.clone();
+                let draft = Draft::new(SagaState::Running, step, next, events)
+                    .status(step, StepStatus::running(next));
+                if let Some(reason) = self.write_forward(draft).await? {
+                    let mut events = recovered_events;
+                    events.retain(|e| e.event_type == EventType::SagaRecovered);
+                    return self.cancelled(reason, step, true, events).await;
+                }
+                self.attempt = next;
+            }
+            SagaState::Compensating => {
+                let Some(comp) = &spec.compensation else {
+                    return Err(self.corrupt(format!(
+                        "compensating step `{}`, which has no compensation",
+                        spec.name
+                    )));
+                };
+                let policy = Policy::for_compensation(
+                    spec,
+                    comp,
+                    &self.config,
+                    &self.inner.settings.backoff,
+                );
+                if next > policy.max_attempts {
+                    self.metrics.compensation_failed();
+                    let message = format!(
+                        "compensation `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
+                        comp.name
+                    );
+                    self.event(&mut events, || {
+                        NewEvent::now(EventType::SagaCompensationFailed)
+                            .step(spec.name)
+                            .error(message.clone())
+                    });
+                    self.failure = Some(Failure::new(Some(spec.name), message));
+                    self.write(Draft::new(
+                        SagaState::CompensationFailed,
+                        step,
+                        interrupted,
+                        events,
+                    ))
+                    .await?;
+                    self.state = SagaState::CompensationFailed;
+                    return Ok(());
+                }
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::CompensationStarted)
+                        .step(spec.name)
+                        .attempt(next)
+                });
+                let compensating = self.compensating(step, next);
+                self.write(
+                    Draft::new(SagaState::Compensating, step, next, events)
+                        .status(step, compensating),
+                )
+                .await?;
+                self.attempt = next;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

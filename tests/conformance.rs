@@ -150,7 +150,7 @@ async fn stale_writer_is_fenced(h: &Harness) {
             err,
             StoreError::Fenced {
                 expected: 1,
-                found: 2,
+                found: Some(2),
                 ..
             }
         ),
@@ -366,7 +366,10 @@ async fn recover_refuses_a_live_lease_and_returns_finished_sagas(h: &Harness) {
     let err = executor.recover("live").await.unwrap_err();
     assert!(matches!(err, SagaError::Leased { .. }), "{err}");
     let err = executor.recover("nothing-here").await.unwrap_err();
-    assert!(matches!(err, SagaError::NotFound { .. }), "{err}");
+    assert!(
+        matches!(err, SagaError::Store(StoreError::NotFound { .. })),
+        "{err}"
+    );
     executor
         .execute_with_id("done", &SagaConfig::default(), Input { id: 1 })
         .await

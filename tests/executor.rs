@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use saga_runtime::prelude::*;
-use saga_runtime::{EventType, MemoryStore, SagaStore};
+use saga_runtime::{EventType, MemoryStore, SagaStore, StoreError};
 use support::{Action, Input, Script, audit_trail, scripted};
 
 fn ms(n: u64) -> Duration {
@@ -450,10 +450,10 @@ async fn cancelling_a_finished_saga_is_refused() {
     assert!(
         matches!(
             err,
-            SagaError::InvalidState {
+            SagaError::Store(StoreError::InvalidState {
                 state: SagaState::Completed,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -461,7 +461,10 @@ async fn cancelling_a_finished_saga_is_refused() {
         .cancel("nope", "x", &Actor::new("ops"))
         .await
         .unwrap_err();
-    assert!(matches!(err, SagaError::NotFound { .. }), "{err}");
+    assert!(
+        matches!(err, SagaError::Store(StoreError::NotFound { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -620,14 +623,20 @@ async fn invalid_settings_are_errors_not_panics() {
         .build()
         .unwrap_err();
     assert!(
-        err.to_string().contains("lease must be greater than zero"),
+        err.to_string() == "invalid lease: must be greater than zero",
         "{err}"
     );
     let err = Orchestrator::builder(MemoryStore::new())
         .max_context_bytes(0)
         .build()
         .unwrap_err();
-    assert!(matches!(err, SagaError::Config(_)));
+    assert!(matches!(
+        err,
+        SagaError::Config {
+            setting: "max context bytes",
+            ..
+        }
+    ));
     let script = Script::new();
     let (_, saga, _) = scripted(MemoryStore::new(), &script);
     let err = saga
@@ -638,8 +647,7 @@ async fn invalid_settings_are_errors_not_panics() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("`default_timeout` must be greater than zero"),
+        err.to_string() == "invalid `default_timeout`: must be greater than zero",
         "{err}"
     );
     assert!(script.names().is_empty());

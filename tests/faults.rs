@@ -257,7 +257,7 @@ async fn split_brain(backend: Backend) {
         match executor.recover("split").await {
             Ok(outcome) => break outcome,
             Err(SagaError::Leased { owner, .. }) => {
-                assert_eq!(owner, "stalled");
+                assert_eq!(owner.as_deref(), Some("stalled"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(error) => panic!("takeover failed: {error}"),

@@ -65,10 +65,11 @@ pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), S
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("saga-loadtest-{}", tag()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let store = SqliteStore::open(dir.join("load.db"))
+            let store = SqliteStore::builder(format!("sqlite://{}", dir.join("load.db").display()))
+                .group_commit(group_commit(args))
+                .connect()
                 .await
-                .map_err(|e| e.to_string())?
-                .with_group_commit(group_commit(args));
+                .map_err(|e| e.to_string())?;
             Ok((Arc::new(store), Cleanup::Dir(dir)))
         }
         Backend::Postgres => {

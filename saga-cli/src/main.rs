@@ -172,7 +172,11 @@ async fn open(url: &str, migrate: bool) -> Result<(Arc<dyn SagaStore>, Vec<(i64,
                 "database file `{path}` does not exist; run `saga migrate` to create it"
             )));
         }
-        let store = SqliteStore::connect_unmigrated(url).await.map_err(cannot)?;
+        let store = SqliteStore::builder(url)
+            .migrate(false)
+            .connect()
+            .await
+            .map_err(cannot)?;
         if migrate {
             let pending = store.pending_migrations().await.map_err(cannot)?;
             store.migrate().await.map_err(cannot)?;

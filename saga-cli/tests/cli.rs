@@ -445,7 +445,9 @@ async fn cli_on_sqlite() {
     let fresh = dir.0.join("fresh.db");
     let fresh_url = format!("sqlite://{}", fresh.display());
     std::fs::File::create(&fresh).unwrap();
-    let fresh_store = saga_runtime::store::SqliteStore::connect_unmigrated(&fresh_url)
+    let fresh_store = saga_runtime::store::SqliteStore::builder(fresh_url.as_str())
+        .migrate(false)
+        .connect()
         .await
         .unwrap();
     let fresh_pool = fresh_store.pool().clone();

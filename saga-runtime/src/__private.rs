@@ -10,6 +10,9 @@ pub use crate::definition::{
 };
 pub use crate::error::StepError;
 
+/// Seals [`Saga`]: `#[saga]` implements it for the type it generates a saga for.
+pub trait Sealed {}
+
 /// Converts a step's error type into a [`StepError`]; named so that a missing conversion is
 /// reported against this bound.
 #[inline]
@@ -103,6 +106,7 @@ impl core::fmt::Debug for StepMark {
 }
 
 /// A step context for benchmarks of the generated dispatch.
+#[cfg(feature = "test-util")]
 #[must_use]
 pub fn bench_step_context() -> StepContext {
     StepContext::new(

@@ -114,14 +114,19 @@ impl fmt::Display for EventType {
     }
 }
 
+/// The error of parsing an unknown event type name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{0}`")]
+pub struct UnknownEventType(pub String);
+
 impl FromStr for EventType {
-    type Err = String;
+    type Err = UnknownEventType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         EventType::ALL
             .into_iter()
             .find(|e| e.as_str() == s)
-            .ok_or_else(|| format!("unknown event type `{s}`"))
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
     }
 }
 

@@ -48,13 +48,13 @@ impl Backoff {
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err("backoff multiplier must be a finite number of at least 1.0".into());
+            return Err("multiplier must be a finite number of at least 1.0".into());
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err("backoff jitter must be between 0.0 and 1.0".into());
+            return Err("jitter must be between 0.0 and 1.0".into());
         }
         if self.max < self.initial {
-            return Err("backoff max is shorter than backoff initial".into());
+            return Err("max is shorter than initial".into());
         }
         Ok(())
     }

@@ -39,7 +39,9 @@ pub struct SagaConfig {
     pub user_id: Option<String>,
     /// Where the request came from; written to every audit row.
     pub ip_address: Option<String>,
-    /// Record Prometheus metrics for this saga.
+    /// Record Prometheus metrics for this saga, when the orchestrator has a registry
+    /// (`OrchestratorBuilder::metrics`); without one nothing is recorded, and the
+    /// orchestrator says so in the log when it is built.
     pub enable_metrics: bool,
     /// Write audit rows for this saga (checkpoints are written either way).
     pub enable_audit_log: bool,
@@ -136,12 +138,14 @@ impl SagaConfig {
             ("`ip_address`", &self.ip_address),
         ] {
             if let Some(value) = value {
-                crate::text::check_label(what, value).map_err(SagaError::Config)?;
+                crate::text::check_label(value)
+                    .map_err(|reason| SagaError::config(what, reason))?;
             }
         }
         if self.default_timeout.is_zero() {
-            return Err(SagaError::Config(
-                "`default_timeout` must be greater than zero".into(),
+            return Err(SagaError::config(
+                "`default_timeout`",
+                "must be greater than zero",
             ));
         }
         if self
@@ -149,7 +153,7 @@ impl SagaConfig {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            return Err(SagaError::Config("`saga_type` cannot be empty".into()));
+            return Err(SagaError::config("`saga_type`", "cannot be empty"));
         }
         Ok(())
     }
@@ -211,7 +215,7 @@ mod tests {
         let err = SagaConfig::new("a\0b").validate().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid configuration: `saga_type` cannot contain a NUL byte"
+            "invalid `saga_type`: cannot contain a NUL byte"
         );
         assert!(
             SagaConfig::default()

@@ -253,15 +253,11 @@ impl<T, E: Into<StepError>> ResultExt<T> for std::result::Result<T, E> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SagaError {
-    /// The store failed.
+    /// The store failed, or refused: among others [`StoreError::NotFound`] (no saga has
+    /// the id) and [`StoreError::InvalidState`] (the action is not allowed in the saga's
+    /// state).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// No saga has this id.
-    #[error("saga `{saga_id}` not found")]
-    NotFound {
-        /// The id looked up.
-        saga_id: String,
-    },
     /// The stored saga was written by a definition of another shape.
     #[error(
         "saga `{saga_id}` was checkpointed by definition `{stored_definition}` (fingerprint {stored_fingerprint}), which does not match `{definition}` (fingerprint {fingerprint}); deploy the matching code or close the saga by hand"
@@ -309,12 +305,12 @@ pub enum SagaError {
         limit: usize,
     },
     /// Another live runner holds the saga's lease.
-    #[error("saga `{saga_id}` is owned by runner `{owner}` whose lease has not expired")]
+    #[error("saga `{saga_id}` {}", leased_by(owner.as_deref()))]
     Leased {
         /// The saga.
         saga_id: String,
-        /// The runner that holds it.
-        owner: String,
+        /// The runner that holds it, if known (`None`: another runner claimed it first).
+        owner: Option<String>,
     },
     /// Another runner took the saga over (this runner's lease had expired); its writes are
     /// fenced off and it stopped.
@@ -331,19 +327,30 @@ pub enum SagaError {
         /// The definition of the existing saga.
         existing: String,
     },
-    /// The action is not allowed in the saga's state.
-    #[error("saga `{saga_id}` is {state}; cannot {action}")]
-    InvalidState {
-        /// The saga.
-        saga_id: String,
-        /// Its state.
-        state: SagaState,
-        /// What was attempted.
-        action: &'static str,
+    /// A setting or a config value is invalid; nothing was run or written.
+    #[error("invalid {setting}: {reason}")]
+    Config {
+        /// Which setting: `lease`, `` `saga_type` ``, `saga id`, ...
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
     },
-    /// A setting is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+}
+
+impl SagaError {
+    pub(crate) fn config(setting: &'static str, reason: impl Into<String>) -> Self {
+        SagaError::Config {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn leased_by(owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!("is owned by runner `{owner}` whose lease has not expired"),
+        None => "was claimed by another runner first".to_owned(),
+    }
 }
 
 /// An error of a [`SagaStore`](crate::store::SagaStore).
@@ -356,21 +363,22 @@ pub enum StoreError {
     #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
     #[error("{}", database_message(.0))]
     Database(sqlx::Error),
-    /// Applying the migrations failed.
+    /// Applying the migrations failed (the message says why; match the variant for the
+    /// [`sqlx::migrate::MigrateError`] itself).
     #[cfg(feature = "_sqlx")]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
     #[error("migration failed: {0}")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The write was fenced off: the row's version moved (another runner or an operator
     /// changed the saga), so this writer no longer owns it.
-    #[error("write to saga `{saga_id}` was fenced off: expected version {expected}, found {found}")]
+    #[error("write to saga `{saga_id}` was fenced off: expected version {expected}, {}", found_version(*found))]
     Fenced {
         /// The saga.
         saga_id: String,
         /// The version the writer held.
         expected: i64,
-        /// The version in the row (`-1` if the row is gone).
-        found: i64,
+        /// The version in the row (`None` if the row is gone).
+        found: Option<i64>,
     },
     /// No saga has this id.
     #[error("saga `{saga_id}` not found")]
@@ -409,6 +417,13 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+fn found_version(found: Option<i64>) -> String {
+    match found {
+        Some(version) => format!("found {version}"),
+        None => "but the row is gone".to_owned(),
+    }
 }
 
 #[cfg(feature = "_sqlx")]

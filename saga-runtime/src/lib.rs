@@ -7,7 +7,7 @@ pub mod audit;
 mod backoff;
 mod config;
 mod context;
-mod definition;
+pub mod definition;
 mod error;
 mod executor;
 mod metrics;
@@ -20,10 +20,7 @@ pub use audit::{AuditQuery, AuditRecord, EventType};
 pub use backoff::Backoff;
 pub use config::SagaConfig;
 pub use context::StepContext;
-pub use definition::{
-    BackoffSpec, BoxFuture, CompensationSpec, Definition, Saga, SagaState, StateOf, StepSpec,
-    UnknownState,
-};
+pub use definition::{Saga, SagaState, UnknownState};
 pub use error::{ErrorClass, Result, ResultExt, SagaError, StepError, StoreError};
 pub use executor::{Executor, Failure, Orchestrator, OrchestratorBuilder, Outcome};
 pub use metrics::SagaMetrics;
@@ -31,12 +28,15 @@ pub use metrics::SagaMetrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 #[doc(inline)]
 pub use saga_macros::{saga, step};
+#[cfg(feature = "_sqlx")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use store::GroupCommit;
+pub use store::{
+    Actor, CompensationStatus, MemoryStore, RunStatus, SagaQuery, SagaRecord, SagaStore, StepStatus,
+};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use store::PostgresStore;
+pub use store::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use store::SqliteStore;
-pub use store::{
-    Actor, CompensationStatus, MemoryStore, RunStatus, SagaRecord, SagaStore, StepStatus,
-};
+pub use store::{SqliteStore, SqliteStoreBuilder};

@@ -46,13 +46,13 @@ pub(crate) fn clean_owned(text: String) -> String {
 }
 
 /// Checks an identifier or label: `Err` says what is wrong with it.
-pub(crate) fn check_label(what: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_label(value: &str) -> Result<(), String> {
     if value.contains('\0') {
-        return Err(format!("{what} cannot contain a NUL byte"));
+        return Err("cannot contain a NUL byte".to_owned());
     }
     if value.len() > MAX_LABEL {
         return Err(format!(
-            "{what} is {} bytes long; at most {MAX_LABEL} are stored",
+            "is {} bytes long; at most {MAX_LABEL} are stored",
             value.len()
         ));
     }
@@ -86,12 +86,12 @@ mod tests {
 
     #[test]
     fn labels_refuse_nul_and_length() {
-        assert!(check_label("saga id", "id with 'quotes' ✓ \x07").is_ok());
+        assert!(check_label("id with 'quotes' ✓ \x07").is_ok());
         assert_eq!(
-            check_label("saga id", "a\0b").unwrap_err(),
-            "saga id cannot contain a NUL byte"
+            check_label("a\0b").unwrap_err(),
+            "cannot contain a NUL byte"
         );
-        assert!(check_label("user_id", &"u".repeat(MAX_LABEL)).is_ok());
-        assert!(check_label("user_id", &"u".repeat(MAX_LABEL + 1)).is_err());
+        assert!(check_label(&"u".repeat(MAX_LABEL)).is_ok());
+        assert!(check_label(&"u".repeat(MAX_LABEL + 1)).is_err());
     }
 }

@@ -155,6 +155,9 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     quote! {
         const _: () = {
             #[automatically_derived]
+            impl #p::Sealed for #self_ty {}
+
+            #[automatically_derived]
             impl #p::Saga for #self_ty {
                 type Input = #input;
                 type Context = #context;

@@ -270,6 +270,8 @@ for ::saga_runtime::__private::SagaState {
 }
 const _: () = {
     #[automatically_derived]
+    impl ::saga_runtime::__private::Sealed for BacktestWorkflow {}
+    #[automatically_derived]
     impl ::saga_runtime::__private::Saga for BacktestWorkflow {
         type Input = BacktestInput;
         type Context = BacktestWorkflowContext;

@@ -172,9 +172,9 @@ impl<S: Saga> Executor<S> {
         owned: bool,
     ) -> Result<(NewSaga, S::Context), SagaError> {
         if id.is_empty() {
-            return Err(SagaError::Config("saga id cannot be empty".into()));
+            return Err(SagaError::config("saga id", "cannot be empty"));
         }
-        crate::text::check_label("saga id", id).map_err(SagaError::Config)?;
+        crate::text::check_label(id).map_err(|reason| SagaError::config("saga id", reason))?;
         config.validate()?;
         let inner = &self.orchestrator.inner;
         let ctx = S::new_context(input);
@@ -285,7 +285,7 @@ impl<S: Saga> Executor<S> {
     /// not running or compensating is returned as it stands.
     ///
     /// # Errors
-    /// [`SagaError::NotFound`]; [`SagaError::FingerprintMismatch`] or
+    /// [`StoreError::NotFound`]; [`SagaError::FingerprintMismatch`] or
     /// [`SagaError::Decode`] (the row is left untouched); [`SagaError::Leased`] while
     /// another runner's lease is live.
     pub async fn recover(&self, saga_id: &str) -> Result<Outcome<S>, SagaError> {
@@ -294,7 +294,7 @@ impl<S: Saga> Executor<S> {
             .store
             .load(saga_id)
             .await?
-            .ok_or_else(|| SagaError::NotFound {
+            .ok_or_else(|| StoreError::NotFound {
                 saga_id: saga_id.to_owned(),
             })?;
         check_record::<S>(&record)?;
@@ -310,7 +310,7 @@ impl<S: Saga> Executor<S> {
         if live && !mine {
             return Err(SagaError::Leased {
                 saga_id: record.saga_id,
-                owner: record.owner.unwrap_or_default(),
+                owner: record.owner,
             });
         }
         let id: Arc<str> = record.saga_id.as_str().into();
@@ -335,7 +335,7 @@ impl<S: Saga> Executor<S> {
             Err(StoreError::Fenced { .. }) => {
                 return Err(SagaError::Leased {
                     saga_id: record.saga_id,
-                    owner: "another runner (it claimed the saga first)".into(),
+                    owner: None,
                 });
             }
             Err(error) => return Err(error.into()),
@@ -357,9 +357,10 @@ impl<S: Saga> Executor<S> {
     async fn existing(&self, saga_id: &str) -> Result<Outcome<S>, SagaError> {
         match self.orchestrator.inner.store.load(saga_id).await? {
             Some(record) => Outcome::from_record(record, true),
-            None => Err(SagaError::NotFound {
+            None => Err(StoreError::NotFound {
                 saga_id: saga_id.to_owned(),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::inner::Inner;
 use super::settings::Settings;
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::backoff::{Backoff, random_seed};
-use crate::error::{SagaError, StoreError};
+use crate::error::SagaError;
 use crate::metrics::SagaMetrics;
 use crate::store::{Actor, SagaRecord, SagaStore};
 
@@ -103,32 +103,20 @@ impl Orchestrator {
     /// Past a pivot the request is recorded and ignored.
     ///
     /// # Errors
-    /// [`SagaError::NotFound`], or [`SagaError::InvalidState`] unless the saga is running.
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound), or
+    /// [`StoreError::InvalidState`](crate::StoreError::InvalidState) unless the saga is
+    /// running (both as [`SagaError::Store`]).
     pub async fn cancel(
         &self,
         saga_id: &str,
         reason: &str,
         actor: &Actor,
     ) -> Result<(), SagaError> {
-        match self
-            .inner
+        self.inner
             .store
             .request_cancel(saga_id, reason, actor)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound { saga_id }) => Err(SagaError::NotFound { saga_id }),
-            Err(StoreError::InvalidState {
-                saga_id,
-                state,
-                action,
-            }) => Err(SagaError::InvalidState {
-                saga_id,
-                state,
-                action,
-            }),
-            Err(other) => Err(other.into()),
-        }
+            .await?;
+        Ok(())
     }
 
     /// Claims sagas whose lease expired and runs them to their end, once; returns how
@@ -236,7 +224,8 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Records metrics through `metrics` (see [`SagaMetrics`]). Default: none.
+    /// Records metrics through `metrics` (see [`SagaMetrics`]). Default: none, and `build`
+    /// says so once in the log, since `SagaConfig::enable_metrics` is on by default.
     pub fn metrics(mut self, metrics: SagaMetrics) -> Self {
         self.metrics = metrics;
         self
@@ -249,16 +238,24 @@ impl OrchestratorBuilder {
     /// limit, a bad backoff, or when called outside a tokio runtime.
     pub fn build(self) -> Result<Orchestrator, SagaError> {
         self.settings.validate()?;
+        if !self.metrics.is_enabled() {
+            tracing::info!(
+                "metrics are not recorded: no registry was given (OrchestratorBuilder::metrics); \
+                 `SagaConfig::enable_metrics` only turns them off per saga"
+            );
+        }
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(SagaError::Config(
-                "an orchestrator must be built inside a tokio runtime".into(),
+            return Err(SagaError::config(
+                "runtime",
+                "an orchestrator must be built inside a tokio runtime",
             ));
         }
         let runner_id = self.runner_id.unwrap_or_else(default_runner_id);
         if runner_id.trim().is_empty() {
-            return Err(SagaError::Config("runner id cannot be empty".into()));
+            return Err(SagaError::config("runner id", "cannot be empty"));
         }
-        crate::text::check_label("runner id", &runner_id).map_err(SagaError::Config)?;
+        crate::text::check_label(&runner_id)
+            .map_err(|reason| SagaError::config("runner id", reason))?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             transient_store: self.store.can_fail_transiently(),

@@ -43,31 +43,34 @@ impl Settings {
     /// Refuses settings the runner cannot work with.
     pub(crate) fn validate(&self) -> Result<(), SagaError> {
         if self.lease.is_zero() {
-            return Err(SagaError::Config("lease must be greater than zero".into()));
+            return Err(SagaError::config("lease", "must be greater than zero"));
         }
         if self.lease > Duration::from_hours(7 * 24) {
-            return Err(SagaError::Config("lease must be at most 7 days".into()));
+            return Err(SagaError::config("lease", "must be at most 7 days"));
         }
         if self.stats_interval.is_some_and(|i| i.is_zero()) {
-            return Err(SagaError::Config(
-                "stats interval must be greater than zero (or None to turn it off)".into(),
+            return Err(SagaError::config(
+                "stats interval",
+                "must be greater than zero (or None to turn it off)",
             ));
         }
         if self.recovery_interval.is_zero() {
-            return Err(SagaError::Config(
-                "recovery interval must be greater than zero".into(),
+            return Err(SagaError::config(
+                "recovery interval",
+                "must be greater than zero",
             ));
         }
         if self.recovery_batch == 0 {
-            return Err(SagaError::Config(
-                "recovery batch must be at least 1".into(),
-            ));
+            return Err(SagaError::config("recovery batch", "must be at least 1"));
         }
         if self.max_context_bytes == 0 {
-            return Err(SagaError::Config(
-                "max context bytes must be greater than zero".into(),
+            return Err(SagaError::config(
+                "max context bytes",
+                "must be greater than zero",
             ));
         }
-        self.backoff.validate().map_err(SagaError::Config)
+        self.backoff
+            .validate()
+            .map_err(|reason| SagaError::config("backoff", reason))
     }
 }

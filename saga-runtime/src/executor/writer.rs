@@ -115,7 +115,7 @@ async fn save_retrying(inner: &Inner, mut checkpoint: Checkpoint) -> Result<Save
                     row => Err(StoreError::Fenced {
                         saga_id: saga_id.to_string(),
                         expected,
-                        found: row.map_or(-1, |row| row.version),
+                        found: row.map(|row| row.version),
                     }),
                 };
             }

@@ -131,6 +131,8 @@ impl MemoryStore {
 
     /// Replaces a stored row by hand: for tests of hostile data (a corrupted context, an
     /// unknown fingerprint).
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn put_raw(&self, record: SagaRecord) {
         self.shard(&record.saga_id)
             .sagas
@@ -223,7 +225,7 @@ impl SagaStore for MemoryStore {
                 return Err(StoreError::Fenced {
                     saga_id: row.saga_id.clone(),
                     expected: checkpoint.expected_version,
-                    found: row.version,
+                    found: Some(row.version),
                 });
             }
             if checkpoint.unless_cancelled
@@ -288,7 +290,7 @@ impl SagaStore for MemoryStore {
                 return Err(StoreError::Fenced {
                     saga_id: row.saga_id.clone(),
                     expected: claim.expected_version,
-                    found: row.version,
+                    found: Some(row.version),
                 });
             }
             take(row, &claim.owner, claim.lease, now);

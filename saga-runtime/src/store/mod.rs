@@ -31,12 +31,13 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
 pub use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
-use crate::definition::{BoxFuture, SagaState};
+pub use crate::definition::BoxFuture;
+use crate::definition::SagaState;
 use crate::error::StoreError;
 
 /// A stored saga: one row of `saga_checkpoints`.
@@ -647,7 +648,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn SagaStore>, StoreError> {
     }
 }
 
-/// A URL with its password replaced by `***`, for messages.
+/// A database URL as it can be shown in logs and messages: its password replaced by `***`.
+/// (The store errors already do this.)
+///
+/// ```
+/// assert_eq!(
+///     saga_runtime::store::redact("postgres://app:s3cret@db:5432/sagas"),
+///     "postgres://app:***@db:5432/sagas"
+/// );
+/// ```
 #[must_use]
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

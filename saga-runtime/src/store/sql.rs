@@ -202,7 +202,7 @@ pub(crate) fn classify_miss(
         Some((version, _)) => Err(StoreError::Fenced {
             saga_id: cp.saga_id.to_string(),
             expected: cp.expected_version,
-            found: *version,
+            found: Some(*version),
         }),
         None => Err(StoreError::NotFound {
             saga_id: cp.saga_id.to_string(),

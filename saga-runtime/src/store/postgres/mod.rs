@@ -477,7 +477,7 @@ impl PostgresStore {
                     Some(found) => StoreError::Fenced {
                         saga_id: claim.saga_id,
                         expected: claim.expected_version,
-                        found,
+                        found: Some(found),
                     },
                     None => StoreError::NotFound {
                         saga_id: claim.saga_id,

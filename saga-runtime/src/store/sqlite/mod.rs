@@ -47,7 +47,15 @@ pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, s
 /// ```no_run
 /// # async fn demo() -> Result<(), saga_runtime::StoreError> {
 /// use saga_runtime::store::SqliteStore;
+/// use std::time::Duration;
+///
 /// let store = SqliteStore::open("sagas.db").await?; // created and migrated if needed
+/// // The same, from a URL, with settings:
+/// let store = SqliteStore::builder("sqlite://sagas.db")
+///     .connections(8)
+///     .busy_timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
 /// # let _ = store; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -56,52 +64,133 @@ pub struct SqliteStore {
     committer: Arc<Committer>,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path`, in WAL mode, and applies
-    /// the migrations.
-    ///
-    /// # Errors
-    /// The file cannot be opened or migrated.
-    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
-        Self::with_options(options, 4, true).await
+/// Builds a [`SqliteStore`]; the same shape as
+/// [`PostgresStoreBuilder`](crate::store::PostgresStoreBuilder).
+#[derive(Debug, Clone)]
+#[must_use = "call `connect` to open the store"]
+pub struct SqliteStoreBuilder {
+    source: Source,
+    connections: u32,
+    busy_timeout: Duration,
+    migrate: bool,
+    group_commit: GroupCommit,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone)]
+enum Source {
+    Url(String),
+    Path(std::path::PathBuf),
+}
+
+impl SqliteStoreBuilder {
+    fn new(source: Source) -> Self {
+        SqliteStoreBuilder {
+            source,
+            connections: 4,
+            busy_timeout: Duration::from_secs(10),
+            migrate: true,
+            group_commit: GroupCommit::default(),
+        }
     }
 
-    /// Connects to a `sqlite:` URL (`sqlite://sagas.db`, `sqlite::memory:`), creating the
-    /// file if needed, and applies the migrations.
-    ///
-    /// # Errors
-    /// A malformed URL, or the database cannot be opened or migrated.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid {
-                what: "SQLite URL",
-                reason: e.to_string(),
-            })?
-            .create_if_missing(true);
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        // Each connection to `:memory:` is a database of its own: use exactly one.
-        Self::with_options(options, if in_memory { 1 } else { 4 }, true).await
+    /// Connections in the pool. Default 4 (SQLite has one writer; readers use the others).
+    /// An in-memory database (`sqlite::memory:`) always uses exactly one: each connection
+    /// would be a database of its own.
+    pub fn connections(mut self, connections: u32) -> Self {
+        self.connections = connections;
+        self
     }
 
-    /// Connects (creating the file if needed) without applying migrations: see
+    /// How long a statement waits for a file locked by another connection or process
+    /// before failing with `SQLITE_BUSY` (which the runtime then retries). Default 10 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Group-commit settings (see [`GroupCommit`]). Default: batches of up to 500 writes,
+    /// no waiting, one transaction in flight.
+    pub fn group_commit(mut self, settings: GroupCommit) -> Self {
+        self.group_commit = settings;
+        self
+    }
+
+    /// Apply migrations on connect. Default on; off, see
     /// [`SqliteStore::pending_migrations`] and [`SqliteStore::migrate`].
-    ///
-    /// # Errors
-    /// A malformed URL, or the database cannot be opened.
-    pub async fn connect_unmigrated(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid {
-                what: "SQLite URL",
-                reason: e.to_string(),
-            })?
-            .create_if_missing(true);
-        Self::with_options(options, 1, false).await
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
     }
 
-    /// An in-memory SQLite database (one connection), migrated: for tests.
+    /// Opens the database (creating the file if needed), in WAL mode, and applies the
+    /// migrations unless turned off.
+    ///
+    /// # Errors
+    /// A malformed URL, zero connections, or a database that cannot be opened or migrated.
+    pub async fn connect(self) -> Result<SqliteStore, StoreError> {
+        let (options, in_memory) = match &self.source {
+            Source::Path(path) => (SqliteConnectOptions::new().filename(path), false),
+            Source::Url(url) => (
+                SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Invalid {
+                    what: "SQLite URL",
+                    reason: e.to_string(),
+                })?,
+                url.contains(":memory:") || url.contains("mode=memory"),
+            ),
+        };
+        if self.connections == 0 {
+            return Err(StoreError::Invalid {
+                what: "connections",
+                reason: "at least one connection is needed".into(),
+            });
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(self.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { self.connections })
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore::with_settings(pool, self.group_commit);
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+impl SqliteStore {
+    /// A builder over a `sqlite:` URL (`sqlite://sagas.db`, `sqlite::memory:`).
+    pub fn builder(url: impl Into<String>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(Source::Url(url.into()))
+    }
+
+    /// Connects to a `sqlite:` URL with the default settings, creating the file if needed,
+    /// and applies the migrations.
+    ///
+    /// # Errors
+    /// As [`SqliteStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Opens the database file at `path` (a path, not a URL), creating it if needed, with
+    /// the default settings, and applies the migrations.
+    ///
+    /// # Errors
+    /// As [`SqliteStoreBuilder::connect`].
+    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        SqliteStoreBuilder::new(Source::Path(path.as_ref().to_path_buf()))
+            .connect()
+            .await
+    }
+
+    /// An in-memory database (one connection), migrated: gone when the store is dropped.
     ///
     /// # Errors
     /// SQLite could not start.
@@ -109,52 +198,16 @@ impl SqliteStore {
         Self::connect("sqlite::memory:").await
     }
 
-    async fn with_options(
-        options: SqliteConnectOptions,
-        connections: u32,
-        migrate: bool,
-    ) -> Result<Self, StoreError> {
-        let options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(connections)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
-        let store = SqliteStore::from_pool(pool);
-        if migrate {
-            store.migrate().await?;
-        }
-        Ok(store)
-    }
-
     /// Uses an existing pool as it is (no migrations: call [`SqliteStore::migrate`]).
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
-        let committer = Committer::new(
-            Arc::new(SqliteBatch { pool: pool.clone() }),
-            GroupCommit::default(),
-        );
-        SqliteStore {
-            pool,
-            committer: Arc::new(committer),
-        }
+        Self::with_settings(pool, GroupCommit::default())
     }
 
-    /// The same store with other group-commit settings (see [`GroupCommit`]).
-    #[must_use]
-    pub fn with_group_commit(self, settings: GroupCommit) -> Self {
-        let committer = Committer::new(
-            Arc::new(SqliteBatch {
-                pool: self.pool.clone(),
-            }),
-            settings,
-        );
+    fn with_settings(pool: SqlitePool, settings: GroupCommit) -> Self {
+        let committer = Committer::new(Arc::new(SqliteBatch { pool: pool.clone() }), settings);
         SqliteStore {
-            pool: self.pool,
+            pool,
             committer: Arc::new(committer),
         }
     }
@@ -315,7 +368,7 @@ async fn miss(conn: &mut SqliteConnection, saga_id: &str, expected: i64) -> Stor
         Ok(Some(found)) => StoreError::Fenced {
             saga_id: saga_id.to_owned(),
             expected,
-            found,
+            found: Some(found),
         },
         Ok(None) => StoreError::NotFound {
             saga_id: saga_id.to_owned(),

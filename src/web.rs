@@ -177,7 +177,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// # Errors
 /// The metrics or the orchestrator could not be set up.
 pub fn app(
-    store: impl SagaStore,
+    store: impl saga_runtime::store::IntoStore,
     workflow: BacktestWorkflow,
     stats_interval: std::time::Duration,
 ) -> Result<Arc<App>, Box<dyn std::error::Error + Send + Sync>> {

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use saga_runtime::prelude::*;
-use saga_runtime::{EventType, MemoryStore, SagaStore, StoreError};
+use saga_runtime::{EventType, MemoryStore, StoreError};
 use support::{Action, Input, Script, audit_trail, scripted};
 
 fn ms(n: u64) -> Duration {

@@ -91,7 +91,7 @@ fn config() -> String {
 }
 
 /// Opens the migrated store, resumes the two active sagas, and checks what they did.
-async fn resume_and_check(store: impl SagaStore) {
+async fn resume_and_check(store: impl saga_runtime::store::IntoStore) {
     let script = Script::new();
     let orchestrator = Orchestrator::builder(store)
         .recovery(false)

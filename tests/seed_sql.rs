@@ -32,7 +32,7 @@ const INDEX_NAMES: [&str; 6] = [
 ];
 
 /// Runs a success, a compensation and a saga left running, as user `user_123`.
-async fn fill(store: impl SagaStore) -> Orchestrator {
+async fn fill(store: impl saga_runtime::store::IntoStore) -> Orchestrator {
     let script = Script::new();
     script.on("c", [Action::Permanent]);
     let orchestrator = Orchestrator::builder(store)

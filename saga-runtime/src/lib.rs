@@ -14,6 +14,9 @@ mod metrics;
 pub mod prelude;
 mod status;
 pub mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod text;
 
 pub use audit::{AuditQuery, AuditRecord, EventType};
@@ -32,7 +35,8 @@ pub use saga_macros::{saga, step};
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use store::GroupCommit;
 pub use store::{
-    Actor, CompensationStatus, MemoryStore, RunStatus, SagaQuery, SagaRecord, SagaStore, StepStatus,
+    Actor, CompensationStatus, MemoryStore, RunStatus, RunnerStore, SagaQuery, SagaRecord,
+    SagaStore, StepStatus,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -268,7 +268,7 @@ impl Pivoted {
 
 /// An orchestrator on `store` with the scripted sagas registered.
 pub fn scripted(
-    store: impl SagaStore,
+    store: impl saga_runtime::store::IntoStore,
     script: &Arc<Script>,
 ) -> (
     Orchestrator,
@@ -285,8 +285,6 @@ pub fn scripted(
     let pivoted = orchestrator.register(Pivoted(script.clone()));
     (orchestrator, scripted, pivoted)
 }
-
-use saga_runtime::SagaStore;
 
 /// The event types of a saga's audit log, as `event:step:attempt` strings.
 pub async fn audit_trail(orchestrator: &Orchestrator, saga_id: &str) -> Vec<String> {

@@ -175,7 +175,7 @@ impl UnitPivot {
 /// An orchestrator on `store` as runner `runner_id`, with both sagas registered; no
 /// background recovery.
 pub fn shaped(
-    store: impl SagaStore,
+    store: impl saga_runtime::store::IntoStore,
     runner_id: &str,
     script: &Arc<Script>,
 ) -> (
@@ -194,5 +194,3 @@ pub fn shaped(
     let pivot = orchestrator.register(UnitPivot(script.clone()));
     (orchestrator, shapes, pivot)
 }
-
-use saga_runtime::SagaStore;

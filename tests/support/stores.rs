@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use saga_runtime::SagaStore;
 use saga_runtime::store::{MemoryStore, PostgresStore, SagaRecord, SqliteStore};
+use saga_runtime::{RunnerStore, SagaStore};
 
 /// The variable that points the PostgreSQL tests at a server.
 pub const POSTGRES_URL_VAR: &str = "SAGA_TEST_POSTGRES_URL";

@@ -11,7 +11,7 @@ use saga_runtime::store::{
     Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
     SagaQuery, SagaRecord, Saved, StateCount,
 };
-use saga_runtime::{SagaStore, StoreError};
+use saga_runtime::{RunnerStore, SagaStore, StoreError};
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -78,7 +78,7 @@ impl Watched {
     }
 }
 
-impl SagaStore for Watched {
+impl RunnerStore for Watched {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
         Box::pin(async move {
             let sent = unix_ms();
@@ -171,7 +171,9 @@ impl SagaStore for Watched {
             result
         })
     }
+}
 
+impl SagaStore for Watched {
     fn audit_log<'a>(
         &'a self,
         query: &'a AuditQuery,

@@ -15,7 +15,7 @@ use crate::audit::{AuditQuery, AuditRecord};
 use crate::backoff::{Backoff, random_seed};
 use crate::error::SagaError;
 use crate::metrics::SagaMetrics;
-use crate::store::{Actor, SagaRecord, SagaStore};
+use crate::store::{Actor, IntoStore, SagaRecord, SagaStore};
 
 /// Runs sagas durably: checkpoints every transition in its store, keeps leases on the sagas
 /// it executes, and (by default) recovers sagas whose runner died. Clones share everything.
@@ -61,9 +61,9 @@ pub struct OrchestratorBuilder {
 
 impl Orchestrator {
     /// Starts building an orchestrator over `store`.
-    pub fn builder(store: impl SagaStore) -> OrchestratorBuilder {
+    pub fn builder(store: impl IntoStore) -> OrchestratorBuilder {
         OrchestratorBuilder {
-            store: Arc::new(store),
+            store: store.into_store(),
             runner_id: None,
             settings: Settings::default(),
             metrics: SagaMetrics::disabled(),

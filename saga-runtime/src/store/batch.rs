@@ -153,8 +153,24 @@ impl Committer {
         })
     }
 
+    /// Creates a saga in the next batch and waits for its commit.
+    pub(crate) async fn create(&self, saga: NewSaga) -> Result<Created, StoreError> {
+        match self.submit(Op::Create(saga)).await? {
+            Reply::Created(created) => Ok(created),
+            Reply::Saved(_) => Err(wrong_reply()),
+        }
+    }
+
+    /// Writes a checkpoint in the next batch and waits for its commit.
+    pub(crate) async fn save(&self, checkpoint: Checkpoint) -> Result<Saved, StoreError> {
+        match self.submit(Op::Save(checkpoint)).await? {
+            Reply::Saved(saved) => Ok(saved),
+            Reply::Created(_) => Err(wrong_reply()),
+        }
+    }
+
     /// Writes `op` in the next batch and waits for its commit.
-    pub(crate) async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
+    async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
         if self.settings.max_batch <= 1 {
             return write_alone(&*self.backend, op).await;
         }
@@ -171,6 +187,14 @@ impl Committer {
                         .into(),
             })
         })
+    }
+}
+
+/// A batch answered a create with a save's result or the other way round (a bug).
+fn wrong_reply() -> StoreError {
+    StoreError::Invalid {
+        what: "batch result",
+        reason: "the writer answered with the result of another kind of write".into(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-use super::{COLUMNS, micros, record};
+use super::rows::{COLUMNS, micros, record};
 use crate::audit::{AuditHeader, NewEvent};
 use crate::definition::BoxFuture;
 use crate::error::StoreError;
@@ -109,6 +109,23 @@ impl BatchBackend for PostgresBatch {
 /// Text columns of the ops of one kind.
 fn texts<T>(items: &[&T], f: impl Fn(&T) -> Option<String>) -> Vec<Option<String>> {
     items.iter().map(|item| f(item)).collect()
+}
+
+/// Creates one saga through `conn` (the caller's transaction, for
+/// `PostgresStore::create_in`) with the same statement as every batch.
+pub(super) async fn create_on(
+    conn: &mut sqlx::PgConnection,
+    saga: NewSaga,
+) -> Result<Created, StoreError> {
+    let mut results = write(conn, &[Op::Create(saga)]).await?;
+    match results.pop() {
+        Some(Ok(Reply::Created(created))) => Ok(created),
+        Some(Err(error)) => Err(error),
+        _ => Err(StoreError::Invalid {
+            what: "batch result",
+            reason: "a create got no result".into(),
+        }),
+    }
 }
 
 async fn write(

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::{COLUMNS, insert_events_many, record};
+use super::rows::{COLUMNS, insert_events_many, record};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
 use crate::store::batch::{BatchBackend, Op, Reply, replies};

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use super::time::later;
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
-    SagaQuery, SagaRecord, SagaStore, Saved, StateCount, operator,
+    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, RunnerStore, SagaRecord, Saved,
 };
-use crate::audit::{AuditHeader, AuditQuery, AuditRecord, EventType, NewEvent};
+use crate::audit::{AuditHeader, AuditRecord, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
+
+mod admin;
 
 const SHARDS: usize = 16;
 
@@ -171,7 +172,7 @@ fn expired(record: &SagaRecord, now: SystemTime) -> bool {
     record.lease_expires_at.is_none_or(|t| t <= now)
 }
 
-impl SagaStore for MemoryStore {
+impl RunnerStore for MemoryStore {
     fn can_fail_transiently(&self) -> bool {
         false
     }
@@ -382,226 +383,6 @@ impl SagaStore for MemoryStore {
             events,
         );
         ready(Ok(()))
-    }
-
-    fn audit_log<'a>(
-        &'a self,
-        query: &'a AuditQuery,
-    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
-        let shards: Vec<usize> = match &query.saga_id {
-            Some(id) => vec![Self::shard_of(id)],
-            None => (0..SHARDS).collect(),
-        };
-        let mut rows: Vec<AuditRecord> = Vec::new();
-        for index in shards {
-            let shard = self.lock(index);
-            rows.extend(
-                shard
-                    .audit
-                    .iter()
-                    .map(StoredEvent::record)
-                    .filter(|row| query.matches(row)),
-            );
-        }
-        rows.sort_by_key(|row| (row.timestamp, row.id));
-        if let Some(limit) = query.limit {
-            rows.truncate(limit as usize);
-        }
-        ready(Ok(rows))
-    }
-
-    fn list<'a>(
-        &'a self,
-        query: &'a SagaQuery,
-    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        let mut rows = self.collect(|row| query.matches(row));
-        rows.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.saga_id.cmp(&b.saga_id))
-        });
-        if let Some(limit) = query.limit {
-            rows.truncate(limit as usize);
-        }
-        ready(Ok(rows))
-    }
-
-    fn request_cancel<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut shard = self.shard(saga_id);
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
-            if row.state != SagaState::Running {
-                return Err(StoreError::InvalidState {
-                    saga_id: row.saga_id.clone(),
-                    state: row.state,
-                    action: "cancel",
-                });
-            }
-            row.cancel_requested = Some(crate::text::clean(reason).into_owned());
-            Ok(row.clone())
-        });
-        if let Ok(row) = &result {
-            let header = Arc::new(operator::header(row, actor));
-            let event = NewEvent::now(EventType::CancelRequested).error(reason);
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-        }
-        ready(result)
-    }
-
-    fn stats(
-        &self,
-        stuck_before: SystemTime,
-    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        let mut counts: Vec<StateCount> = Vec::new();
-        for index in 0..SHARDS {
-            let shard = self.lock(index);
-            for row in shard.sagas.values() {
-                let stuck = u64::from(row.state.is_active() && row.updated_at < stuck_before);
-                match counts
-                    .iter_mut()
-                    .find(|c| c.saga_type == row.saga_type && c.state == row.state)
-                {
-                    Some(count) => {
-                        count.count += 1;
-                        count.stuck += stuck;
-                    }
-                    None => counts.push(StateCount {
-                        saga_type: row.saga_type.clone(),
-                        state: row.state,
-                        count: 1,
-                        stuck,
-                    }),
-                }
-            }
-        }
-        counts.sort_by(|a, b| {
-            (a.saga_type.as_str(), a.state.as_str()).cmp(&(b.saga_type.as_str(), b.state.as_str()))
-        });
-        ready(Ok(counts))
-    }
-
-    fn resume<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut shard = self.shard(saga_id);
-        let now = SystemTime::now();
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
-            let change = operator::resume(row, reason)?;
-            row.state = change.state;
-            row.attempt = change.attempt;
-            row.steps = change.steps;
-            row.parked_from = None;
-            row.recovery_count = 0;
-            row.owner = None;
-            row.lease_expires_at = Some(now);
-            row.version += 1;
-            row.updated_at = now;
-            Ok((row.clone(), change.event))
-        });
-        ready(result.map(|(row, event)| {
-            let header = Arc::new(operator::header(&row, actor));
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-            row
-        }))
-    }
-
-    fn mark_failed<'a>(
-        &'a self,
-        saga_id: &'a str,
-        reason: &'a str,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut shard = self.shard(saga_id);
-        let now = SystemTime::now();
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
-            let event = operator::mark_failed(row, reason)?;
-            row.state = SagaState::Failed;
-            row.error = Some(crate::text::clean(reason).into_owned());
-            row.parked_from = None;
-            row.cancel_requested = None;
-            row.owner = None;
-            row.version += 1;
-            row.updated_at = now;
-            Ok((row.clone(), event))
-        });
-        ready(result.map(|(row, event)| {
-            let header = Arc::new(operator::header(&row, actor));
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-            row
-        }))
-    }
-
-    fn prune<'a>(
-        &'a self,
-        before: SystemTime,
-        dry_run: bool,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
-        let old_saga = |row: &SagaRecord| row.state.is_finished() && row.updated_at < before;
-        let mut guards: Vec<MutexGuard<'_, Shard>> = (0..SHARDS).map(|i| self.lock(i)).collect();
-        let report = PruneReport {
-            audit_rows: guards
-                .iter()
-                .map(|s| {
-                    s.audit
-                        .iter()
-                        .filter(|a| a.event.timestamp < before)
-                        .count() as u64
-                })
-                .sum(),
-            sagas: guards
-                .iter()
-                .map(|s| s.sagas.values().filter(|r| old_saga(r)).count() as u64)
-                .sum(),
-        };
-        if !dry_run {
-            for shard in &mut guards {
-                shard.sagas.retain(|_, row| !old_saga(row));
-                shard.audit.retain(|a| a.event.timestamp >= before);
-            }
-            let (header, event) = operator::pruned(before, report, actor);
-            let index = Self::shard_of(operator::WHOLE_LOG);
-            self.push_events(
-                &mut guards[index],
-                &Arc::from(operator::WHOLE_LOG),
-                &Arc::new(header),
-                vec![event],
-            );
-        }
-        ready(Ok(report))
-    }
-
-    fn event_counts(
-        &self,
-        since: SystemTime,
-    ) -> BoxFuture<'_, Result<Vec<EventCount>, StoreError>> {
-        let mut counts: Vec<EventCount> = Vec::new();
-        for index in 0..SHARDS {
-            let shard = self.lock(index);
-            for stored in shard.audit.iter().filter(|a| a.event.timestamp >= since) {
-                let event_type = stored.event.event_type.as_str();
-                match counts
-                    .iter_mut()
-                    .find(|c| c.saga_type == stored.header.saga_type && c.event_type == event_type)
-                {
-                    Some(count) => count.count += 1,
-                    None => counts.push(EventCount {
-                        saga_type: stored.header.saga_type.clone(),
-                        event_type: event_type.to_owned(),
-                        count: 1,
-                    }),
-                }
-            }
-        }
-        counts.sort_by(|a, b| (&a.saga_type, &a.event_type).cmp(&(&b.saga_type, &b.event_type)));
-        ready(Ok(counts))
     }
 }
 

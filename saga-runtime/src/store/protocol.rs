@@ -1,0 +1,244 @@
+//! The runner protocol's messages: what a runner asks a store to write, and what the store
+//! answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[allow(unused_imports)] // named in the docs
+use super::RunnerStore;
+use super::records::SagaRecord;
+use crate::audit::{AuditHeader, NewEvent};
+use crate::definition::SagaState;
+use crate::status::StepStatus;
+
+/// A saga to create. Made by the runtime; a store reads its fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewSaga {
+    /// Its id.
+    pub saga_id: Arc<str>,
+    /// Its definition's name.
+    pub definition: &'static str,
+    /// Its definition's fingerprint.
+    pub fingerprint: &'static str,
+    /// The first step's name.
+    pub first_step: &'static str,
+    /// The status of each step: the first `running` at attempt 1 when a runner starts the
+    /// saga at once, every one `not_started` otherwise.
+    pub steps: Vec<StepStatus>,
+    /// The initial context (JSON).
+    pub context: String,
+    /// The config (JSON).
+    pub config: String,
+    /// Type label, user and IP address.
+    pub header: Arc<AuditHeader>,
+    /// The creating runner, which runs it at once; `None` leaves it for any runner's
+    /// recovery loop (the lease starts expired).
+    pub owner: Option<Arc<str>>,
+    /// Lease length.
+    pub lease: Duration,
+    /// Audit events to write with it.
+    pub events: Vec<NewEvent>,
+}
+
+impl NewSaga {
+    /// A saga `saga_id` of the definition `definition` (name and fingerprint), with type
+    /// label, user and IP address in `header`; every other field empty (no steps, `{}` as
+    /// context and config, no owner, no lease, no events) for the caller to fill in.
+    #[must_use]
+    pub fn new(
+        saga_id: impl Into<Arc<str>>,
+        definition: &'static str,
+        fingerprint: &'static str,
+        header: Arc<AuditHeader>,
+    ) -> Self {
+        NewSaga {
+            saga_id: saga_id.into(),
+            definition,
+            fingerprint,
+            first_step: "",
+            steps: Vec::new(),
+            context: "{}".to_owned(),
+            config: "{}".to_owned(),
+            header,
+            owner: None,
+            lease: Duration::ZERO,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// What [`RunnerStore::create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Created {
+    /// The saga is new, at this version.
+    New {
+        /// Its version.
+        version: i64,
+    },
+    /// A saga with this id existed; nothing was written.
+    Existing(Box<SagaRecord>),
+}
+
+/// A transition to write. Made by the runtime; a store reads its fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The saga.
+    pub saga_id: Arc<str>,
+    /// The writer.
+    pub owner: Arc<str>,
+    /// The version the writer holds; the write fails unless the row is at it.
+    pub expected_version: i64,
+    /// New state.
+    pub state: SagaState,
+    /// New step index.
+    pub step_index: u32,
+    /// That step's name.
+    pub current_step: Option<&'static str>,
+    /// Attempts started of that step.
+    pub attempt: u32,
+    /// The status of every step, as of this transition.
+    pub steps: Vec<StepStatus>,
+    /// New context; `None` keeps the stored one.
+    pub context: Option<String>,
+    /// The error that caused compensation.
+    pub error: Option<String>,
+    /// The step whose failure caused compensation.
+    pub failed_step: Option<String>,
+    /// A step or compensation completed: reset `recovery_count`.
+    pub progress: bool,
+    /// For [`SagaState::Parked`]: the state it was parked in.
+    pub parked_from: Option<SagaState>,
+    /// Refuse the write, returning [`Saved::Cancelled`], if a cancellation is pending. Set
+    /// on writes that start a forward step, so nothing starts after a cancellation is seen.
+    pub unless_cancelled: bool,
+    /// Clear a pending cancellation request (it was acted on or ignored).
+    pub clear_cancel: bool,
+    /// Lease length from now.
+    pub lease: Duration,
+    /// Type label, user and IP address for the audit rows.
+    pub header: Arc<AuditHeader>,
+    /// Audit events, written in the same transaction.
+    pub events: Vec<NewEvent>,
+}
+
+impl Checkpoint {
+    /// A write by `owner`, holding `expected_version`, that moves saga `saga_id` to `state`
+    /// at step 0; every other field empty (no statuses, the context kept, no error, no
+    /// events, no lease) for the caller to fill in.
+    #[must_use]
+    pub fn new(
+        saga_id: impl Into<Arc<str>>,
+        owner: impl Into<Arc<str>>,
+        expected_version: i64,
+        state: SagaState,
+        header: Arc<AuditHeader>,
+    ) -> Self {
+        Checkpoint {
+            saga_id: saga_id.into(),
+            owner: owner.into(),
+            expected_version,
+            state,
+            step_index: 0,
+            current_step: None,
+            attempt: 0,
+            steps: Vec::new(),
+            context: None,
+            error: None,
+            failed_step: None,
+            progress: false,
+            parked_from: None,
+            unless_cancelled: false,
+            clear_cancel: false,
+            lease: Duration::ZERO,
+            header,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// What [`RunnerStore::save`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Saved {
+    /// Written; the row is now at this version.
+    Written {
+        /// The new version.
+        version: i64,
+    },
+    /// Not written: [`Checkpoint::unless_cancelled`] was set and a cancellation is pending.
+    Cancelled {
+        /// The reason given with the request.
+        reason: String,
+    },
+}
+
+/// A claim of one saga by id (for `recover`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Claim {
+    /// The saga.
+    pub saga_id: String,
+    /// The claiming runner.
+    pub owner: Arc<str>,
+    /// The version the claimer read.
+    pub expected_version: i64,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+impl Claim {
+    /// `owner` claims saga `saga_id`, which it read at `expected_version`, for `lease`.
+    #[must_use]
+    pub fn new(
+        saga_id: impl Into<String>,
+        owner: impl Into<Arc<str>>,
+        expected_version: i64,
+        lease: Duration,
+    ) -> Self {
+        Claim {
+            saga_id: saga_id.into(),
+            owner: owner.into(),
+            expected_version,
+            lease,
+        }
+    }
+}
+
+/// A claim of sagas whose lease ran out (the recovery loop).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimExpired {
+    /// The claiming runner.
+    pub owner: Arc<str>,
+    /// Lease length.
+    pub lease: Duration,
+    /// Only sagas of these definitions (those the runner can run).
+    pub definitions: Vec<&'static str>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl ClaimExpired {
+    /// `owner` claims, for `lease`, up to `limit` expired sagas of `definitions`.
+    #[must_use]
+    pub fn new(
+        owner: impl Into<Arc<str>>,
+        lease: Duration,
+        definitions: Vec<&'static str>,
+        limit: u32,
+    ) -> Self {
+        ClaimExpired {
+            owner: owner.into(),
+            lease,
+            definitions,
+            limit,
+        }
+    }
+}
+
+/// Decides, before a claim, whether a runner can resume a row (fingerprint, decodable
+/// context). Rows it refuses are left untouched.
+pub type ClaimFilter<'a> = &'a (dyn Fn(&SagaRecord) -> bool + Send + Sync);

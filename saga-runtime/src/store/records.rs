@@ -1,0 +1,188 @@
+//! What stores return to readers: sagas, filters over them, counts, and who acts.
+
+use std::time::SystemTime;
+
+use crate::definition::SagaState;
+use crate::status::StepStatus;
+
+/// A stored saga: one row of `saga_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaRecord {
+    /// The saga's id (primary key).
+    pub saga_id: String,
+    /// Its type label (`SagaConfig::saga_type`).
+    pub saga_type: String,
+    /// The `#[saga(name)]` of its definition: which code can resume it.
+    pub definition: String,
+    /// The definition's fingerprint when the saga started.
+    pub fingerprint: String,
+    /// Where it stands.
+    pub state: SagaState,
+    /// Running: the step next or in flight. Compensating: the step being undone.
+    pub step_index: u32,
+    /// That step's name.
+    pub current_step: Option<String>,
+    /// Attempts started of that step (or compensation), interrupted ones included; 0 for a
+    /// saga enqueued and not yet picked up.
+    pub attempt: u32,
+    /// What each step has done, by step index (the `step_status` column). Empty for a row
+    /// written before statuses were recorded; the executor derives them from the rest of
+    /// the row then (see `docs/DECISIONS.md`).
+    pub steps: Vec<StepStatus>,
+    /// The typed context as JSON.
+    pub context: String,
+    /// The saga's config as JSON (for recovery).
+    pub config: String,
+    /// The error that caused compensation, or why it stopped.
+    pub error: Option<String>,
+    /// The step whose failure caused compensation.
+    pub failed_step: Option<String>,
+    /// Fencing version: every write checks it and increments it.
+    pub version: i64,
+    /// The runner that owns it.
+    pub owner: Option<String>,
+    /// When the owner's lease ends; after that any runner may claim it.
+    pub lease_expires_at: Option<SystemTime>,
+    /// Claims since the last progress; past the limit the saga is parked.
+    pub recovery_count: u32,
+    /// For a parked saga: the state it was parked in.
+    pub parked_from: Option<SagaState>,
+    /// A pending cancellation request and its reason.
+    pub cancel_requested: Option<String>,
+    /// The config's user id.
+    pub user_id: Option<String>,
+    /// The config's IP address.
+    pub ip_address: Option<String>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it was last written.
+    pub updated_at: SystemTime,
+}
+
+/// A filter over sagas, for listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaQuery {
+    /// Only in this state.
+    pub state: Option<SagaState>,
+    /// Only of this type.
+    pub saga_type: Option<String>,
+    /// Only created at or after this time.
+    pub created_since: Option<SystemTime>,
+    /// Only last written before this time (the seed's stuck-saga query).
+    pub updated_before: Option<SystemTime>,
+    /// At most this many, newest first.
+    pub limit: Option<u32>,
+}
+
+impl SagaQuery {
+    /// Every saga.
+    #[must_use]
+    pub fn new() -> Self {
+        SagaQuery::default()
+    }
+
+    /// Only in `state`.
+    #[must_use]
+    pub fn state(mut self, state: SagaState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only of `saga_type`.
+    #[must_use]
+    pub fn saga_type(mut self, saga_type: impl Into<String>) -> Self {
+        self.saga_type = Some(saga_type.into());
+        self
+    }
+
+    /// Only created at or after `time`.
+    #[must_use]
+    pub fn created_since(mut self, time: SystemTime) -> Self {
+        self.created_since = Some(time);
+        self
+    }
+
+    /// Only last written before `time`.
+    #[must_use]
+    pub fn updated_before(mut self, time: SystemTime) -> Self {
+        self.updated_before = Some(time);
+        self
+    }
+
+    /// At most `limit` rows.
+    #[must_use]
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Whether `record` passes the filter.
+    #[must_use]
+    pub fn matches(&self, record: &SagaRecord) -> bool {
+        self.state.is_none_or(|s| s == record.state)
+            && self
+                .saga_type
+                .as_ref()
+                .is_none_or(|t| *t == record.saga_type)
+            && self.created_since.is_none_or(|t| record.created_at >= t)
+            && self.updated_before.is_none_or(|t| record.updated_at < t)
+    }
+}
+
+/// How many sagas of one type are in one state (for `saga_state_current` and `saga stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateCount {
+    /// The type label.
+    pub saga_type: String,
+    /// The state.
+    pub state: SagaState,
+    /// How many.
+    pub count: u64,
+    /// Of those, how many are active but were not written since the `stuck_before` time.
+    pub stuck: u64,
+}
+
+/// How many audit events of one type one saga type wrote in a window (for `saga stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventCount {
+    /// The type label.
+    pub saga_type: String,
+    /// The event type, as stored.
+    pub event_type: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// What [`SagaStore::prune`] removed (or would remove, on a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Audit rows older than the cut-off.
+    pub audit_rows: u64,
+    /// Finished (`completed` or `failed`) sagas last written before the cut-off.
+    pub sagas: u64,
+}
+
+/// Who asks for an operator action, for the audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The person or service (written as `user_id`).
+    pub user_id: String,
+    /// From where, if known.
+    pub ip_address: Option<String>,
+}
+
+impl Actor {
+    /// An actor without an address.
+    #[must_use]
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Actor {
+            user_id: user_id.into(),
+            ip_address: None,
+        }
+    }
+}

@@ -66,6 +66,9 @@ use proc_macro::TokenStream;
 /// - `name = "..."` (required): the saga's durable name, stored with every checkpoint.
 /// - `input = Type` (required): the saga's input; `Serialize + DeserializeOwned`.
 /// - `context = Name`, `state = Name`: rename the generated `{Type}Context` and `{Type}State`.
+/// - `vis = pub(crate)`: the visibility of those two types; default `pub`. Give the saga
+///   type's own visibility: the macro sees the `impl`, not the type's declaration, and the
+///   generated types must be at least as visible as the type (E0446 otherwise).
 /// - `crate = path`: where the runtime is, when it is not `::saga_runtime`.
 ///
 /// # Arguments of `#[step(..)]`
@@ -80,7 +83,13 @@ use proc_macro::TokenStream;
 /// # Data flow
 /// Each parameter after `&self` is a shared reference bound by name to `input`, or to the
 /// output of an earlier step (named after that step), or by type to `&StepContext`. A
-/// compensation binds the same way and may also take the output of the step it undoes.
+/// compensation binds the same way and may also take the output of the step it undoes,
+/// and returns `Result<(), E>`.
+///
+/// # Errors
+/// Every mistake is a compile error at the offending token. When there is one, the macro
+/// still emits the impl, and placeholder context, state and `Saga` items, so that the code
+/// using the saga keeps compiling and only the real mistake is reported.
 #[proc_macro_attribute]
 pub fn saga(attr: TokenStream, item: TokenStream) -> TokenStream {
     saga::expand(attr.into(), item.into()).into()

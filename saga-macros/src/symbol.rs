@@ -5,9 +5,10 @@ pub(crate) const INPUT: &str = "input";
 pub(crate) const CRATE: &str = "crate";
 pub(crate) const CONTEXT: &str = "context";
 pub(crate) const STATE: &str = "state";
+pub(crate) const VIS: &str = "vis";
 
 /// Keys of `#[saga(...)]`, for did-you-mean suggestions.
-pub(crate) const SAGA_KEYS: &[&str] = &[NAME, INPUT, CRATE, CONTEXT, STATE];
+pub(crate) const SAGA_KEYS: &[&str] = &[NAME, INPUT, CRATE, CONTEXT, STATE, VIS];
 
 pub(crate) const STEP: &str = "step";
 

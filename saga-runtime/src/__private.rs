@@ -20,6 +20,44 @@ pub fn into_step_error<E: Into<StepError>>(error: E) -> StepError {
     error.into()
 }
 
+/// Binds a parameter declared `&B` to a value of type `A` (the saga input or a step's
+/// output): only when they are the same type, and with a message that says which is which.
+#[diagnostic::on_unimplemented(
+    message = "this parameter is declared `&{B}`, but it binds `{Self}`",
+    label = "declare it `&{Self}`",
+    note = "a parameter binds the saga input (`input`) or the output of the earlier step it is named after"
+)]
+pub trait BindsAs<B: ?Sized> {
+    /// The value, as the declared type.
+    fn bind(&self) -> &B;
+}
+
+impl<T> BindsAs<T> for T {
+    fn bind(&self) -> &T {
+        self
+    }
+}
+
+/// See [`BindsAs`].
+#[inline]
+pub fn bind<A: BindsAs<B>, B: ?Sized>(value: &A) -> &B {
+    value.bind()
+}
+
+/// What a compensation's `Ok` holds: `()`, and nothing else.
+#[diagnostic::on_unimplemented(
+    message = "a compensation must return `Result<(), E>`; this one returns `Result<{Self}, E>`",
+    label = "expected `()`",
+    note = "a compensation undoes its step; anything it would return has nowhere to go"
+)]
+pub trait CompensationOk {}
+
+impl CompensationOk for () {}
+
+/// Checks, at the compensation's return type, that its `Ok` holds `()`.
+#[inline]
+pub fn compensation_returns_unit<T: CompensationOk>(_value: T) {}
+
 /// The error when a checkpoint lacks an output that a step's parameter needs.
 #[must_use]
 pub fn missing_output(step: &'static str) -> StepError {

@@ -40,9 +40,10 @@ pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
     let serialize = serialize_impl(plan);
     let deserialize = deserialize_impl(plan);
     let input_check = quote_spanned!(at(input.span())=> __saga_assert_send_sync::<#input>(););
+    let vis = &plan.vis;
     quote! {
         #[doc = #doc]
-        pub struct #ident {
+        #vis struct #ident {
             /// The saga's input.
             pub input: #input,
             #(#fields)*

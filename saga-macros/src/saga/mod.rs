@@ -3,6 +3,7 @@
 
 mod codegen;
 mod context;
+mod fallback;
 mod model;
 pub(crate) mod parse;
 mod validate;
@@ -43,6 +44,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 
     let model = model::from_syn(args, &item_impl, &mut errors);
+    // Built before validation consumes the model; emitted only with errors.
+    let fallback = fallback::generate(&model);
     let plan = validate::validate(model, &mut errors);
     let step_uses = step_attr_uses(&item_impl);
     strip_step_attrs(&mut item_impl);
@@ -60,6 +63,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             quote! {
                 #item_impl
                 #error
+                #fallback
                 #step_uses
             }
         }

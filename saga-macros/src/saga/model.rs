@@ -19,6 +19,8 @@ pub(crate) struct SagaModel {
     pub(crate) krate: Path,
     pub(crate) context_ident: Ident,
     pub(crate) state_ident: Ident,
+    /// The visibility of the generated context and state types.
+    pub(crate) vis: syn::Visibility,
     pub(crate) self_ty: Type,
     /// Where to report saga-wide errors (the self type).
     pub(crate) self_span: Span,
@@ -151,6 +153,7 @@ pub(crate) fn from_syn(args: SagaArgs, item: &ItemImpl, errors: &mut Errors) -> 
         krate,
         context_ident,
         state_ident,
+        vis: args.vis.unwrap_or_else(|| syn::parse_quote!(pub)),
         self_ty: (*item.self_ty).clone(),
         self_span,
         steps,

@@ -26,6 +26,7 @@ pub(crate) struct SagaArgs {
     pub(crate) krate: Option<Path>,
     pub(crate) context: Option<Ident>,
     pub(crate) state: Option<Ident>,
+    pub(crate) vis: Option<syn::Visibility>,
     /// Keys that an unknown key was reported as a likely typo of; a "missing" error for
     /// them would only repeat that report.
     pub(crate) misspelled: Vec<&'static str>,
@@ -82,6 +83,16 @@ pub(crate) fn saga_args(tokens: TokenStream, errors: &mut Errors) -> SagaArgs {
             symbol::STATE => {
                 let ident = ident_value(&meta)?;
                 set_once(&mut args.state, ident, &meta.path, errors);
+            }
+            symbol::VIS => {
+                let value = meta.value()?;
+                let vis = if value.peek(LitStr) {
+                    let lit: LitStr = value.parse()?;
+                    lit.parse::<syn::Visibility>()?
+                } else {
+                    value.parse::<syn::Visibility>()?
+                };
+                set_once(&mut args.vis, vis, &meta.path, errors);
             }
             _ => {
                 if let Some(known) = diag::did_you_mean(&key, symbol::SAGA_KEYS.iter().copied()) {

@@ -2,6 +2,7 @@
 //! the model into a plan that code generation can read without failing.
 
 use proc_macro2::Span;
+use syn::spanned::Spanned as _;
 use syn::{Ident, Path, Type};
 
 use super::model::{self, FnModel, Output, Receiver, SagaModel, StepModel};
@@ -16,6 +17,7 @@ pub(crate) struct SagaPlan {
     pub(crate) krate: Path,
     pub(crate) context_ident: Ident,
     pub(crate) state_ident: Ident,
+    pub(crate) vis: syn::Visibility,
     pub(crate) self_ty: Type,
     pub(crate) steps: Vec<StepPlan>,
 }
@@ -47,6 +49,8 @@ pub(crate) struct CompensationPlan {
     pub(crate) params: Vec<ParamPlan>,
     /// The span of the declared return type.
     pub(crate) return_span: Span,
+    /// The span of `T` in its `Result<T, E>`, which must be `()`.
+    pub(crate) ok_span: Span,
     pub(crate) uses_own_output: bool,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) retries: Option<u32>,
@@ -118,6 +122,7 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
         krate: model.krate,
         context_ident: model.context_ident,
         state_ident: model.state_ident,
+        vis: model.vis,
         self_ty: model.self_ty,
         steps,
     })
@@ -277,8 +282,8 @@ fn compensation_plan(
         return None;
     };
     check_shape(func, "a compensation", errors);
-    let return_span = match &func.output {
-        Output::Result(_, span) => *span,
+    let (return_span, ok_span) = match &func.output {
+        Output::Result(ok, span) => (*span, ok.span()),
         Output::NotResult(span) | Output::Unit(span) => {
             errors.at(
                 *span,
@@ -287,7 +292,7 @@ fn compensation_plan(
                     func.name
                 ),
             );
-            *span
+            (*span, *span)
         }
     };
     let params = bind_params(model, index, func, true, errors)?;
@@ -301,6 +306,7 @@ fn compensation_plan(
         ),
         params,
         return_span,
+        ok_span,
         uses_own_output,
         timeout_ms: step.args.compensate_timeout.map(|t| t.value),
         retries: step.args.compensate_retries.map(|r| r.value),

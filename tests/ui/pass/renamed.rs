@@ -1,4 +1,5 @@
-//! `context`, `state` and `crate` rename what the macro generates and where it looks.
+//! `context`, `state`, `vis` and `crate` rename what the macro generates, set its
+//! visibility, and say where it looks.
 #![deny(warnings)]
 
 use saga_runtime as runtime;
@@ -11,7 +12,7 @@ struct Input {
 
 struct Flow;
 
-#[saga(name = "flow", input = Input, context = FlowData, state = FlowPhase, crate = runtime)]
+#[saga(name = "flow", input = Input, context = FlowData, state = FlowPhase, vis = pub(crate), crate = runtime)]
 impl Flow {
     #[step(pivot, timeout = "1m30s", backoff_initial = "10ms", backoff_multiplier = 3, backoff_max = "1s", jitter = 0.5)]
     async fn make(&self, input: &Input) -> Result<u64, StepError> {

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-#[allow(unused_imports)] // named in the docs
-use super::RunnerStore;
 use super::records::SagaRecord;
 use crate::audit::{AuditHeader, NewEvent};
 use crate::definition::SagaState;
@@ -68,7 +66,7 @@ impl NewSaga {
     }
 }
 
-/// What [`RunnerStore::create`] found.
+/// What [`RunnerStore::create`](super::RunnerStore::create) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Created {
@@ -159,7 +157,7 @@ impl Checkpoint {
     }
 }
 
-/// What [`RunnerStore::save`] did.
+/// What [`RunnerStore::save`](super::RunnerStore::save) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Saved {

@@ -157,7 +157,7 @@ pub struct EventCount {
     pub count: u64,
 }
 
-/// What [`SagaStore::prune`] removed (or would remove, on a dry run).
+/// What [`SagaStore::prune`](super::SagaStore::prune) removed (or would remove, on a dry run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PruneReport {

@@ -4,6 +4,10 @@
 pub mod backtest;
 pub mod web;
 
+/// The project's README, here so that `cargo test` compiles and runs its Rust blocks.
+#[doc = include_str!("../README.md")]
+pub mod readme {}
+
 /// The deployment guide (`docs/GUIDE.md`), here so that `cargo test` compiles every Rust
 /// block in it and runs those that need no server.
 #[doc = include_str!("../docs/GUIDE.md")]

@@ -12,9 +12,9 @@ use support::stores::{TempDir, postgres_url, unique};
 use support::{Script, Scripted};
 
 const FIRST_MIGRATION_SQLITE: &str =
-    include_str!("../migrations/sqlite/20261125000001_create_saga_tables.sql");
+    include_str!("../saga-runtime/migrations/sqlite/20261125000001_create_saga_tables.sql");
 const FIRST_MIGRATION_POSTGRES: &str =
-    include_str!("../migrations/postgres/20261125000001_create_saga_tables.sql");
+    include_str!("../saga-runtime/migrations/postgres/20261125000001_create_saga_tables.sql");
 
 /// Applies only the first migration, recorded as the previous version recorded it.
 async fn previous_schema<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, sql: &'static str)

@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
@@ -27,6 +27,12 @@ pub use definition::{Saga, SagaState, UnknownState};
 pub use error::{ErrorClass, Result, ResultExt, SagaError, StepError, StoreError};
 pub use executor::{Executor, Failure, Orchestrator, OrchestratorBuilder, Outcome};
 pub use metrics::SagaMetrics;
+/// The `prometheus` crate, in the version the metrics are built with: register
+/// [`SagaMetrics`] in a `saga_runtime::prometheus::Registry` without matching versions by
+/// hand.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use prometheus;
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 #[doc(inline)]

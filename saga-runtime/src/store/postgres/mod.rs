@@ -28,12 +28,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         20_261_125_000_001,
         "create saga tables",
-        include_str!("../../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
+        include_str!("../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
     ),
     (
         20_261_128_000_001,
         "step status",
-        include_str!("../../../../migrations/postgres/20261128000001_step_status.sql"),
+        include_str!("../../../migrations/postgres/20261128000001_step_status.sql"),
     ),
 ];
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::definition::SagaState;
+use crate::state::SagaState;
 
 /// A `Result` whose error defaults to [`SagaError`].
 pub type Result<T, E = SagaError> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ mod error;
 mod executor;
 mod metrics;
 pub mod prelude;
+mod state;
 mod status;
 pub mod store;
 #[cfg(feature = "test-util")]

@@ -6,31 +6,18 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned as _;
 
+use super::tokens::{at, private, respan};
 use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
 
-/// The generated items that go next to the user's impl.
+/// The state enum and the `Saga` impl that go next to the user's impl (the context type
+/// is `context`'s).
 pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
-    let context = super::context::generate(plan);
     let state = state_enum(plan);
     let saga_impl = saga_impl(plan);
     quote! {
-        #context
         #state
         #saga_impl
     }
-}
-
-/// A span that points at the user's `token` but resolves names like the macro's own output.
-/// Errors land on the user's code, while the generated local variables (`__saga_ctx`,
-/// `self`) stay visible even when the user's tokens come from a `macro_rules!` macro, whose
-/// hygiene would otherwise hide them.
-pub(crate) fn at(token: proc_macro2::Span) -> proc_macro2::Span {
-    proc_macro2::Span::call_site().located_at(token)
-}
-
-pub(crate) fn private(plan: &SagaPlan) -> TokenStream {
-    let krate = &plan.krate;
-    quote!(#krate::__private)
 }
 
 fn state_enum(plan: &SagaPlan) -> TokenStream {
@@ -360,25 +347,6 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
             compensation: #compensation,
         }
     }
-}
-
-/// `tokens` with every token, nested ones included, at `span`.
-fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|token| match token {
-            proc_macro2::TokenTree::Group(group) => {
-                let mut respanned =
-                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
-                respanned.set_span(span);
-                proc_macro2::TokenTree::Group(respanned)
-            }
-            mut other => {
-                other.set_span(span);
-                other
-            }
-        })
-        .collect()
 }
 
 fn millis(p: &TokenStream, ms: Option<u64>) -> TokenStream {

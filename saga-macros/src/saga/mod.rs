@@ -6,6 +6,7 @@ mod context;
 mod fallback;
 mod model;
 pub(crate) mod parse;
+mod tokens;
 mod validate;
 
 use proc_macro2::TokenStream;
@@ -51,9 +52,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     strip_step_attrs(&mut item_impl);
     match (errors.finish(), plan) {
         (Ok(()), Some(plan)) => {
+            let context = context::generate(&plan);
             let generated = codegen::generate(&plan);
             quote! {
                 #item_impl
+                #context
                 #generated
                 #step_uses
             }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use saga_runtime::prelude::*;
-use saga_runtime::{AuditRecord, Executor, SagaRecord};
+use saga_runtime::{AuditRecord, Executor, SagaRecord, Waited};
 use serde_json::{Value, json};
 
 use crate::backtest::{BacktestInput, BacktestWorkflow};
@@ -24,6 +24,8 @@ pub struct App {
     pub orchestrator: Orchestrator,
     pub backtests: Executor<BacktestWorkflow>,
     pub registry: prometheus::Registry,
+    /// How long `POST /backtests` waits for the saga before answering 202 Accepted.
+    pub wait: std::time::Duration,
 }
 
 /// The body of `POST /backtests`.
@@ -91,22 +93,31 @@ async fn start_backtest(
         strategy_id: request.strategy_id,
     };
     // A client that retries with the same `Idempotency-Key` gets the same saga back.
-    let idempotency_key = headers
+    let saga_id = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200);
-    let outcome = match idempotency_key {
-        Some(key) => app.backtests.execute_with_id(key, &config, input).await,
-        None => app.backtests.execute(&config, input).await,
-    };
-    match outcome {
-        Ok(outcome) => Json(json!({
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(saga_runtime::new_saga_id, str::to_owned);
+    // A saga past its pivot retries until it succeeds: answer within `wait`, and let a slow
+    // one go on (202 Accepted; `GET /sagas/{id}` shows where it stands).
+    match app
+        .backtests
+        .execute_within(saga_id, &config, input, app.wait)
+        .await
+    {
+        Ok(Waited::Ended(outcome)) => Json(json!({
             "status": outcome.state(),
             "saga_id": outcome.saga_id(),
             "context": outcome.context(),
             "error": outcome.error().map(ToString::to_string),
         }))
         .into_response(),
+        Ok(Waited::Running { saga_id }) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/sagas/{saga_id}"))],
+            Json(json!({ "status": "running", "saga_id": saga_id })),
+        )
+            .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -192,5 +203,6 @@ pub fn app(
         orchestrator,
         backtests,
         registry,
+        wait: std::time::Duration::from_secs(10),
     }))
 }

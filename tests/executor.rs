@@ -680,3 +680,37 @@ async fn events_carry_the_event_type_enum_names() {
         assert_eq!(event.as_str().parse::<EventType>(), Ok(event));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn execute_within_bounds_the_wait_past_a_pivot() {
+    let script = Script::new();
+    // After the pivot `c` fails 30 times: 10 ms, then 20 ms, then 40 ms apart (its
+    // `backoff_max`), about 1.1 s in all, longer than the caller waits.
+    script.on("c", [Action::Fail; 30]);
+    let (orchestrator, _, pivoted) = scripted(MemoryStore::new(), &script);
+    let config = SagaConfig::default();
+    let waited = pivoted
+        .execute_within("slow", &config, Input { id: 1 }, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let saga_id = match waited {
+        saga_runtime::Waited::Running { saga_id } => saga_id,
+        saga_runtime::Waited::Ended(outcome) => panic!("ended too soon: {outcome:?}"),
+    };
+    assert_eq!(saga_id, "slow");
+    // It goes on without the caller, and ends.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let outcome = pivoted.outcome("slow").await.unwrap().unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(script.names().iter().filter(|n| **n == "c").count(), 31);
+    assert!(!script.names().contains(&"undo_a"));
+    let record = orchestrator.load("slow").await.unwrap().unwrap();
+    assert_eq!(record.state, SagaState::Completed);
+
+    // A saga that ends within the wait is returned as it ended.
+    let waited = pivoted
+        .execute_within("quick", &config, Input { id: 2 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(waited, saga_runtime::Waited::Ended(ref o) if o.is_completed()));
+}

@@ -166,8 +166,8 @@ async fn a_completed_unit_pivot_holds_after_recovery(h: &Harness) {
     .await;
     assert_eq!(first.names(), ["a", "b", "c"]);
 
-    // The retry budget of `c` (2 attempts) is spent by its second failure, but the pivot
-    // completed: `c` goes on forward and `a` is never undone.
+    // `c` fails again after the crash; the pivot completed, so `c` goes on forward until it
+    // succeeds, and `a` is never undone.
     let second = Script::new();
     second.on("c", [Action::Fail]);
     let (_, _, pivot) = shaped(h.reopen(), "runner-a", &second);

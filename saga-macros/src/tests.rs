@@ -104,7 +104,7 @@ fn snapshot_cases() -> Vec<(&'static str, TokenStream, TokenStream)> {
                         todo()
                     }
 
-                    #[step(retries = 1)]
+                    #[step]
                     async fn ship(&self, charge: &Option<String>) -> Result<u64, StepError> {
                         todo()
                     }

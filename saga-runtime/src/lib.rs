@@ -26,7 +26,9 @@ pub use config::SagaConfig;
 pub use context::StepContext;
 pub use definition::{Saga, SagaState, UnknownState};
 pub use error::{ErrorClass, Result, ResultExt, SagaError, StepError, StoreError};
-pub use executor::{Executor, Failure, Orchestrator, OrchestratorBuilder, Outcome};
+pub use executor::{
+    Executor, Failure, Orchestrator, OrchestratorBuilder, Outcome, Waited, new_saga_id,
+};
 pub use metrics::SagaMetrics;
 /// The `prometheus` crate, in the version the metrics are built with: register
 /// [`SagaMetrics`] in a `saga_runtime::prometheus::Registry` without matching versions by

@@ -254,9 +254,9 @@ impl Pivoted {
         self.0.act("b", ctx).await
     }
 
+    // No `retries`: after the pivot a step retries until it succeeds.
     #[step(
         timeout = "1s",
-        retries = 1,
         backoff_initial = "10ms",
         backoff_max = "40ms",
         jitter = 0

@@ -216,6 +216,18 @@ fn step_plan(
             "a `pivot` step cannot have `compensate`: once a pivot completes, the saga never compensates",
         );
     }
+    let earlier_pivot = model.steps[..index]
+        .iter()
+        .find(|earlier| earlier.args.pivot.is_some());
+    if let (Some(pivot), Some(retries)) = (earlier_pivot, args.retries) {
+        errors.at(
+            retries.span,
+            format_args!(
+                "`retries` cannot apply to `{}`: it comes after the pivot `{}`, and a step after the pivot retries until it succeeds (a permanent error parks the saga); remove `retries`, and bound how long a caller waits with `Executor::execute_within`",
+                func.name, pivot.func.name
+            ),
+        );
+    }
     if args.compensate.is_none() {
         if let Some(key) = args.compensate_timeout {
             errors.at(key.span, "`compensate_timeout` needs `compensate`");

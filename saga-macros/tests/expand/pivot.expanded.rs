@@ -332,7 +332,7 @@ const _: () = {
                 ::saga_runtime::__private::StepSpec {
                     name: "ship",
                     timeout: ::core::option::Option::None,
-                    retries: ::core::option::Option::Some(1u32),
+                    retries: ::core::option::Option::None,
                     backoff: ::saga_runtime::__private::BackoffSpec {
                         initial: ::core::option::Option::None,
                         multiplier: ::core::option::Option::None,

@@ -18,8 +18,10 @@ use crate::error::{SagaError, StoreError};
 use crate::status::StepStatus;
 use crate::store::{Claim, Created, NewSaga, SagaRecord};
 
-/// A fresh saga id: 128 random bits as a UUID-shaped string.
-fn new_saga_id() -> String {
+/// A fresh saga id: 128 random bits as a UUID-shaped string, what [`Executor::execute`]
+/// uses. For the `*_with_id` methods when a caller has no id of its own to give.
+#[must_use]
+pub fn new_saga_id() -> String {
     let mut rng = Rng::new(random_seed());
     let (a, b) = (rng.next_u64(), rng.next_u64());
     format!(
@@ -104,6 +106,51 @@ impl<S: Saga> Executor<S> {
         input: S::Input,
     ) -> Result<Outcome<S>, SagaError> {
         self.execute_with_id(new_saga_id(), config, input).await
+    }
+
+    /// Runs a new saga with the given id, and waits at most `wait` for it to end: what a
+    /// request handler wants, since a saga past its pivot retries until it succeeds and may
+    /// not end soon. The saga runs in a task of its own, so it goes on (durably, owned by
+    /// this runner) when the wait runs out; read it later with [`Executor::outcome`].
+    ///
+    /// ```
+    /// # use saga_runtime::prelude::*;
+    /// # use saga_runtime::Waited;
+    /// # use std::time::Duration;
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Input;
+    /// # pub struct Flow;
+    /// # #[saga(name = "flow", input = Input)]
+    /// # impl Flow { #[step] async fn a(&self) -> Result<(), StepError> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), SagaError> {
+    /// # let flows = Orchestrator::builder(MemoryStore::new()).build()?.register(Flow);
+    /// match flows
+    ///     .execute_within("order-42", &SagaConfig::default(), Input, Duration::from_secs(2))
+    ///     .await?
+    /// {
+    ///     Waited::Ended(outcome) => assert!(outcome.is_completed()), // 200 with the outcome
+    ///     Waited::Running { saga_id } => println!("{saga_id} goes on"), // 202, poll it later
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Executor::execute_with_id`].
+    pub async fn execute_within(
+        &self,
+        saga_id: impl Into<String>,
+        config: &SagaConfig,
+        input: S::Input,
+        wait: std::time::Duration,
+    ) -> Result<Waited<S>, SagaError> {
+        let saga_id: String = saga_id.into();
+        let (executor, config, id) = (self.clone(), config.clone(), saga_id.clone());
+        let run = tokio::spawn(async move { executor.execute_with_id(id, &config, input).await });
+        match tokio::time::timeout(wait, run).await {
+            Ok(Ok(result)) => result.map(Waited::Ended),
+            // A panic outside the steps (they catch their own) is a bug: let it through.
+            Ok(Err(error)) => std::panic::resume_unwind(error.into_panic()),
+            Err(_elapsed) => Ok(Waited::Running { saga_id }),
+        }
     }
 
     /// Runs a new saga with the given id until it ends. If a saga with this id exists, it is
@@ -361,6 +408,28 @@ impl<S: Saga> Executor<S> {
                 saga_id: saga_id.to_owned(),
             }
             .into()),
+        }
+    }
+}
+
+/// What [`Executor::execute_within`] saw.
+pub enum Waited<S: Saga> {
+    /// The saga ended within the wait (or existed already, as it stands).
+    Ended(Outcome<S>),
+    /// The saga was still running when the wait ran out; it goes on.
+    Running {
+        /// Its id, to read it later.
+        saga_id: String,
+    },
+}
+
+impl<S: Saga> fmt::Debug for Waited<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Waited::Ended(outcome) => f.debug_tuple("Ended").field(outcome).finish(),
+            Waited::Running { saga_id } => {
+                f.debug_struct("Running").field("saga_id", saga_id).finish()
+            }
         }
     }
 }

@@ -18,6 +18,6 @@ mod run;
 mod settings;
 mod writer;
 
-pub use self::handle::Executor;
+pub use self::handle::{Executor, Waited, new_saga_id};
 pub use self::orchestrator::{Orchestrator, OrchestratorBuilder};
 pub use self::outcome::{Failure, Outcome};

@@ -34,6 +34,23 @@ where
     migrator.run(pool).await.unwrap();
 }
 
+/// The versions of the migration files shipped for `backend`, from their file names: each
+/// must be embedded in the store and applied when it opens.
+fn shipped_versions(backend: &str) -> Vec<i64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("saga-runtime/migrations")
+        .join(backend);
+    let mut versions: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.split('_').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
 /// Rows as the previous version wrote them: `(id, state, step_index, step, attempt,
 /// failed_step, error, context)`.
 fn legacy_rows() -> Vec<[&'static str; 8]> {
@@ -176,6 +193,12 @@ async fn a_sqlite_file_of_the_previous_version_is_migrated_and_resumed() {
 
     let store = SqliteStore::open(&path).await.unwrap();
     assert!(store.pending_migrations().await.unwrap().is_empty());
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _saga_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, shipped_versions("sqlite"));
     resume_and_check(store).await;
 }
 
@@ -222,6 +245,28 @@ async fn a_postgres_schema_of_the_previous_version_is_migrated_and_resumed() {
         .await
         .unwrap();
     assert!(store.pending_migrations().await.unwrap().is_empty());
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _saga_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, shipped_versions("postgres"));
+    // The primary key took the seed's index name, and the duplicate index is gone.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
+         AND tablename = 'saga_checkpoints' ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "ix_saga_checkpoints_saga_id",
+            "ix_saga_checkpoints_state",
+            "ix_saga_checkpoints_updated_at"
+        ]
+    );
     resume_and_check(store).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -173,6 +173,22 @@ async fn seed_sql_on_postgres() {
             .unwrap();
         assert_eq!(found, 1, "{index}");
     }
+    // One B-tree for the key: the primary key's index is the seed's
+    // ix_saga_checkpoints_saga_id, and no second index on saga_id alone is written to.
+    let key_indexes: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, i.indisprimary FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = 'saga_checkpoints'::regclass AND i.indnatts = 1 \
+           AND i.indkey[0] = (SELECT attnum FROM pg_attribute \
+             WHERE attrelid = 'saga_checkpoints'::regclass AND attname = 'saga_id')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        key_indexes,
+        [("ix_saga_checkpoints_saga_id".to_owned(), true)]
+    );
     sqlx::query("UPDATE saga_checkpoints SET updated_at = now() - interval '2 hours' WHERE saga_id = 'saga_stuck'")
         .execute(&pool)
         .await

@@ -48,7 +48,7 @@ fn tag() -> String {
 
 fn group_commit(args: &Args) -> GroupCommit {
     let writers = args.writers.unwrap_or(if args.store == Backend::Postgres {
-        4
+        2
     } else {
         1
     });

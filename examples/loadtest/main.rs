@@ -61,7 +61,7 @@ struct Args {
     )]
     url: String,
     /// Group commit: transactions in flight at once (default: the store's, 1 for SQLite
-    /// and 4 for PostgreSQL).
+    /// and 2 for PostgreSQL).
     #[arg(long)]
     writers: Option<usize>,
     /// Group commit: most writes per transaction (1 turns batching off).

@@ -40,13 +40,13 @@ pub use prometheus;
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 #[doc(inline)]
 pub use saga_macros::{saga, step};
-#[cfg(feature = "_sqlx")]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-pub use store::GroupCommit;
 pub use store::{
     Actor, CompensationStatus, MemoryStore, RunStatus, RunnerStore, SagaQuery, SagaRecord,
     SagaStore, StepStatus,
 };
+#[cfg(feature = "_sqlx")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use store::{GroupCommit, GroupCommitStats};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::{PostgresStore, PostgresStoreBuilder};

@@ -7,10 +7,11 @@
 //! queued when it becomes free (it does not wait for more unless `max_wait` says so), so a
 //! lone saga pays nothing but a channel hop.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::{Checkpoint, Created, NewSaga, Saved};
 use crate::definition::BoxFuture;
@@ -33,8 +34,10 @@ pub struct GroupCommit {
     /// How long a writer waits for more writes once it has some. Default 0: it takes what
     /// is queued and goes, so a lone saga is not slowed down.
     pub max_wait: Duration,
-    /// Transactions in flight at once. Default 1 (SQLite has one writer anyway); more can
-    /// help PostgreSQL.
+    /// Transactions in flight at once. The first writer gathers whatever is queued into
+    /// one commit; each further one commits beside it only while a backlog of 64 writes
+    /// waits, so that a few concurrent sagas still share one commit. Default 1 (SQLite
+    /// has one writer anyway); `PostgresStore` uses 2.
     pub writers: usize,
 }
 
@@ -69,6 +72,56 @@ impl GroupCommit {
         self.writers = writers.max(1);
         self
     }
+}
+
+/// What a store's group commit has done since it opened: how many transactions, how many
+/// writes they carried, and how long they took. Writes per batch and time per batch tell
+/// whether concurrent sagas share their commits.
+///
+/// ```
+/// # async fn demo() -> Result<(), saga_runtime::StoreError> {
+/// let store = saga_runtime::store::SqliteStore::open("sagas.db").await?;
+/// let stats = store.group_commit_stats();
+/// println!("{} writes in {} batches", stats.writes, stats.batches);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupCommitStats {
+    /// Transactions committed (or attempted) by the writers.
+    pub batches: u64,
+    /// Writes (creates and checkpoints) they carried.
+    pub writes: u64,
+    /// Time spent in those transactions, from sending to the answer.
+    pub busy: Duration,
+}
+
+impl GroupCommitStats {
+    /// Mean writes per transaction (0 before the first).
+    #[must_use]
+    pub fn writes_per_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.writes as f64 / self.batches as f64
+        }
+    }
+
+    /// Mean time per transaction.
+    #[must_use]
+    pub fn time_per_batch(&self) -> Duration {
+        u32::try_from(self.batches)
+            .ok()
+            .and_then(|batches| self.busy.checked_div(batches))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    writes: AtomicU64,
+    busy_micros: AtomicU64,
 }
 
 /// One write.
@@ -122,8 +175,24 @@ struct Pending {
 pub(crate) struct Committer {
     backend: Arc<dyn BatchBackend>,
     settings: GroupCommit,
-    queue: OnceLock<mpsc::UnboundedSender<Pending>>,
+    queue: OnceLock<(mpsc::UnboundedSender<Pending>, Arc<Shared>)>,
+    counters: Arc<Counters>,
 }
+
+/// What the writers share: the queue's receiving end, and what the extra writers watch.
+struct Shared {
+    rx: Mutex<mpsc::UnboundedReceiver<Pending>>,
+    /// Writes sent and not yet taken by a writer.
+    queued: AtomicUsize,
+    /// Wakes an extra writer when `queued` reaches [`BACKLOG`], or when the queue closed.
+    backlog: Notify,
+    closed: AtomicBool,
+}
+
+/// Writes waiting before an extra writer starts a transaction beside the first one. Below
+/// it, one writer gathering everything into one commit is faster: concurrent sagas then
+/// share a commit instead of splitting into groups that each pay for their own.
+const BACKLOG: usize = 64;
 
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,17 +208,40 @@ impl Committer {
             backend,
             settings,
             queue: OnceLock::new(),
+            counters: Arc::default(),
         }
     }
 
-    fn queue(&self) -> &mpsc::UnboundedSender<Pending> {
+    /// What the writers have done so far.
+    pub(crate) fn stats(&self) -> GroupCommitStats {
+        let counters = &self.counters;
+        GroupCommitStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            writes: counters.writes.load(Ordering::Relaxed),
+            busy: Duration::from_micros(counters.busy_micros.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn queue(&self) -> &(mpsc::UnboundedSender<Pending>, Arc<Shared>) {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..self.settings.writers.max(1) {
-                tokio::spawn(writer(self.backend.clone(), rx.clone(), self.settings));
+            let shared = Arc::new(Shared {
+                rx: Mutex::new(rx),
+                queued: AtomicUsize::new(0),
+                backlog: Notify::new(),
+                closed: AtomicBool::new(false),
+            });
+            let writer_of = |shared: &Arc<Shared>| Writer {
+                backend: self.backend.clone(),
+                shared: shared.clone(),
+                settings: self.settings,
+                counters: self.counters.clone(),
+            };
+            tokio::spawn(writer(writer_of(&shared)));
+            for _ in 1..self.settings.writers.max(1) {
+                tokio::spawn(extra_writer(writer_of(&shared)));
             }
-            tx
+            (tx, shared)
         })
     }
 
@@ -175,9 +267,16 @@ impl Committer {
             return write_alone(&*self.backend, op).await;
         }
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(pending)) = self.queue().send(Pending { op, reply }) {
+        let (queue, shared) = self.queue();
+        // Counted before it is sent, so that a writer never takes more than was counted.
+        let queued = shared.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Err(mpsc::error::SendError(pending)) = queue.send(Pending { op, reply }) {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
             // The writers are gone (their runtime shut down): write directly.
             return write_alone(&*self.backend, pending.op).await;
+        }
+        if queued >= BACKLOG {
+            shared.backlog.notify_one();
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Invalid {
@@ -209,25 +308,60 @@ async fn write_alone(backend: &dyn BatchBackend, op: Op) -> Result<Reply, StoreE
     })
 }
 
-async fn writer(
+/// How many times a writer yields, at most, while the queue grows before it takes a batch.
+const GATHER_YIELDS: usize = 8;
+
+/// What each writer task holds.
+struct Writer {
     backend: Arc<dyn BatchBackend>,
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    shared: Arc<Shared>,
     settings: GroupCommit,
-) {
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Commits `batch`, counted.
+    async fn commit(&self, batch: Vec<Pending>) {
+        self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        let started = Instant::now();
+        let writes = batch.len() as u64;
+        commit(&*self.backend, batch).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.writes.fetch_add(writes, Ordering::Relaxed);
+        self.counters
+            .busy_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// The first writer: waits for a write, gathers what comes with it, commits.
+async fn writer(this: Writer) {
+    let (shared, settings) = (&this.shared, this.settings);
     loop {
         let mut batch: Vec<Pending> = Vec::new();
         {
-            let mut rx = queue.lock().await;
+            let mut rx = shared.rx.lock().await;
             let Some(first) = rx.recv().await else {
+                shared.closed.store(true, Ordering::Release);
+                shared.backlog.notify_waiters();
                 return;
             };
             batch.push(first);
-            while batch.len() < settings.max_batch {
-                match rx.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+            // Sagas woken by one commit write again at nearly the same moment: let them
+            // run up to their next write before taking the queue (yielding while the queue
+            // still grows, a few times at most). Otherwise a writer takes only the first of
+            // them, and concurrent sagas settle into cohorts that alternate, each paying for
+            // the other's commit as well as its own.
+            let mut queued = rx.len();
+            for _ in 0..GATHER_YIELDS {
+                tokio::task::yield_now().await;
+                if rx.len() == queued || rx.len() + 1 >= settings.max_batch {
+                    break;
                 }
+                queued = rx.len();
             }
+            drain(&mut rx, &mut batch, settings.max_batch);
             if !settings.max_wait.is_zero() && batch.len() < settings.max_batch {
                 let deadline = tokio::time::Instant::now() + settings.max_wait;
                 while batch.len() < settings.max_batch {
@@ -238,7 +372,42 @@ async fn writer(
                 }
             }
         }
-        commit(&*backend, batch).await;
+        this.commit(batch).await;
+    }
+}
+
+/// An extra writer: commits beside the first only while a backlog of [`BACKLOG`] writes
+/// waits, and takes what is queued without waiting for more.
+async fn extra_writer(this: Writer) {
+    let (shared, settings) = (&this.shared, this.settings);
+    loop {
+        let notified = shared.backlog.notified();
+        tokio::pin!(notified);
+        // Registered before the checks, so that a wake-up between them is not lost.
+        notified.as_mut().enable();
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if shared.queued.load(Ordering::Relaxed) < BACKLOG {
+            notified.await;
+            continue;
+        }
+        let mut batch: Vec<Pending> = Vec::new();
+        drain(&mut *shared.rx.lock().await, &mut batch, settings.max_batch);
+        if batch.is_empty() {
+            continue;
+        }
+        this.commit(batch).await;
+    }
+}
+
+/// Moves what is queued into `batch`, up to `max_batch` in all.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(pending) => batch.push(pending),
+            Err(_) => break,
+        }
     }
 }
 

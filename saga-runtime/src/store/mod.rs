@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 #[cfg(feature = "_sqlx")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-pub use batch::GroupCommit;
+pub use batch::{GroupCommit, GroupCommitStats};
 pub use memory::MemoryStore;
 pub use open::{open, redact};
 #[cfg(feature = "postgres")]

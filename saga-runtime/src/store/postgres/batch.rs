@@ -2,15 +2,16 @@
 //! rows as ONE statement (data-modifying CTEs over arrays), so a batch costs one round
 //! trip and one commit. The statement text never changes, so the server keeps one plan,
 //! and `saga_id = ANY(..)` keeps the primary key index in use however large the batch.
-//! Writers use a small pool of their own, without the pre-ping of the main pool: a broken
+//! Writers keep connections of their own, without the pre-ping of the main pool: a broken
 //! connection fails its batch, which the committer then retries write by write.
 
 use std::collections::HashMap;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::rows::{COLUMNS, micros, record};
 use crate::audit::{AuditHeader, NewEvent};
@@ -70,22 +71,73 @@ UNION ALL
 SELECT saga_id, version, false AS created FROM u";
 
 pub(crate) struct PostgresBatch {
-    /// The writers' own connections (as many as writers; closed when idle for a minute).
-    pool: PgPool,
+    /// How writers connect: the main pool's options, with sequential scans off.
+    options: PgConnectOptions,
+    /// Connections between batches, with when each was last used; at most `writers`.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    writers: usize,
+    /// How long a writer waits for a new connection: the main pool's acquire timeout.
+    connect_timeout: Duration,
 }
 
+/// A writer's connection idle for longer is closed rather than reused (a firewall or the
+/// server may have dropped it).
+const IDLE: Duration = Duration::from_mins(1);
+
 impl PostgresBatch {
-    /// A writer pool with the main pool's connect options.
+    /// Writers connect with the main pool's options. Their connections plan with sequential
+    /// scans off: a plan cached while `saga_checkpoints` is small would otherwise scan the
+    /// whole table for every batch once it has grown (throughput then falls with history),
+    /// and every statement a writer runs finds its rows by primary key.
     pub(crate) fn new(main: &PgPool, writers: usize) -> Self {
-        let options = main.connect_options();
-        let pool = PgPoolOptions::new()
-            .max_connections(u32::try_from(writers.max(1)).unwrap_or(u32::MAX))
-            .min_connections(0)
-            .test_before_acquire(false)
-            .idle_timeout(Some(Duration::from_mins(1)))
-            .acquire_timeout(main.options().get_acquire_timeout())
-            .connect_lazy_with((*options).clone());
-        PostgresBatch { pool }
+        let options = (*main.connect_options())
+            .clone()
+            .options([("enable_seqscan", "off")]);
+        PostgresBatch {
+            options,
+            idle: Mutex::new(Vec::new()),
+            writers: writers.max(1),
+            connect_timeout: main.options().get_acquire_timeout(),
+        }
+    }
+
+    /// An idle connection, or a new one. Kept by the writers themselves rather than
+    /// acquired from a pool: a pool's hand-back is a task hop on every batch.
+    async fn connection(&self) -> Result<PgConnection, StoreError> {
+        loop {
+            let popped = self.idle().pop();
+            match popped {
+                Some((conn, used)) if used.elapsed() < IDLE => return Ok(conn),
+                Some((conn, _)) => drop(conn),
+                None => break,
+            }
+        }
+        let connect = PgConnection::connect_with(&self.options);
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(connected) => connected.map_err(database_error),
+            // An I/O error, so transient: the write is retried like any lost connection.
+            Err(_) => Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection to PostgreSQL within {:?}",
+                    self.connect_timeout
+                ),
+            )))),
+        }
+    }
+
+    fn put_back(&self, conn: PgConnection) {
+        let mut idle = self.idle();
+        if idle.len() < self.writers {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// The idle list; a panic while it was held cannot have left it inconsistent.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Instant)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -95,11 +147,12 @@ impl BatchBackend for PostgresBatch {
         ops: &'a [Op],
     ) -> BoxFuture<'a, Result<Vec<Result<Reply, StoreError>>, StoreError>> {
         Box::pin(async move {
-            let mut conn = self.pool.acquire().await.map_err(database_error)?;
+            let mut conn = self.connection().await?;
             let result = write(&mut conn, ops).await;
-            if result.is_err() {
-                // It may be broken: let the pool open another.
-                conn.close_on_drop();
+            // After an error the connection may be broken: drop it, and let the next
+            // batch open another.
+            if result.is_ok() {
+                self.put_back(conn);
             }
             result
         })

@@ -14,7 +14,7 @@ mod query;
 mod rows;
 
 use self::batch::PostgresBatch;
-use super::batch::{Committer, GroupCommit};
+use super::batch::{Committer, GroupCommit, GroupCommitStats};
 use super::sql::{self, OperatorChange, database_error};
 use super::{
     Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
@@ -35,7 +35,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step status",
         include_str!("../../../migrations/postgres/20261128000001_step_status.sql"),
     ),
+    (
+        20_261_128_000_002,
+        "one index for the key",
+        include_str!("../../../migrations/postgres/20261128000002_one_index_for_the_key.sql"),
+    ),
 ];
+
+/// Transactions in flight at once by default: the second starts only under a backlog
+/// (see [`GroupCommit`]); on the 2-core machine of BENCHMARKS.md it lifts
+/// throughput at 1,000 concurrent sagas by a third, and more did not help.
+const WRITERS: usize = 2;
 
 /// Sagas in PostgreSQL.
 ///
@@ -114,7 +124,7 @@ impl PostgresStoreBuilder {
     }
 
     /// Group-commit settings (see [`GroupCommit`]). Default: batches of up to 500 writes,
-    /// no waiting, four transactions in flight.
+    /// no waiting, two writers (the second only under a backlog).
     pub fn group_commit(mut self, settings: GroupCommit) -> Self {
         self.group_commit = settings;
         self
@@ -189,6 +199,12 @@ impl PostgresStoreBuilder {
 }
 
 impl PostgresStore {
+    /// What group commit has done since the store opened (see [`GroupCommitStats`]).
+    #[must_use]
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.committer.stats()
+    }
+
     /// A builder over `url` with the seed's pool defaults.
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
@@ -200,7 +216,7 @@ impl PostgresStore {
             acquire_timeout: Duration::from_secs(30),
             schema: None,
             migrate: true,
-            group_commit: GroupCommit::default().writers(4),
+            group_commit: GroupCommit::default().writers(WRITERS),
         }
     }
 
@@ -215,7 +231,7 @@ impl PostgresStore {
     /// Uses an existing pool as it is (no migrations: call [`PostgresStore::migrate`]).
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self::with_settings(pool, GroupCommit::default().writers(4))
+        Self::with_settings(pool, GroupCommit::default().writers(WRITERS))
     }
 
     fn with_settings(pool: PgPool, settings: GroupCommit) -> Self {

@@ -15,7 +15,7 @@ mod query;
 mod rows;
 
 use self::batch::SqliteBatch;
-use super::batch::{Committer, GroupCommit};
+use super::batch::{Committer, GroupCommit, GroupCommitStats};
 use super::sql::{self, OperatorChange, database_error};
 use super::{
     Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
@@ -161,6 +161,12 @@ impl SqliteStoreBuilder {
 }
 
 impl SqliteStore {
+    /// What group commit has done since the store opened (see [`GroupCommitStats`]).
+    #[must_use]
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.committer.stats()
+    }
+
     /// A builder over a `sqlite:` URL (`sqlite://sagas.db`, `sqlite::memory:`).
     pub fn builder(url: impl Into<String>) -> SqliteStoreBuilder {
         SqliteStoreBuilder::new(Source::Url(url.into()))

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use saga_runtime::SagaStore;
-use saga_runtime::store::{GroupCommit, MemoryStore, PostgresStore, SqliteStore};
+use saga_runtime::store::{GroupCommit, GroupCommitStats, MemoryStore, PostgresStore, SqliteStore};
 
+use super::history::{self, Db};
 use super::{Args, Backend, LoadInput, Report, body, drive, fails};
 
 /// Removes what a run created.
@@ -58,10 +59,21 @@ fn group_commit(args: &Args) -> GroupCommit {
         .max_wait(Duration::from_micros(args.max_wait_us))
 }
 
-/// A fresh, migrated store of the chosen kind.
-pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), String> {
+/// A fresh store, and how to read its group-commit figures.
+pub(crate) struct Opened {
+    pub(crate) store: Arc<dyn SagaStore>,
+    pub(crate) cleanup: Cleanup,
+    pub(crate) stats: Option<Box<dyn Fn() -> GroupCommitStats + Send + Sync>>,
+}
+
+/// A fresh, migrated store of the chosen kind, holding `--history` finished sagas.
+pub(crate) async fn open(args: &Args) -> Result<Opened, String> {
     match args.store {
-        Backend::Memory => Ok((Arc::new(MemoryStore::new()), Cleanup::Nothing)),
+        Backend::Memory => Ok(Opened {
+            store: Arc::new(MemoryStore::new()),
+            cleanup: Cleanup::Nothing,
+            stats: None,
+        }),
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("saga-loadtest-{}", tag()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -70,7 +82,17 @@ pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), S
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok((Arc::new(store), Cleanup::Dir(dir)))
+            let pool = store.pool().clone();
+            let store = Arc::new(store);
+            history::prefill(args.history, store.clone(), Db::Sqlite(&pool)).await?;
+            Ok(Opened {
+                stats: Some(Box::new({
+                    let store = store.clone();
+                    move || store.group_commit_stats()
+                })),
+                store,
+                cleanup: Cleanup::Dir(dir),
+            })
         }
         Backend::Postgres => {
             let schema = format!("saga_load_{}", tag());
@@ -83,7 +105,23 @@ pub(crate) async fn open(args: &Args) -> Result<(Arc<dyn SagaStore>, Cleanup), S
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok((Arc::new(store), Cleanup::Schema(args.url.clone(), schema)))
+            let pool = store.pool().clone();
+            let store = Arc::new(store);
+            let cleanup = Cleanup::Schema(args.url.clone(), schema);
+            if let Err(error) =
+                history::prefill(args.history, store.clone(), Db::Postgres(&pool)).await
+            {
+                cleanup.run().await;
+                return Err(error);
+            }
+            Ok(Opened {
+                stats: Some(Box::new({
+                    let store = store.clone();
+                    move || store.group_commit_stats()
+                })),
+                store,
+                cleanup,
+            })
         }
     }
 }
@@ -184,9 +222,9 @@ async fn write(
 
 /// The baseline run, on a fresh database.
 pub(crate) async fn run(args: &Args) -> Result<Report, String> {
-    let (store, cleanup) = open(args).await?;
-    let pool = match (&args.store, store.as_ref()) {
-        (Backend::Memory, _) => None,
+    let Opened { store, cleanup, .. } = open(args).await?;
+    let pool = match args.store {
+        Backend::Memory => None,
         _ => Some(Arc::new(raw_pool(args, &cleanup).await?)),
     };
     drop(store);

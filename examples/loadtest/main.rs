@@ -60,6 +60,17 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     url: String,
+    /// Finished sagas already in the tables before the run (SQLite, PostgreSQL): a
+    /// production database holds months of them.
+    #[arg(long, default_value_t = 0)]
+    history: usize,
+    /// Also append each result to this file, as one JSON object per line
+    /// (`scripts/benchmarks` renders BENCHMARKS.md's tables from such files).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// A label for this run in the JSON output (for example a round or a sitting).
+    #[arg(long, default_value = "")]
+    label: String,
     /// Group commit: transactions in flight at once (default: the store's, 1 for SQLite
     /// and 2 for PostgreSQL).
     #[arg(long)]
@@ -172,6 +183,8 @@ struct Report {
     latencies: Vec<Duration>,
     completed: usize,
     failed: usize,
+    /// Group commit over the run: transactions, writes, time in transactions.
+    commits: Option<(u64, u64, Duration)>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -297,6 +310,7 @@ where
         latencies: Vec::with_capacity(args.sagas),
         completed: 0,
         failed: 0,
+        commits: None,
     };
     for worker in workers {
         let (latencies, completed, failed) = worker.await.map_err(|e| e.to_string())??;
@@ -313,49 +327,6 @@ where
     }
     report.latencies.sort_unstable();
     Ok(report)
-}
-
-fn line(label: &str, args: &Args, report: &Report) -> (String, f64) {
-    let secs = report.elapsed.as_secs_f64().max(f64::EPSILON);
-    let steps = args.sagas * args.steps;
-    let steps_per_s = steps as f64 / secs;
-    let in_flight = args.concurrency.min(args.sagas).max(1);
-    // Only meaningful when steps hold sagas in flight long enough to be sampled (--step-ms):
-    // live heap bytes per in-flight saga (the load generator's own task included).
-    let per_saga_kib = if report.inflight_heap_peak > 0 {
-        report.inflight_heap_peak.saturating_sub(report.heap_before) as f64
-            / 1024.0
-            / in_flight as f64
-    } else {
-        f64::NAN
-    };
-    let rss_per_saga_kib = if report.inflight_peak_mb > 0.0 {
-        (report.inflight_peak_mb - report.rss_before_mb).max(0.0) * 1024.0 / in_flight as f64
-    } else {
-        f64::NAN
-    };
-    let memory = if args.step_ms > 0 {
-        format!(
-            " heap_kib_per_inflight_saga={per_saga_kib:.2} rss_kib_per_inflight_saga={rss_per_saga_kib:.2}"
-        )
-    } else {
-        String::new()
-    };
-    let text = format!(
-        "{label}store={:?} sagas={} steps={} elapsed_s={:.3} sagas_per_s={:.0} steps_per_s={:.0} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_rss_mb={:.1}{memory}",
-        args.store,
-        args.sagas,
-        steps,
-        secs,
-        args.sagas as f64 / secs,
-        steps_per_s,
-        percentile(&report.latencies, 0.50),
-        percentile(&report.latencies, 0.95),
-        percentile(&report.latencies, 0.99),
-        max_rss_mb(),
-    )
-    .to_lowercase();
-    (text, steps_per_s)
 }
 
 /// Whether saga `i` fails. Deterministic: the same sagas fail in the library run and in
@@ -428,9 +399,17 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
         count(SagaState::Failed),
         counts.iter().map(|c| c.count as usize).sum::<usize>(),
     );
-    if completed != report.completed || failed != report.failed || total != args.sagas {
+    let history = if args.store == Backend::Memory {
+        0
+    } else {
+        args.history
+    };
+    if completed != report.completed + history
+        || failed != report.failed
+        || total != args.sagas + history
+    {
         return Err(format!(
-            "the store disagrees: it has {completed} completed, {failed} failed and {total} sagas in all; the run saw {} and {} of {}",
+            "the store disagrees: it has {completed} completed, {failed} failed and {total} sagas in all; the run saw {} and {} of {} (after {history} of history)",
             report.completed, report.failed, args.sagas
         ));
     }
@@ -439,7 +418,9 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
 
 mod alloc;
 mod baseline;
+mod history;
 mod orphans;
+mod results;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -474,18 +455,24 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     let mut library_rate = None;
     if !args.baseline_only {
-        let (store, cleanup) = baseline::open(args).await?;
-        let report = library(args, store).await;
-        cleanup.run().await;
-        let report = report?;
-        let (text, rate) = line("", args, &report);
-        println!("{text}");
-        library_rate = Some(rate);
+        let opened = baseline::open(args).await?;
+        let before = opened.stats.as_ref().map(|stats| stats());
+        let report = library(args, opened.store).await;
+        let after = opened.stats.as_ref().map(|stats| stats());
+        opened.cleanup.run().await;
+        let mut report = report?;
+        if let (Some(before), Some(after)) = (before, after) {
+            report.commits = Some((
+                after.batches - before.batches,
+                after.writes - before.writes,
+                after.busy.saturating_sub(before.busy),
+            ));
+        }
+        library_rate = Some(results::emit("library", args, &report)?);
     }
     if args.baseline || args.baseline_only {
         let report = baseline::run(args).await?;
-        let (text, rate) = line("baseline ", args, &report);
-        println!("{text}");
+        let rate = results::emit("baseline", args, &report)?;
         if let Some(library) = library_rate {
             println!(
                 "ratio library/baseline steps_per_s={:.2}",

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use saga_runtime::prelude::*;
+use serde_json::json;
 
 use super::{Args, Load3, LoadInput};
 
@@ -17,17 +18,21 @@ pub(crate) static HUNG: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let n = args.sagas;
-    let (store, cleanup) = super::baseline::open(args).await?;
+    let super::baseline::Opened { store, cleanup, .. } = super::baseline::open(args).await?;
     let result = orphan_and_recover(args, n, store.clone()).await;
     cleanup.run().await;
-    let elapsed = result?;
-    println!(
-        "recovery store={} orphans={n} elapsed_s={:.3} sagas_per_s={:.0}",
-        format!("{:?}", args.store).to_lowercase(),
-        elapsed.as_secs_f64(),
-        n as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
-    );
-    Ok(())
+    let elapsed = result?.as_secs_f64();
+    super::results::record(
+        "recovery",
+        "recovery ",
+        args,
+        vec![
+            ("store", json!(format!("{:?}", args.store).to_lowercase())),
+            ("orphans", json!(n)),
+            ("elapsed_s", json!(elapsed)),
+            ("sagas_per_s", json!(n as f64 / elapsed.max(f64::EPSILON))),
+        ],
+    )
 }
 
 async fn orphan_and_recover(

@@ -167,13 +167,28 @@ impl<S: Saga> Executor<S> {
         input: S::Input,
     ) -> Result<Outcome<S>, SagaError> {
         let saga_id: String = saga_id.into();
-        let id: Arc<str> = saga_id.into();
+        // Both halves boxed: while the saga runs, its future holds the run's state and
+        // nothing of how it was created.
+        let run = match Box::pin(self.start(saga_id.into(), config, input)).await? {
+            Started::Run(run) => run,
+            Started::Ended(outcome) => return Ok(outcome),
+        };
+        Box::pin(run.drive()).await
+    }
+
+    /// Creates the saga (or finds it), ready to run.
+    async fn start(
+        &self,
+        id: Arc<str>,
+        config: &SagaConfig,
+        input: S::Input,
+    ) -> Result<Started<'_, S>, SagaError> {
         let inner = &self.orchestrator.inner;
         let guard = match inner.active.enter(&id) {
             Entered::Run(guard) => guard,
             Entered::Wait(done) => {
                 let _ = done.await;
-                return self.existing(&id).await;
+                return self.existing(&id).await.map(Started::Ended);
             }
         };
         let (new, ctx) = self.new_saga(&id, config, input, true)?;
@@ -183,7 +198,7 @@ impl<S: Saga> Executor<S> {
             Created::New { version } => version,
             Created::Existing(record) => {
                 drop(guard);
-                return Outcome::from_record(*record, true);
+                return Outcome::from_record(*record, true).map(Started::Ended);
             }
         };
         let position = Position {
@@ -205,8 +220,7 @@ impl<S: Saga> Executor<S> {
             position,
         );
         run.metrics().saga_started();
-        // Boxed: the run outlives the (larger) state of creating the saga.
-        Box::pin(run.drive()).await
+        Ok(Started::Run(run))
     }
 
     /// The row of a new saga: owned by this runner (it runs it now) or by nobody (any
@@ -410,6 +424,13 @@ impl<S: Saga> Executor<S> {
             .into()),
         }
     }
+}
+
+/// A saga ready to run, or one that had already ended.
+#[allow(clippy::large_enum_variant)] // returned once and taken apart at once, never stored
+enum Started<'a, S: Saga> {
+    Run(Run<'a, S>),
+    Ended(Outcome<S>),
 }
 
 /// What [`Executor::execute_within`] saw.

@@ -59,8 +59,9 @@ pub(crate) async fn resume_claimed<S: Saga>(
         }),
     };
     let mut run = Run::new(inner, saga, guard, id, header, config, position);
-    run.resume_after_claim(record.recovery_count).await?;
-    run.drive().await
+    // Boxed, both: the recovered saga's future then holds one run, not the union of both.
+    Box::pin(run.resume_after_claim(record.recovery_count)).await?;
+    Box::pin(run.drive()).await
 }
 
 /// Keeps `saga_running_current` right even if the task is dropped mid-saga.
@@ -74,7 +75,10 @@ impl Drop for RunningGauge {
 
 impl<S: Saga> Run<'_, S> {
     /// Runs the saga until it completes, fails, needs a person, or cannot write.
-    pub(crate) async fn drive(mut self) -> Result<Outcome<S>, SagaError> {
+    ///
+    /// Not an `async fn`: one would keep a second copy of `self` beside the one the block
+    /// moves, in every saga's future for as long as the saga runs.
+    pub(crate) fn drive(mut self) -> impl Future<Output = Result<Outcome<S>, SagaError>> {
         let span = tracing::info_span!(
             "saga",
             saga_id = %self.id,
@@ -89,7 +93,9 @@ impl<S: Saga> Run<'_, S> {
             loop {
                 match self.state {
                     SagaState::Running => self.forward().await?,
-                    SagaState::Compensating => self.backward().await?,
+                    // Boxed: compensation is the rare path, and its larger state would
+                    // otherwise be reserved in every saga's future.
+                    SagaState::Compensating => Box::pin(self.backward()).await?,
                     _ => break,
                 }
             }
@@ -98,6 +104,5 @@ impl<S: Saga> Run<'_, S> {
             Ok(self.outcome())
         }
         .instrument(span)
-        .await
     }
 }

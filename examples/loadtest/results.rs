@@ -25,7 +25,8 @@ pub(crate) fn record(
 ) -> Result<(), String> {
     let text: Vec<String> = figures
         .iter()
-        .filter(|(key, value)| !value.is_null() && !(*key == "history" && *value == json!(0)))
+        // No history is the usual case: left out of the line, as before it existed.
+        .filter(|(key, value)| !(value.is_null() || (*key == "history" && *value == json!(0))))
         .map(|(key, value)| match value {
             Value::String(text) => format!("{key}={text}"),
             Value::Number(n) => match n.as_f64() {

@@ -22,6 +22,8 @@ pub(crate) const BACKOFF_MULTIPLIER: &str = "backoff_multiplier";
 pub(crate) const BACKOFF_MAX: &str = "backoff_max";
 pub(crate) const JITTER: &str = "jitter";
 pub(crate) const PIVOT: &str = "pivot";
+pub(crate) const CONCURRENT: &str = "concurrent";
+pub(crate) const AFTER: &str = "after";
 
 /// Keys of `#[step(...)]`, for did-you-mean suggestions.
 pub(crate) const STEP_KEYS: &[&str] = &[
@@ -35,6 +37,8 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     BACKOFF_MAX,
     JITTER,
     PIVOT,
+    CONCURRENT,
+    AFTER,
 ];
 
 /// The parameter name that binds the saga's input.

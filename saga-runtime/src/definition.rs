@@ -103,7 +103,8 @@ impl Definition {
         self.name
     }
 
-    /// A hash of the name and the ordered step names. A checkpoint written under another
+    /// A hash of the name, the ordered step names and, for a saga that is not a chain, the
+    /// graph of which step waits for which. A checkpoint written under another
     /// fingerprint is refused rather than resumed with the wrong shape.
     #[must_use]
     pub fn fingerprint(&self) -> &'static str {
@@ -114,6 +115,16 @@ impl Definition {
     #[must_use]
     pub fn steps(&self) -> &'static [StepSpec] {
         self.steps
+    }
+
+    /// Whether every step waits for every earlier one, so that the steps run one at a time
+    /// (no step is `concurrent`, or none gained anything from it).
+    #[must_use]
+    pub fn is_chain(&self) -> bool {
+        self.steps
+            .iter()
+            .enumerate()
+            .all(|(index, step)| step.depends_on.len() == index)
     }
 
     /// The index of the step named `name`.
@@ -136,6 +147,10 @@ pub struct StepSpec {
     pub backoff: BackoffSpec,
     #[doc(hidden)]
     pub pivot: bool,
+    #[doc(hidden)]
+    pub concurrent: bool,
+    #[doc(hidden)]
+    pub depends_on: &'static [usize],
     #[doc(hidden)]
     pub compensation: Option<CompensationSpec>,
 }
@@ -169,6 +184,20 @@ impl StepSpec {
     #[must_use]
     pub fn is_pivot(&self) -> bool {
         self.pivot
+    }
+
+    /// Whether the step was declared `concurrent`: it joins the group of the step before it.
+    #[must_use]
+    pub fn is_concurrent(&self) -> bool {
+        self.concurrent
+    }
+
+    /// The indices of the steps it waits for before it starts, ascending: every earlier
+    /// step for a step without `concurrent`; for a concurrent one, what its group waits
+    /// for, the steps whose outputs it takes and those named in `after`.
+    #[must_use]
+    pub fn depends_on(&self) -> &'static [usize] {
+        self.depends_on
     }
 
     /// The step's compensation, if it has one.

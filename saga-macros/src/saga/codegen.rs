@@ -318,6 +318,8 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
     let multiplier = option(step.backoff_multiplier.map(|m| quote!(#m)));
     let jitter = option(step.jitter.map(|j| quote!(#j)));
     let pivot = step.pivot;
+    let concurrent = step.concurrent;
+    let depends_on = &step.depends_on;
     let compensation = option(step.compensation.as_ref().map(|comp| {
         let comp_name = &comp.name;
         let uses_own_output = comp.uses_own_output;
@@ -344,6 +346,8 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
                 jitter: #jitter,
             },
             pivot: #pivot,
+            concurrent: #concurrent,
+            depends_on: &[#(#depends_on),*],
             compensation: #compensation,
         }
     }

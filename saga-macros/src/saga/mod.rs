@@ -3,7 +3,9 @@
 
 mod codegen;
 mod context;
+mod duration;
 mod fallback;
+mod graph;
 mod model;
 pub(crate) mod parse;
 mod tokens;

@@ -8,6 +8,7 @@ use syn::parse::Parser;
 use syn::spanned::Spanned as _;
 use syn::{Attribute, Expr, Ident, Lit, LitStr, Path, Type, UnOp};
 
+use super::duration::parse_duration;
 use crate::diag::{self, Errors};
 use crate::symbol;
 
@@ -46,6 +47,10 @@ pub(crate) struct StepArgs {
     pub(crate) jitter: Option<Spanned<f64>>,
     /// The span of the `pivot` key when the step is a pivot.
     pub(crate) pivot: Option<Span>,
+    /// The span of the `concurrent` key when the step joins the group before it.
+    pub(crate) concurrent: Option<Span>,
+    /// The steps named in `after = "a, b"`, each spanned at the string.
+    pub(crate) after: Option<Vec<Ident>>,
 }
 
 /// Parses the tokens inside `#[saga(..)]`.
@@ -183,24 +188,18 @@ pub(crate) fn step_args(attr: &Attribute, errors: &mut Errors) -> StepArgs {
                 }
             }
             symbol::PIVOT => {
-                let is_pivot = if meta.input.peek(syn::Token![=]) {
-                    let expr: Expr = meta.value()?.parse()?;
-                    match literal(&expr) {
-                        Literal::Bool(value) => value,
-                        _ => {
-                            errors.spanned(
-                                &expr,
-                                "expected `pivot` or `pivot = true`: the value is a boolean",
-                            );
-                            false
-                        }
-                    }
-                } else {
-                    true
-                };
-                if is_pivot {
-                    let span = meta.path.span();
-                    set_once(&mut args.pivot, span, &meta.path, errors);
+                if flag_value(&meta, errors, symbol::PIVOT)? {
+                    set_once(&mut args.pivot, meta.path.span(), &meta.path, errors);
+                }
+            }
+            symbol::CONCURRENT => {
+                if flag_value(&meta, errors, symbol::CONCURRENT)? {
+                    set_once(&mut args.concurrent, meta.path.span(), &meta.path, errors);
+                }
+            }
+            symbol::AFTER => {
+                if let Some(names) = after_value(&meta, errors)? {
+                    set_once(&mut args.after, names, &meta.path, errors);
                 }
             }
             _ => unknown_key(&meta, &key, symbol::STEP_KEYS, "#[step]", errors)?,
@@ -431,6 +430,68 @@ fn float_value(
     }
 }
 
+/// `pivot` or `pivot = true`: a flag, with an optional boolean value.
+fn flag_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors, key: &str) -> syn::Result<bool> {
+    if !meta.input.peek(syn::Token![=]) {
+        return Ok(true);
+    }
+    let expr: Expr = meta.value()?.parse()?;
+    match literal(&expr) {
+        Literal::Bool(value) => Ok(value),
+        _ => {
+            errors.spanned(
+                &expr,
+                format_args!("expected `{key}` or `{key} = true`: the value is a boolean"),
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// `after = "reserve_flight, reserve_hotel"`: names of earlier steps, each once.
+fn after_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<Vec<Ident>>> {
+    let expr: Expr = meta.value()?.parse()?;
+    let Literal::Str(lit) = literal(&expr) else {
+        errors.spanned(
+            &expr,
+            "expected a string naming earlier steps for `after`, such as `after = \"reserve_flight, reserve_hotel\"`",
+        );
+        return Ok(None);
+    };
+    let text = lit.value();
+    let mut names: Vec<Ident> = Vec::new();
+    let mut ok = true;
+    for part in text.split(',') {
+        let name = part.trim();
+        match syn::parse_str::<Ident>(name) {
+            Ok(mut ident) => {
+                ident.set_span(lit.span());
+                if names.contains(&ident) {
+                    errors.spanned(lit, format_args!("`{name}` is named twice in `after`"));
+                    ok = false;
+                } else {
+                    names.push(ident);
+                }
+            }
+            Err(_) => {
+                let problem = if name.is_empty() {
+                    "one name is empty".to_owned()
+                } else {
+                    format!("`{name}` is not a step name")
+                };
+                errors.spanned(
+                    lit,
+                    format_args!(
+                        "`after` lists earlier steps separated by commas, such as `after = \"reserve_flight, reserve_hotel\"`; {problem}"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    Ok(ok.then_some(names))
+}
+
 /// `compensate = "undo"` or `compensate = undo`: a method of the same impl.
 fn method_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<Ident>> {
     let expr: Expr = meta.value()?.parse()?;
@@ -490,62 +551,4 @@ fn string_value(
 
 fn ident_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Ident> {
     meta.value()?.parse()
-}
-
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h30m"` into milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    let hint = "expected a number followed by `ms`, `s`, `m` or `h`, such as \"500ms\"";
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("empty string; {hint}"));
-    }
-    let mut total: u64 = 0;
-    let mut rest = trimmed;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits == 0 {
-            return Err(format!("`{text}`: {hint}"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` is out of range"))?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.len()
-            - rest
-                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                .len();
-        let factor = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" | "sec" => 1_000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "" => return Err(format!("`{text}` has no unit; {hint}")),
-            unit => return Err(format!("unknown unit `{unit}` in `{text}`; {hint}")),
-        };
-        rest = rest[unit_len..].trim_start();
-        total = number
-            .checked_mul(factor)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(|| format!("`{text}` is out of range"))?;
-    }
-    Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(500));
-        assert_eq!(parse_duration("30s"), Ok(30_000));
-        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
-        assert_eq!(parse_duration(" 2m 5s "), Ok(125_000));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("5 days").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
-        assert!(parse_duration("18446744073709551615h").is_err());
-    }
 }

@@ -5,6 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned as _;
 use syn::{Ident, Path, Type};
 
+use super::graph;
 use super::model::{self, FnModel, Output, Receiver, SagaModel, StepModel};
 use crate::diag::{self, Errors};
 use crate::symbol;
@@ -38,6 +39,9 @@ pub(crate) struct StepPlan {
     pub(crate) backoff_max_ms: Option<u64>,
     pub(crate) jitter: Option<f64>,
     pub(crate) pivot: bool,
+    pub(crate) concurrent: bool,
+    /// The steps it waits for before it starts (DESIGN.md §7.2), by index, ascending.
+    pub(crate) depends_on: Vec<usize>,
     pub(crate) compensation: Option<CompensationPlan>,
 }
 
@@ -112,9 +116,12 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
         .filter_map(|(index, step)| step_plan(&model, index, step, errors))
         .collect();
 
+    let after = resolve_after(&model, errors);
     if !errors.is_empty() || steps.len() != model.steps.len() {
         return None;
     }
+    let mut steps = steps;
+    graph::depends_on(&mut steps, &after);
     Some(SagaPlan {
         fingerprint: fingerprint(&name, &steps),
         name,
@@ -228,6 +235,23 @@ fn step_plan(
             ),
         );
     }
+    if let (Some(concurrent), Some(_)) = (args.concurrent, args.pivot) {
+        errors.at(
+            concurrent,
+            "a pivot cannot be `concurrent`: it is the point of no return, so it waits for every earlier step and every later step waits for it",
+        );
+    }
+    if let (None, Some(names)) = (args.concurrent, &args.after)
+        && let Some(first) = names.first()
+    {
+        errors.spanned(
+            first,
+            format_args!(
+                "`after` only applies to a `concurrent` step: `{}` is not concurrent, so it already waits for every earlier step",
+                func.name
+            ),
+        );
+    }
     if args.compensate.is_none() {
         if let Some(key) = args.compensate_timeout {
             errors.at(key.span, "`compensate_timeout` needs `compensate`");
@@ -258,11 +282,55 @@ fn step_plan(
         backoff_max_ms: args.backoff_max.map(|d| d.value),
         jitter: args.jitter.map(|j| j.value),
         pivot: args.pivot.is_some(),
+        concurrent: args.concurrent.is_some(),
+        depends_on: Vec::new(),
         compensation: match (&args.compensate, compensation) {
             (Some(_), None) => return None,
             (_, plan) => plan,
         },
     })
+}
+
+/// The steps each step names in `after`, by index: only earlier steps, each reported where
+/// it is written otherwise.
+fn resolve_after(model: &SagaModel, errors: &mut Errors) -> Vec<Vec<usize>> {
+    model
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let names = step.args.after.as_deref().unwrap_or_default();
+            names
+                .iter()
+                .filter_map(|ident| {
+                    let name = model::unraw(ident);
+                    let this = &step.func.name;
+                    match model.steps.iter().position(|s| s.func.name == name) {
+                        Some(source) if source < index => return Some(source),
+                        Some(source) if source == index => errors.spanned(
+                            ident,
+                            format_args!("step `{this}` cannot run after itself"),
+                        ),
+                        Some(_) => errors.spanned(
+                            ident,
+                            format_args!(
+                                "`{name}` is declared after `{this}`; `after` names only earlier steps, so that declaration order is always a valid order to run the saga"
+                            ),
+                        ),
+                        None => {
+                            let earlier = model.steps[..index].iter().map(|s| s.func.name.as_str());
+                            let hint = diag::suggestion(&name, earlier);
+                            errors.spanned(
+                                ident,
+                                format_args!("`after` names `{name}`, which is not a step of this saga{hint}"),
+                            );
+                        }
+                    }
+                    None
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn compensation_plan(
@@ -457,8 +525,9 @@ pub(crate) fn camel_case(name: &str) -> String {
     out
 }
 
-/// FNV-1a (64 bit) over the saga name and the ordered step names: stable across compiler
-/// versions, unlike `DefaultHasher`.
+/// FNV-1a (64 bit) over the saga name and the ordered step names, and over the graph when it
+/// is not a chain: stable across compiler versions, unlike `DefaultHasher`. A chain keeps the
+/// fingerprint it had before graphs existed, so that its stored sagas still resume.
 fn fingerprint(name: &str, steps: &[StepPlan]) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0100_0000_01b3;
@@ -472,6 +541,12 @@ fn fingerprint(name: &str, steps: &[StepPlan]) -> String {
     feed(name.as_bytes());
     for step in steps {
         feed(step.name.as_bytes());
+    }
+    if !graph::is_chain(steps) {
+        for step in steps {
+            let deps: Vec<String> = step.depends_on.iter().map(usize::to_string).collect();
+            feed(format!("after:{}", deps.join(",")).as_bytes());
+        }
     }
     format!("{hash:016x}")
 }

@@ -293,6 +293,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[],
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "delete_backtest",
                         uses_own_output: true,
@@ -313,6 +315,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[0usize],
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "cleanup_strategy",
                         uses_own_output: false,

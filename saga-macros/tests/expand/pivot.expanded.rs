@@ -307,6 +307,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[],
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "release",
                         uses_own_output: false,
@@ -327,6 +329,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: true,
+                    concurrent: false,
+                    depends_on: &[0usize],
                     compensation: ::core::option::Option::None,
                 },
                 ::saga_runtime::__private::StepSpec {
@@ -340,6 +344,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[0usize, 1usize],
                     compensation: ::core::option::Option::None,
                 },
             ],

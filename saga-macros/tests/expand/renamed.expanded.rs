@@ -214,6 +214,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[],
                     compensation: ::core::option::Option::None,
                 },
             ],

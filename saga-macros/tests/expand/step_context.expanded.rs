@@ -229,6 +229,8 @@ const _: () = {
                         jitter: ::core::option::Option::None,
                     },
                     pivot: false,
+                    concurrent: false,
+                    depends_on: &[],
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "refund",
                         uses_own_output: true,

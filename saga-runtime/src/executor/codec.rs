@@ -211,6 +211,8 @@ mod tests {
                 jitter: None,
             },
             pivot: false,
+            concurrent: false,
+            depends_on: &[],
             compensation: if compensated {
                 Some(CompensationSpec {
                     name: "undo",

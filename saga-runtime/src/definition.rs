@@ -51,6 +51,26 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     fn decode_context(json: &str, completed: &[bool]) -> Result<Self::Context, String>;
 
+    /// Encodes `context` as JSON, with the outputs in `pending` that have not been moved
+    /// into it yet.
+    ///
+    /// # Errors
+    /// What serde said.
+    #[doc(hidden)]
+    fn encode_context(
+        context: &Self::Context,
+        pending: Option<&crate::__private::Outputs>,
+    ) -> Result<String, String>;
+
+    /// Stores `output`, which step `step` returned, in `context`; `false` if it is not that
+    /// step's output type.
+    #[doc(hidden)]
+    fn store_output(
+        context: &mut Self::Context,
+        step: usize,
+        output: crate::__private::StepOutput,
+    ) -> bool;
+
     /// Removes the output of step `step` from `context` (its output could not be
     /// checkpointed).
     #[doc(hidden)]
@@ -59,14 +79,16 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     /// The typed state for a runtime state and step index, if they make sense together.
     fn state_of(state: SagaState, step: usize) -> Option<Self::State>;
 
-    /// Runs one attempt of step `step`, storing its output in `context` on success.
+    /// Runs one attempt of step `step`, reading its parameters from `context` or, for
+    /// outputs not moved into it yet, from `pending`; returns the step's output.
     #[doc(hidden)]
     fn run_step<'a>(
         &'a self,
         step: usize,
-        context: &'a mut Self::Context,
+        context: &'a Self::Context,
+        pending: Option<&'a crate::__private::Outputs>,
         step_context: &'a StepContext,
-    ) -> BoxFuture<'a, Result<(), StepError>>;
+    ) -> BoxFuture<'a, Result<crate::__private::StepOutput, StepError>>;
 
     /// Runs one attempt of the compensation of step `step`.
     #[doc(hidden)]

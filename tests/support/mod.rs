@@ -4,6 +4,7 @@
 
 pub mod shapes;
 pub mod stores;
+pub mod travel;
 pub mod watched;
 
 use std::collections::{HashMap, VecDeque};

@@ -82,17 +82,16 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
 
     let specs = plan.steps.iter().map(|step| step_spec(&p, step));
     let fields: Vec<&Ident> = plan.steps.iter().map(|step| &step.ident).collect();
+    let outputs: Vec<&syn::Type> = plan.steps.iter().map(|step| &step.output).collect();
     let indices: Vec<usize> = (0..plan.steps.len()).collect();
     let step_arms = plan.steps.iter().enumerate().map(|(index, step)| {
-        let call = call(plan, &step.ident, &step.params);
-        let field = &step.ident;
+        let call = call(plan, &step.ident, &step.params, true);
         let convert = quote_spanned!(at(step.return_span)=> #p::into_step_error(__saga_error));
         let body = quote! {
             let __saga_result = { #call };
             match __saga_result {
                 ::core::result::Result::Ok(__saga_output) => {
-                    __saga_ctx.#field = ::core::option::Option::Some(__saga_output);
-                    ::core::result::Result::Ok(())
+                    ::core::result::Result::Ok(#p::step_output(__saga_output))
                 }
                 ::core::result::Result::Err(__saga_error) => {
                     ::core::result::Result::Err(#convert)
@@ -107,7 +106,7 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     });
     let compensation_arms = plan.steps.iter().enumerate().filter_map(|(index, step)| {
         let comp = step.compensation.as_ref()?;
-        let call = call(plan, &comp.ident, &comp.params);
+        let call = call(plan, &comp.ident, &comp.params, false);
         let convert = quote_spanned!(at(comp.return_span)=> #p::into_step_error(__saga_error));
         // A compensation returns `Result<(), E>`: said at its return type, once.
         let unit = respan(
@@ -189,6 +188,30 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
                     #context::__saga_decode(json, completed)
                 }
 
+                fn encode_context(
+                    context: &Self::Context,
+                    pending: ::core::option::Option<&#p::Outputs>,
+                ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    context.__saga_encode(pending)
+                }
+
+                fn store_output(
+                    context: &mut Self::Context,
+                    step: usize,
+                    output: #p::StepOutput,
+                ) -> bool {
+                    match step {
+                        #(#indices => match output.downcast::<#outputs>() {
+                            ::core::result::Result::Ok(output) => {
+                                context.#fields = ::core::option::Option::Some(*output);
+                                true
+                            }
+                            ::core::result::Result::Err(_) => false,
+                        },)*
+                        _ => false,
+                    }
+                }
+
                 fn clear_output(context: &mut Self::Context, step: usize) {
                     match step {
                         #(#indices => context.#fields = ::core::option::Option::None,)*
@@ -216,12 +239,14 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
                     }
                 }
 
+                #[allow(unused_variables)] // a saga whose steps take no outputs reads no pending ones
                 fn run_step<'a>(
                     &'a self,
                     step: usize,
-                    __saga_ctx: &'a mut Self::Context,
+                    __saga_ctx: &'a Self::Context,
+                    __saga_pending: ::core::option::Option<&'a #p::Outputs>,
                     __saga_sctx: &'a #p::StepContext,
-                ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::StepError>> {
+                ) -> #p::BoxFuture<'a, ::core::result::Result<#p::StepOutput, #p::StepError>> {
                     match step {
                         #(#step_arms)*
                         _ => ::std::boxed::Box::pin(::core::future::ready(
@@ -264,7 +289,7 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
 }
 
 /// Binds each parameter from the context, then calls the method.
-fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan]) -> TokenStream {
+fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan], is_step: bool) -> TokenStream {
     let p = private(plan);
     let bindings = params.iter().map(|param| {
         let ident = format_ident!("{}", param.ident);
@@ -287,12 +312,21 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan]) -> TokenStream {
                 // Spanned at the parameter, where a mismatch is reported.
                 let output = &step.output;
                 let bind = respan(quote!(#p::bind::<#output, #referent>), at(span));
+                // Compensations run when no step does: every output is in the context.
+                let pending = if is_step {
+                    quote!(__saga_pending.and_then(|__saga_pending| __saga_pending.get::<#output>(#index)))
+                } else {
+                    quote!(::core::option::Option::None)
+                };
                 quote_spanned! {at(span)=>
                     match &__saga_ctx.#field {
                         ::core::option::Option::Some(__saga_value) => #bind(__saga_value),
-                        ::core::option::Option::None => {
-                            return ::core::result::Result::Err(#p::missing_output(#name));
-                        }
+                        ::core::option::Option::None => match #pending {
+                            ::core::option::Option::Some(__saga_value) => #bind(__saga_value),
+                            ::core::option::Option::None => {
+                                return ::core::result::Result::Err(#p::missing_output(#name));
+                            }
+                        },
                     }
                 }
             }

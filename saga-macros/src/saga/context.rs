@@ -79,18 +79,34 @@ fn serialize_impl(plan: &SagaPlan) -> TokenStream {
     let ident_text = ident.to_string();
     let input = &plan.input;
     let count = plan.steps.len() + 1;
-    let input_field =
-        quote_spanned!(at(input.span())=> __saga_state.serialize_field("input", &self.input)?;);
-    let step_fields = plan.steps.iter().map(|step| {
+    let input_field = quote_spanned!(at(input.span())=>
+        __saga_state.serialize_field("input", &self.ctx.input)?;
+    );
+    let step_fields = plan.steps.iter().enumerate().map(|(index, step)| {
         let span = step.output.span();
+        let output = &step.output;
         let mut field = step.ident.clone();
         field.set_span(span);
         let name = &step.name;
-        quote_spanned!(at(span)=> __saga_state.serialize_field(#name, &self.#field)?;)
+        quote_spanned! {at(span)=>
+            __saga_state.serialize_field(
+                #name,
+                &match &self.ctx.#field {
+                    ::core::option::Option::Some(__saga_value) => ::core::option::Option::Some(__saga_value),
+                    ::core::option::Option::None => self.pending.and_then(|__saga_pending| __saga_pending.get::<#output>(#index)),
+                },
+            )?;
+        }
     });
     quote! {
-        #[automatically_derived]
-        impl #p::serde::Serialize for #ident {
+        /// The context as stored: its fields, and the outputs of steps that completed while
+        /// others still read it (not moved into it yet).
+        struct __SagaView<'a> {
+            ctx: &'a #ident,
+            pending: ::core::option::Option<&'a #p::Outputs>,
+        }
+
+        impl #p::serde::Serialize for __SagaView<'_> {
             fn serialize<__S>(&self, serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
             where
                 __S: #p::serde::Serializer,
@@ -100,6 +116,30 @@ fn serialize_impl(plan: &SagaPlan) -> TokenStream {
                 #input_field
                 #(#step_fields)*
                 __saga_state.end()
+            }
+        }
+
+        #[automatically_derived]
+        impl #p::serde::Serialize for #ident {
+            fn serialize<__S>(&self, serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
+            where
+                __S: #p::serde::Serializer,
+            {
+                #p::serde::Serialize::serialize(
+                    &__SagaView { ctx: self, pending: ::core::option::Option::None },
+                    serializer,
+                )
+            }
+        }
+
+        impl #ident {
+            /// Not public API: encodes the context with outputs not moved into it yet.
+            #[doc(hidden)]
+            pub fn __saga_encode(
+                &self,
+                pending: ::core::option::Option<&#p::Outputs>,
+            ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                #p::encode_json(&__SagaView { ctx: self, pending })
             }
         }
     }

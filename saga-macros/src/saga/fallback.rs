@@ -131,6 +131,17 @@ pub(crate) fn generate(model: &SagaModel) -> TokenStream {
                     ::core::result::Result::Err(::std::string::String::new())
                 }
 
+                fn encode_context(
+                    _: &Self::Context,
+                    _: ::core::option::Option<&#p::Outputs>,
+                ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    ::core::result::Result::Err(::std::string::String::new())
+                }
+
+                fn store_output(_: &mut Self::Context, _: usize, _: #p::StepOutput) -> bool {
+                    false
+                }
+
                 fn clear_output(_: &mut Self::Context, _: usize) {}
 
                 fn state_of(_: #p::SagaState, _: usize) -> ::core::option::Option<Self::State> {
@@ -140,9 +151,10 @@ pub(crate) fn generate(model: &SagaModel) -> TokenStream {
                 fn run_step<'a>(
                     &'a self,
                     step: usize,
-                    _: &'a mut Self::Context,
+                    _: &'a Self::Context,
+                    _: ::core::option::Option<&'a #p::Outputs>,
                     _: &'a #p::StepContext,
-                ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::StepError>> {
+                ) -> #p::BoxFuture<'a, ::core::result::Result<#p::StepOutput, #p::StepError>> {
                     ::std::boxed::Box::pin(::core::future::ready(
                         ::core::result::Result::Err(#p::unknown_step(step)),
                     ))

@@ -61,8 +61,13 @@ const _: () = {
         __saga_assert_send_sync::<Backtest>();
         __saga_assert_send_sync::<StrategyRun>();
     }
-    #[automatically_derived]
-    impl ::saga_runtime::__private::serde::Serialize for BacktestWorkflowContext {
+    /// The context as stored: its fields, and the outputs of steps that completed while
+    /// others still read it (not moved into it yet).
+    struct __SagaView<'a> {
+        ctx: &'a BacktestWorkflowContext,
+        pending: ::core::option::Option<&'a ::saga_runtime::__private::Outputs>,
+    }
+    impl ::saga_runtime::__private::serde::Serialize for __SagaView<'_> {
         fn serialize<__S>(
             &self,
             serializer: __S,
@@ -73,10 +78,66 @@ const _: () = {
             use ::saga_runtime::__private::serde::ser::SerializeStruct as _;
             let mut __saga_state = serializer
                 .serialize_struct("BacktestWorkflowContext", 3usize)?;
-            __saga_state.serialize_field("input", &self.input)?;
-            __saga_state.serialize_field("create_backtest", &self.create_backtest)?;
-            __saga_state.serialize_field("run_strategy", &self.run_strategy)?;
+            __saga_state.serialize_field("input", &self.ctx.input)?;
+            __saga_state
+                .serialize_field(
+                    "create_backtest",
+                    &match &self.ctx.create_backtest {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| {
+                                    __saga_pending.get::<Backtest>(0usize)
+                                })
+                        }
+                    },
+                )?;
+            __saga_state
+                .serialize_field(
+                    "run_strategy",
+                    &match &self.ctx.run_strategy {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| {
+                                    __saga_pending.get::<StrategyRun>(1usize)
+                                })
+                        }
+                    },
+                )?;
             __saga_state.end()
+        }
+    }
+    #[automatically_derived]
+    impl ::saga_runtime::__private::serde::Serialize for BacktestWorkflowContext {
+        fn serialize<__S>(
+            &self,
+            serializer: __S,
+        ) -> ::core::result::Result<__S::Ok, __S::Error>
+        where
+            __S: ::saga_runtime::__private::serde::Serializer,
+        {
+            ::saga_runtime::__private::serde::Serialize::serialize(
+                &__SagaView {
+                    ctx: self,
+                    pending: ::core::option::Option::None,
+                },
+                serializer,
+            )
+        }
+    }
+    impl BacktestWorkflowContext {
+        /// Not public API: encodes the context with outputs not moved into it yet.
+        #[doc(hidden)]
+        pub fn __saga_encode(
+            &self,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            ::saga_runtime::__private::encode_json(&__SagaView { ctx: self, pending })
         }
     }
     /// Reads a stored context; `completed` says which steps completed, so that an output
@@ -349,6 +410,41 @@ const _: () = {
         ) -> ::core::result::Result<Self::Context, ::std::string::String> {
             BacktestWorkflowContext::__saga_decode(json, completed)
         }
+        fn encode_context(
+            context: &Self::Context,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            context.__saga_encode(pending)
+        }
+        fn store_output(
+            context: &mut Self::Context,
+            step: usize,
+            output: ::saga_runtime::__private::StepOutput,
+        ) -> bool {
+            match step {
+                0usize => {
+                    match output.downcast::<Backtest>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.create_backtest = ::core::option::Option::Some(
+                                *output,
+                            );
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                1usize => {
+                    match output.downcast::<StrategyRun>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.run_strategy = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                _ => false,
+            }
+        }
         fn clear_output(context: &mut Self::Context, step: usize) {
             match step {
                 0usize => context.create_backtest = ::core::option::Option::None,
@@ -408,14 +504,21 @@ const _: () = {
                 _ => ::core::option::Option::None,
             }
         }
+        #[allow(unused_variables)]
         fn run_step<'a>(
             &'a self,
             step: usize,
-            __saga_ctx: &'a mut Self::Context,
+            __saga_ctx: &'a Self::Context,
+            __saga_pending: ::core::option::Option<
+                &'a ::saga_runtime::__private::Outputs,
+            >,
             __saga_sctx: &'a ::saga_runtime::__private::StepContext,
         ) -> ::saga_runtime::__private::BoxFuture<
             'a,
-            ::core::result::Result<(), ::saga_runtime::__private::StepError>,
+            ::core::result::Result<
+                ::saga_runtime::__private::StepOutput,
+                ::saga_runtime::__private::StepError,
+            >,
         > {
             match step {
                 0usize => {
@@ -429,10 +532,9 @@ const _: () = {
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.create_backtest = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(
@@ -455,19 +557,32 @@ const _: () = {
                                     >(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("create_backtest"),
-                                    );
+                                    match __saga_pending
+                                        .and_then(|__saga_pending| {
+                                            __saga_pending.get::<Backtest>(0usize)
+                                        })
+                                    {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<
+                                                Backtest,
+                                                Backtest,
+                                            >(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("create_backtest"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             self.run_strategy(create_backtest).await
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.run_strategy = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(
@@ -512,9 +627,19 @@ const _: () = {
                                     >(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("create_backtest"),
-                                    );
+                                    match ::core::option::Option::None {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<
+                                                Backtest,
+                                                Backtest,
+                                            >(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("create_backtest"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             self.delete_backtest(create_backtest).await
@@ -547,9 +672,19 @@ const _: () = {
                                     >(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("create_backtest"),
-                                    );
+                                    match ::core::option::Option::None {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<
+                                                Backtest,
+                                                Backtest,
+                                            >(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("create_backtest"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             self.cleanup_strategy(create_backtest).await

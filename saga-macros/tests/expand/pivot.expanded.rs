@@ -57,8 +57,13 @@ const _: () = {
         __saga_assert_send_sync::<Option<String>>();
         __saga_assert_send_sync::<u64>();
     }
-    #[automatically_derived]
-    impl ::saga_runtime::__private::serde::Serialize for CheckoutContext {
+    /// The context as stored: its fields, and the outputs of steps that completed while
+    /// others still read it (not moved into it yet).
+    struct __SagaView<'a> {
+        ctx: &'a CheckoutContext,
+        pending: ::core::option::Option<&'a ::saga_runtime::__private::Outputs>,
+    }
+    impl ::saga_runtime::__private::serde::Serialize for __SagaView<'_> {
         fn serialize<__S>(
             &self,
             serializer: __S,
@@ -69,11 +74,79 @@ const _: () = {
             use ::saga_runtime::__private::serde::ser::SerializeStruct as _;
             let mut __saga_state = serializer
                 .serialize_struct("CheckoutContext", 4usize)?;
-            __saga_state.serialize_field("input", &self.input)?;
-            __saga_state.serialize_field("reserve", &self.reserve)?;
-            __saga_state.serialize_field("charge", &self.charge)?;
-            __saga_state.serialize_field("ship", &self.ship)?;
+            __saga_state.serialize_field("input", &self.ctx.input)?;
+            __saga_state
+                .serialize_field(
+                    "reserve",
+                    &match &self.ctx.reserve {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| __saga_pending.get::<()>(0usize))
+                        }
+                    },
+                )?;
+            __saga_state
+                .serialize_field(
+                    "charge",
+                    &match &self.ctx.charge {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| {
+                                    __saga_pending.get::<Option<String>>(1usize)
+                                })
+                        }
+                    },
+                )?;
+            __saga_state
+                .serialize_field(
+                    "ship",
+                    &match &self.ctx.ship {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| {
+                                    __saga_pending.get::<u64>(2usize)
+                                })
+                        }
+                    },
+                )?;
             __saga_state.end()
+        }
+    }
+    #[automatically_derived]
+    impl ::saga_runtime::__private::serde::Serialize for CheckoutContext {
+        fn serialize<__S>(
+            &self,
+            serializer: __S,
+        ) -> ::core::result::Result<__S::Ok, __S::Error>
+        where
+            __S: ::saga_runtime::__private::serde::Serializer,
+        {
+            ::saga_runtime::__private::serde::Serialize::serialize(
+                &__SagaView {
+                    ctx: self,
+                    pending: ::core::option::Option::None,
+                },
+                serializer,
+            )
+        }
+    }
+    impl CheckoutContext {
+        /// Not public API: encodes the context with outputs not moved into it yet.
+        #[doc(hidden)]
+        pub fn __saga_encode(
+            &self,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            ::saga_runtime::__private::encode_json(&__SagaView { ctx: self, pending })
         }
     }
     /// Reads a stored context; `completed` says which steps completed, so that an output
@@ -375,6 +448,48 @@ const _: () = {
         ) -> ::core::result::Result<Self::Context, ::std::string::String> {
             CheckoutContext::__saga_decode(json, completed)
         }
+        fn encode_context(
+            context: &Self::Context,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            context.__saga_encode(pending)
+        }
+        fn store_output(
+            context: &mut Self::Context,
+            step: usize,
+            output: ::saga_runtime::__private::StepOutput,
+        ) -> bool {
+            match step {
+                0usize => {
+                    match output.downcast::<()>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.reserve = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                1usize => {
+                    match output.downcast::<Option<String>>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.charge = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                2usize => {
+                    match output.downcast::<u64>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.ship = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                _ => false,
+            }
+        }
         fn clear_output(context: &mut Self::Context, step: usize) {
             match step {
                 0usize => context.reserve = ::core::option::Option::None,
@@ -421,14 +536,21 @@ const _: () = {
                 _ => ::core::option::Option::None,
             }
         }
+        #[allow(unused_variables)]
         fn run_step<'a>(
             &'a self,
             step: usize,
-            __saga_ctx: &'a mut Self::Context,
+            __saga_ctx: &'a Self::Context,
+            __saga_pending: ::core::option::Option<
+                &'a ::saga_runtime::__private::Outputs,
+            >,
             __saga_sctx: &'a ::saga_runtime::__private::StepContext,
         ) -> ::saga_runtime::__private::BoxFuture<
             'a,
-            ::core::result::Result<(), ::saga_runtime::__private::StepError>,
+            ::core::result::Result<
+                ::saga_runtime::__private::StepOutput,
+                ::saga_runtime::__private::StepError,
+            >,
         > {
             match step {
                 0usize => {
@@ -442,10 +564,9 @@ const _: () = {
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.reserve = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(
@@ -467,19 +588,27 @@ const _: () = {
                                     ::saga_runtime::__private::bind::<(), ()>(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("reserve"),
-                                    );
+                                    match __saga_pending
+                                        .and_then(|__saga_pending| __saga_pending.get::<()>(0usize))
+                                    {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<(), ()>(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("reserve"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             self.charge(input, reserve).await
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.charge = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(
@@ -500,19 +629,32 @@ const _: () = {
                                     >(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("charge"),
-                                    );
+                                    match __saga_pending
+                                        .and_then(|__saga_pending| {
+                                            __saga_pending.get::<Option<String>>(1usize)
+                                        })
+                                    {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<
+                                                Option<String>,
+                                                Option<String>,
+                                            >(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("charge"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             self.ship(charge).await
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.ship = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(

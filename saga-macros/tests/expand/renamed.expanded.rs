@@ -30,8 +30,13 @@ const _: () = {
         __saga_assert_send_sync::<Order>();
         __saga_assert_send_sync::<u8>();
     }
-    #[automatically_derived]
-    impl renamed::__private::serde::Serialize for Data {
+    /// The context as stored: its fields, and the outputs of steps that completed while
+    /// others still read it (not moved into it yet).
+    struct __SagaView<'a> {
+        ctx: &'a Data,
+        pending: ::core::option::Option<&'a renamed::__private::Outputs>,
+    }
+    impl renamed::__private::serde::Serialize for __SagaView<'_> {
         fn serialize<__S>(
             &self,
             serializer: __S,
@@ -41,9 +46,49 @@ const _: () = {
         {
             use renamed::__private::serde::ser::SerializeStruct as _;
             let mut __saga_state = serializer.serialize_struct("Data", 2usize)?;
-            __saga_state.serialize_field("input", &self.input)?;
-            __saga_state.serialize_field("only", &self.only)?;
+            __saga_state.serialize_field("input", &self.ctx.input)?;
+            __saga_state
+                .serialize_field(
+                    "only",
+                    &match &self.ctx.only {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| __saga_pending.get::<u8>(0usize))
+                        }
+                    },
+                )?;
             __saga_state.end()
+        }
+    }
+    #[automatically_derived]
+    impl renamed::__private::serde::Serialize for Data {
+        fn serialize<__S>(
+            &self,
+            serializer: __S,
+        ) -> ::core::result::Result<__S::Ok, __S::Error>
+        where
+            __S: renamed::__private::serde::Serializer,
+        {
+            renamed::__private::serde::Serialize::serialize(
+                &__SagaView {
+                    ctx: self,
+                    pending: ::core::option::Option::None,
+                },
+                serializer,
+            )
+        }
+    }
+    impl Data {
+        /// Not public API: encodes the context with outputs not moved into it yet.
+        #[doc(hidden)]
+        pub fn __saga_encode(
+            &self,
+            pending: ::core::option::Option<&renamed::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            renamed::__private::encode_json(&__SagaView { ctx: self, pending })
         }
     }
     /// Reads a stored context; `completed` says which steps completed, so that an output
@@ -241,6 +286,30 @@ const _: () = {
         ) -> ::core::result::Result<Self::Context, ::std::string::String> {
             Data::__saga_decode(json, completed)
         }
+        fn encode_context(
+            context: &Self::Context,
+            pending: ::core::option::Option<&renamed::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            context.__saga_encode(pending)
+        }
+        fn store_output(
+            context: &mut Self::Context,
+            step: usize,
+            output: renamed::__private::StepOutput,
+        ) -> bool {
+            match step {
+                0usize => {
+                    match output.downcast::<u8>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.only = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                _ => false,
+            }
+        }
         fn clear_output(context: &mut Self::Context, step: usize) {
             match step {
                 0usize => context.only = ::core::option::Option::None,
@@ -278,14 +347,19 @@ const _: () = {
                 _ => ::core::option::Option::None,
             }
         }
+        #[allow(unused_variables)]
         fn run_step<'a>(
             &'a self,
             step: usize,
-            __saga_ctx: &'a mut Self::Context,
+            __saga_ctx: &'a Self::Context,
+            __saga_pending: ::core::option::Option<&'a renamed::__private::Outputs>,
             __saga_sctx: &'a renamed::__private::StepContext,
         ) -> renamed::__private::BoxFuture<
             'a,
-            ::core::result::Result<(), renamed::__private::StepError>,
+            ::core::result::Result<
+                renamed::__private::StepOutput,
+                renamed::__private::StepError,
+            >,
         > {
             match step {
                 0usize => {
@@ -299,10 +373,9 @@ const _: () = {
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.only = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    renamed::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(

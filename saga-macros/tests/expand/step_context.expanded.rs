@@ -37,8 +37,13 @@ const _: () = {
         __saga_assert_send_sync::<Order>();
         __saga_assert_send_sync::<String>();
     }
-    #[automatically_derived]
-    impl ::saga_runtime::__private::serde::Serialize for PaymentsContext {
+    /// The context as stored: its fields, and the outputs of steps that completed while
+    /// others still read it (not moved into it yet).
+    struct __SagaView<'a> {
+        ctx: &'a PaymentsContext,
+        pending: ::core::option::Option<&'a ::saga_runtime::__private::Outputs>,
+    }
+    impl ::saga_runtime::__private::serde::Serialize for __SagaView<'_> {
         fn serialize<__S>(
             &self,
             serializer: __S,
@@ -49,9 +54,51 @@ const _: () = {
             use ::saga_runtime::__private::serde::ser::SerializeStruct as _;
             let mut __saga_state = serializer
                 .serialize_struct("PaymentsContext", 2usize)?;
-            __saga_state.serialize_field("input", &self.input)?;
-            __saga_state.serialize_field("pay", &self.pay)?;
+            __saga_state.serialize_field("input", &self.ctx.input)?;
+            __saga_state
+                .serialize_field(
+                    "pay",
+                    &match &self.ctx.pay {
+                        ::core::option::Option::Some(__saga_value) => {
+                            ::core::option::Option::Some(__saga_value)
+                        }
+                        ::core::option::Option::None => {
+                            self.pending
+                                .and_then(|__saga_pending| {
+                                    __saga_pending.get::<String>(0usize)
+                                })
+                        }
+                    },
+                )?;
             __saga_state.end()
+        }
+    }
+    #[automatically_derived]
+    impl ::saga_runtime::__private::serde::Serialize for PaymentsContext {
+        fn serialize<__S>(
+            &self,
+            serializer: __S,
+        ) -> ::core::result::Result<__S::Ok, __S::Error>
+        where
+            __S: ::saga_runtime::__private::serde::Serializer,
+        {
+            ::saga_runtime::__private::serde::Serialize::serialize(
+                &__SagaView {
+                    ctx: self,
+                    pending: ::core::option::Option::None,
+                },
+                serializer,
+            )
+        }
+    }
+    impl PaymentsContext {
+        /// Not public API: encodes the context with outputs not moved into it yet.
+        #[doc(hidden)]
+        pub fn __saga_encode(
+            &self,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            ::saga_runtime::__private::encode_json(&__SagaView { ctx: self, pending })
         }
     }
     /// Reads a stored context; `completed` says which steps completed, so that an output
@@ -261,6 +308,30 @@ const _: () = {
         ) -> ::core::result::Result<Self::Context, ::std::string::String> {
             PaymentsContext::__saga_decode(json, completed)
         }
+        fn encode_context(
+            context: &Self::Context,
+            pending: ::core::option::Option<&::saga_runtime::__private::Outputs>,
+        ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+            context.__saga_encode(pending)
+        }
+        fn store_output(
+            context: &mut Self::Context,
+            step: usize,
+            output: ::saga_runtime::__private::StepOutput,
+        ) -> bool {
+            match step {
+                0usize => {
+                    match output.downcast::<String>() {
+                        ::core::result::Result::Ok(output) => {
+                            context.pay = ::core::option::Option::Some(*output);
+                            true
+                        }
+                        ::core::result::Result::Err(_) => false,
+                    }
+                }
+                _ => false,
+            }
+        }
         fn clear_output(context: &mut Self::Context, step: usize) {
             match step {
                 0usize => context.pay = ::core::option::Option::None,
@@ -301,14 +372,21 @@ const _: () = {
                 _ => ::core::option::Option::None,
             }
         }
+        #[allow(unused_variables)]
         fn run_step<'a>(
             &'a self,
             step: usize,
-            __saga_ctx: &'a mut Self::Context,
+            __saga_ctx: &'a Self::Context,
+            __saga_pending: ::core::option::Option<
+                &'a ::saga_runtime::__private::Outputs,
+            >,
             __saga_sctx: &'a ::saga_runtime::__private::StepContext,
         ) -> ::saga_runtime::__private::BoxFuture<
             'a,
-            ::core::result::Result<(), ::saga_runtime::__private::StepError>,
+            ::core::result::Result<
+                ::saga_runtime::__private::StepOutput,
+                ::saga_runtime::__private::StepError,
+            >,
         > {
             match step {
                 0usize => {
@@ -323,10 +401,9 @@ const _: () = {
                         };
                         match __saga_result {
                             ::core::result::Result::Ok(__saga_output) => {
-                                __saga_ctx.pay = ::core::option::Option::Some(
-                                    __saga_output,
-                                );
-                                ::core::result::Result::Ok(())
+                                ::core::result::Result::Ok(
+                                    ::saga_runtime::__private::step_output(__saga_output),
+                                )
                             }
                             ::core::result::Result::Err(__saga_error) => {
                                 ::core::result::Result::Err(
@@ -369,9 +446,19 @@ const _: () = {
                                     >(__saga_value)
                                 }
                                 ::core::option::Option::None => {
-                                    return ::core::result::Result::Err(
-                                        ::saga_runtime::__private::missing_output("pay"),
-                                    );
+                                    match ::core::option::Option::None {
+                                        ::core::option::Option::Some(__saga_value) => {
+                                            ::saga_runtime::__private::bind::<
+                                                String,
+                                                String,
+                                            >(__saga_value)
+                                        }
+                                        ::core::option::Option::None => {
+                                            return ::core::result::Result::Err(
+                                                ::saga_runtime::__private::missing_output("pay"),
+                                            );
+                                        }
+                                    }
                                 }
                             };
                             let context: &StepContext = __saga_sctx;

@@ -1,6 +1,7 @@
 //! Rows to typed sagas and back: the context, the config and the step statuses. Every check
 //! that can refuse a row happens here, before anything is claimed or written.
 
+use crate::__private::Outputs;
 use crate::config::SagaConfig;
 use crate::definition::{Definition, Saga, SagaState};
 use crate::error::{SagaError, StoreError};
@@ -57,15 +58,17 @@ fn corrupt(record: &SagaRecord, reason: String) -> SagaError {
     })
 }
 
-/// Serializes a context within `limit` bytes.
+/// Serializes a context, with the outputs in `pending` not moved into it yet, within `limit`
+/// bytes.
 pub(crate) fn encode_context<S: Saga>(
     saga_id: &str,
     context: &S::Context,
+    pending: Option<&Outputs>,
     limit: usize,
 ) -> Result<String, SagaError> {
-    let json = serde_json::to_string(context).map_err(|e| SagaError::Encode {
+    let json = S::encode_context(context, pending).map_err(|reason| SagaError::Encode {
         saga_id: saga_id.to_owned(),
-        reason: e.to_string(),
+        reason,
     })?;
     if json.len() > limit {
         return Err(SagaError::ContextTooLarge {

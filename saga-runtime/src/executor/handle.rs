@@ -239,7 +239,7 @@ impl<S: Saga> Executor<S> {
         config.validate()?;
         let inner = &self.orchestrator.inner;
         let ctx = S::new_context(input);
-        let context = encode_context::<S>(id, &ctx, inner.settings.max_context_bytes)?;
+        let context = encode_context::<S>(id, &ctx, None, inner.settings.max_context_bytes)?;
         let config_json = serde_json::to_string(config).map_err(|e| SagaError::Encode {
             saga_id: id.to_string(),
             reason: e.to_string(),

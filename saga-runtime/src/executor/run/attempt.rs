@@ -15,12 +15,12 @@ pub(super) struct AttemptError {
 }
 
 /// Runs one attempt under its timeout; a panic in user code is a permanent failure.
-pub(super) async fn run_attempt<F>(attempt: F, timeout: Duration) -> Result<(), AttemptError>
+pub(super) async fn run_attempt<F, T>(attempt: F, timeout: Duration) -> Result<T, AttemptError>
 where
-    F: Future<Output = Result<(), StepError>> + Unpin,
+    F: Future<Output = Result<T, StepError>> + Unpin,
 {
     match tokio::time::timeout(timeout, CatchUnwind(attempt)).await {
-        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(error))) => Err(AttemptError {
             error,
             timed_out: false,

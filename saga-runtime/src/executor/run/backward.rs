@@ -9,44 +9,43 @@ use crate::context::StepContext;
 use crate::definition::{Saga, SagaState, StepSpec};
 use crate::error::SagaError;
 use crate::executor::outcome::Failure;
-use crate::status::CompensationStatus;
+use crate::status::{CompensationStatus, RunStatus};
 
 use super::attempt::{AttemptError, run_attempt};
 use super::state::Run;
 use super::write::Draft;
 
 impl<S: Saga> Run<'_, S> {
-    /// Starts compensation below step `failed` (and of `failed` itself when its outcome is
-    /// unknown and its compensation does not need its output).
+    /// Starts compensation: of the completed steps, newest first, and of those whose outcome
+    /// is unknown when their compensation does not need their output (those whose
+    /// compensation does are skipped, and said so). `failed` is the step the saga failed at,
+    /// or the one it would have started next.
     pub(super) async fn compensate_from(
         &mut self,
         failed: usize,
-        unknown: bool,
         mut events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
-        let mut start = None;
-        if unknown
-            && let Some(spec) = Self::steps().get(failed)
-            && let Some(comp) = &spec.compensation
-        {
-            if comp.uses_own_output {
-                self.event(&mut events, || {
-                    NewEvent::now(EventType::CompensationSkipped)
-                        .step(spec.name)
-                        .error(format!(
-                            "the outcome of `{}` is unknown and its compensation `{}` needs its output",
-                            spec.name, comp.name
-                        ))
-                });
-                if let Some(status) = self.steps.get_mut(failed) {
-                    status.compensation = CompensationStatus::Skipped;
-                }
-            } else {
-                start = Some(failed);
+        for (index, spec) in Self::steps().iter().enumerate() {
+            let status = self.status(index);
+            if status.run != RunStatus::Unknown || status.compensation != CompensationStatus::None {
+                continue;
+            }
+            let Some(comp) = spec.compensation.as_ref().filter(|c| c.uses_own_output) else {
+                continue;
+            };
+            self.event(&mut events, || {
+                NewEvent::now(EventType::CompensationSkipped)
+                    .step(spec.name)
+                    .error(format!(
+                        "the outcome of `{}` is unknown and its compensation `{}` needs its output",
+                        spec.name, comp.name
+                    ))
+            });
+            if let Some(status) = self.steps.get_mut(index) {
+                status.compensation = CompensationStatus::Skipped;
             }
         }
-        let start = start.or_else(|| self.next_compensable());
-        match start {
+        match self.next_compensable() {
             Some(index) => {
                 let name = Self::steps().get(index).map_or("", StepSpec::name);
                 tracing::info!(step = name, "compensating");

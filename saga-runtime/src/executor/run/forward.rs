@@ -35,7 +35,8 @@ impl<S: Saga> Run<'_, S> {
         let began = self.metrics.is_enabled().then(Instant::now);
         let span = tracing::info_span!("saga.step", step = spec.name, attempt);
         let result = run_attempt(
-            self.saga.run_step(self.step, &mut self.ctx, &step_context),
+            self.saga
+                .run_step(self.step, &self.ctx, None, &step_context),
             policy.timeout,
         )
         .instrument(span)
@@ -46,7 +47,16 @@ impl<S: Saga> Run<'_, S> {
         match result {
             // Boxed: while a step runs, only the attempt's state is held, not the (larger)
             // state of the transitions that follow it.
-            Ok(()) => Box::pin(self.step_completed(spec)).await,
+            Ok(output) => {
+                let step = self.step;
+                if !S::store_output(self.ctx_mut()?, step, output) {
+                    return Err(self.corrupt(format!(
+                        "step `{}` returned an output of another type than its definition's",
+                        spec.name
+                    )));
+                }
+                Box::pin(self.step_completed(spec)).await
+            }
             Err(failed) => Box::pin(self.step_failed(spec, &policy, failed)).await,
         }
     }
@@ -57,12 +67,12 @@ impl<S: Saga> Run<'_, S> {
     ) -> Result<(), SagaError> {
         tracing::info!(step = spec.name, attempt = self.attempt, "step completed");
         let step = self.step;
-        let context = match self.encode() {
+        let context = match self.encode(None) {
             Ok(context) => context,
             Err(error) => {
                 // The step ran but its output cannot be checkpointed: treat its outcome as
                 // unknown, as after a timeout.
-                S::clear_output(&mut self.ctx, step);
+                S::clear_output(self.ctx_mut()?, step);
                 let failed = AttemptError {
                     error: StepError::permanent(error.to_string()).with_type("checkpoint"),
                     timed_out: true,
@@ -151,7 +161,7 @@ impl<S: Saga> Run<'_, S> {
         let exhausted = attempt >= policy.max_attempts;
         if error.is_permanent() || (exhausted && !pivot_passed) {
             return self
-                .give_up(spec, error.message().to_owned(), timed_out, events)
+                .give_up(self.step, error.message().to_owned(), timed_out, events)
                 .await;
         }
 
@@ -201,15 +211,18 @@ impl<S: Saga> Run<'_, S> {
         Ok(())
     }
 
-    /// The current step failed for good: compensate, or park if that is impossible.
+    /// Step `index` failed for good: compensate, or park if that is impossible.
     pub(super) async fn give_up(
         &mut self,
-        spec: &'static StepSpec,
+        index: usize,
         message: String,
         unknown: bool,
         events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
-        self.end_step(self.step, unknown);
+        let Some(spec) = Self::steps().get(index) else {
+            return Err(self.corrupt(format!("no step at index {index}")));
+        };
+        self.end_step(index, unknown);
         // The failure names the step; its message does not repeat it.
         let park_reason = if self.pivot_passed() {
             Some(format!(
@@ -227,7 +240,7 @@ impl<S: Saga> Run<'_, S> {
             return self.park(reason, events).await;
         }
         self.failure = Some(Failure::new(Some(spec.name), message));
-        self.compensate_from(self.step, unknown, events).await
+        self.compensate_from(index, events).await
     }
 
     /// A cancellation was observed before step `next` started.
@@ -250,7 +263,7 @@ impl<S: Saga> Run<'_, S> {
                 RunStatus::Running | RunStatus::Retrying
             );
         self.end_step(next, unknown);
-        self.compensate_from(next, unknown, events).await
+        self.compensate_from(next, events).await
     }
 
     /// Stops the saga for a person to look at.
@@ -281,7 +294,7 @@ impl<S: Saga> Run<'_, S> {
 }
 
 /// `{"key":"value",..}` with escaped strings.
-fn json_object(pairs: &[(&str, &str)]) -> String {
+pub(super) fn json_object(pairs: &[(&str, &str)]) -> String {
     let map: serde_json::Map<String, serde_json::Value> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))

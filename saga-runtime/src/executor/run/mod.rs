@@ -8,6 +8,7 @@
 
 mod attempt;
 mod backward;
+mod fan;
 mod forward;
 mod resume;
 mod state;
@@ -92,7 +93,9 @@ impl<S: Saga> Run<'_, S> {
             tracing::info!(state = %self.state, step = self.step, attempt = self.attempt, "saga running");
             loop {
                 match self.state {
-                    SagaState::Running => self.forward().await?,
+                    SagaState::Running if S::DEFINITION.is_chain() => self.forward().await?,
+                    // Boxed: only sagas with concurrent steps hold the state of a fan-out.
+                    SagaState::Running => Box::pin(self.fan()).await?,
                     // Boxed: compensation is the rare path, and its larger state would
                     // otherwise be reserved in every saga's future.
                     SagaState::Compensating => Box::pin(self.backward()).await?,
@@ -101,7 +104,7 @@ impl<S: Saga> Run<'_, S> {
             }
             self.metrics.saga_finished(self.state, started.elapsed());
             tracing::info!(state = %self.state, "saga ended");
-            Ok(self.outcome())
+            self.outcome()
         }
         .instrument(span)
     }

@@ -6,7 +6,7 @@ use crate::backoff::Policy;
 use crate::definition::{Saga, SagaState};
 use crate::error::SagaError;
 use crate::executor::outcome::Failure;
-use crate::status::StepStatus;
+use crate::status::{RunStatus, StepStatus};
 
 use super::state::Run;
 use super::write::Draft;
@@ -51,6 +51,9 @@ impl<S: Saga> Run<'_, S> {
         };
         let next = interrupted.saturating_add(1);
         match self.state {
+            SagaState::Running if !S::DEFINITION.is_chain() => {
+                return self.resume_branches(events).await;
+            }
             SagaState::Running => {
                 let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
                 if next > policy.max_attempts && !self.pivot_passed() {
@@ -64,7 +67,7 @@ impl<S: Saga> Run<'_, S> {
                             .attempt(interrupted)
                             .error(message.clone())
                     });
-                    return self.give_up(spec, message, true, events).await;
+                    return self.give_up(step, message, true, events).await;
                 }
                 self.event(&mut events, || {
                     NewEvent::now(EventType::StepStarted)
@@ -131,6 +134,96 @@ impl<S: Saga> Run<'_, S> {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// After a claim, in a saga with concurrent steps: every step whose attempt was
+    /// interrupted (or whose retry was pending) starts its next attempt, in one write; if
+    /// one has spent its retry budget, none restarts and the saga fails at that step, the
+    /// other interrupted steps' outcomes unknown.
+    async fn resume_branches(&mut self, mut events: Vec<NewEvent>) -> Result<(), SagaError> {
+        let interrupted: Vec<usize> = (0..Self::steps().len())
+            .filter(|&step| {
+                matches!(
+                    self.status(step).run,
+                    RunStatus::Running | RunStatus::Retrying
+                )
+            })
+            .collect();
+        // A step that failed for good while its siblings ran: the saga was stopping. The
+        // interrupted siblings' outcomes are unknown; nothing restarts.
+        let ended = (0..Self::steps().len()).find(|&step| {
+            matches!(
+                self.status(step).run,
+                RunStatus::Failed | RunStatus::Unknown
+            )
+        });
+        if let Some(failed) = ended {
+            for &step in &interrupted {
+                self.end_step(step, true);
+            }
+            let message = self.failure.as_ref().map_or_else(
+                || "failed before the runner stopped".to_owned(),
+                |f| f.message.clone(),
+            );
+            let unknown = self.status(failed).run == RunStatus::Unknown;
+            return self.give_up(failed, message, unknown, events).await;
+        }
+        let pivot_passed = self.pivot_passed();
+        let spent = interrupted.iter().find_map(|&step| {
+            let spec = Self::steps().get(step)?;
+            let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+            let attempt = self.status(step).attempt;
+            (attempt >= policy.max_attempts && !pivot_passed).then(|| {
+                let message = format!(
+                    "attempt {attempt} was interrupted (the runner stopped) and the retry budget of {} attempt(s) is spent",
+                    policy.max_attempts
+                );
+                (step, spec.name, attempt, message)
+            })
+        });
+        if let Some((failed, name, attempt, message)) = spent {
+            self.event(&mut events, || {
+                NewEvent::now(EventType::StepFailed)
+                    .step(name)
+                    .attempt(attempt)
+                    .error(message.clone())
+            });
+            for &step in &interrupted {
+                self.end_step(step, true);
+            }
+            return self.give_up(failed, message, true, events).await;
+        }
+        let Some(&latest) = interrupted.last() else {
+            // Nothing was under way: the fan-out starts what is ready.
+            return Ok(());
+        };
+        let recovered_events = events.clone();
+        for &step in &interrupted {
+            let name = Self::steps().get(step).map_or("", |spec| spec.name());
+            let next = self.status(step).attempt.saturating_add(1);
+            self.event(&mut events, || {
+                NewEvent::now(EventType::StepStarted)
+                    .step(name)
+                    .attempt(next)
+            });
+        }
+        let latest_attempt = self.status(latest).attempt.saturating_add(1);
+        let mut draft = Draft::new(SagaState::Running, latest, latest_attempt, events);
+        for &step in &interrupted {
+            let next = self.status(step).attempt.saturating_add(1);
+            draft = draft.status(step, StepStatus::running(next));
+        }
+        if let Some(reason) = self.write_forward(draft).await? {
+            let mut events = recovered_events;
+            events.retain(|e| e.event_type == EventType::SagaRecovered);
+            for &step in &interrupted {
+                self.end_step(step, true);
+            }
+            return self.cancelled(reason, latest, true, events).await;
+        }
+        self.step = latest;
+        self.attempt = latest_attempt;
         Ok(())
     }
 }

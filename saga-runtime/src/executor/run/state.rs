@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::__private::Outputs;
 use crate::audit::{AuditHeader, NewEvent};
 use crate::backoff::Rng;
 use crate::config::SagaConfig;
@@ -24,7 +25,8 @@ pub(crate) struct Run<'a, S: Saga> {
     pub(super) config: SagaConfig,
     pub(super) user_id: Option<Arc<str>>,
     pub(super) metrics: TypeMetrics,
-    pub(super) ctx: S::Context,
+    /// Shared with the attempts of concurrent steps while they run; owned alone otherwise.
+    pub(super) ctx: Arc<S::Context>,
     /// The context changed since the last written checkpoint.
     pub(super) ctx_dirty: bool,
     /// What each step has done: the last written checkpoint's statuses, plus changes
@@ -76,7 +78,7 @@ impl<'a, S: Saga> Run<'a, S> {
             header,
             config,
             metrics,
-            ctx: position.ctx,
+            ctx: Arc::new(position.ctx),
             ctx_dirty: false,
             steps: position.steps,
             state: position.state,
@@ -94,14 +96,33 @@ impl<'a, S: Saga> Run<'a, S> {
 }
 
 impl<S: Saga> Run<'_, S> {
-    pub(super) fn outcome(self) -> Outcome<S> {
-        Outcome {
-            saga_id: self.id.to_string(),
+    pub(super) fn outcome(self) -> Result<Outcome<S>, SagaError> {
+        let saga_id = self.id.to_string();
+        let Ok(context) = Arc::try_unwrap(self.ctx) else {
+            // Unreachable: every attempt that shared the context has ended.
+            return Err(SagaError::Store(StoreError::Corrupt {
+                saga_id,
+                reason: "the context is still shared by a step attempt".to_owned(),
+            }));
+        };
+        Ok(Outcome {
+            saga_id,
             state: self.state,
             step_index: self.step,
-            context: self.ctx,
+            context,
             failure: self.failure,
             existing: false,
+        })
+    }
+
+    /// The context, to change it: only while no step attempt shares it.
+    pub(super) fn ctx_mut(&mut self) -> Result<&mut S::Context, SagaError> {
+        match Arc::get_mut(&mut self.ctx) {
+            Some(ctx) => Ok(ctx),
+            None => Err(SagaError::Store(StoreError::Corrupt {
+                saga_id: self.id.to_string(),
+                reason: "the context is shared by a step attempt".to_owned(),
+            })),
         }
     }
 
@@ -123,17 +144,25 @@ impl<S: Saga> Run<'_, S> {
             .any(|(spec, status)| spec.pivot && status.run == RunStatus::Completed)
     }
 
-    /// The completed step, not yet undone, that completed last among those that have a
-    /// compensation.
+    /// The step to undo next: among those not yet undone that have a compensation and that
+    /// completed (or ended with an unknown outcome, when the compensation does not need the
+    /// step's output), the one that ended last. A step always ends after the steps it
+    /// depends on, so this undoes a step before anything it depended on.
     pub(super) fn next_compensable(&self) -> Option<usize> {
         Self::steps()
             .iter()
             .zip(&self.steps)
             .enumerate()
             .filter(|(_, (spec, status))| {
-                spec.compensation.is_some()
-                    && status.run == RunStatus::Completed
-                    && status.compensation == CompensationStatus::None
+                let Some(comp) = &spec.compensation else {
+                    return false;
+                };
+                let ended = match status.run {
+                    RunStatus::Completed => true,
+                    RunStatus::Unknown => !comp.uses_own_output,
+                    _ => false,
+                };
+                ended && status.compensation == CompensationStatus::None
             })
             .max_by_key(|(_, (_, status))| status.order)
             .map(|(index, _)| index)
@@ -187,8 +216,14 @@ impl<S: Saga> Run<'_, S> {
         })
     }
 
-    /// The context as JSON, within the size limit.
-    pub(super) fn encode(&self) -> Result<String, SagaError> {
-        encode_context::<S>(&self.id, &self.ctx, self.inner.settings.max_context_bytes)
+    /// The context as JSON, with the outputs in `pending` not moved into it yet, within the
+    /// size limit.
+    pub(super) fn encode(&self, pending: Option<&Outputs>) -> Result<String, SagaError> {
+        encode_context::<S>(
+            &self.id,
+            &self.ctx,
+            pending,
+            self.inner.settings.max_context_bytes,
+        )
     }
 }

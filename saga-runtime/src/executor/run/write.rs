@@ -49,36 +49,46 @@ impl Draft {
     }
 }
 
-/// The step statuses a transition changes: at most two (a step that completed and the
-/// next that starts), kept inline so that a write allocates nothing for them.
-#[derive(Clone, Copy, Default)]
-struct Changes([Option<(usize, StepStatus)>; 2]);
+/// The step statuses a transition changes: usually one or two (a step that completed and
+/// the next that starts), kept inline so that such a write allocates nothing for them; a
+/// fan-out that starts several steps at once spills into `more`.
+#[derive(Clone, Default)]
+struct Changes {
+    inline: [Option<(usize, StepStatus)>; 2],
+    more: Vec<(usize, StepStatus)>,
+}
 
 impl Changes {
     fn set(&mut self, index: usize, status: StepStatus) {
-        let slot = self
-            .0
+        let entry = Some((index, status));
+        if let Some(slot) = self
+            .inline
             .iter_mut()
-            .find(|slot| slot.is_none_or(|(changed, _)| changed == index));
-        match slot {
-            Some(slot) => *slot = Some((index, status)),
-            // Unreachable with two slots and at most two changes per transition; keep the
-            // newest rather than lose it.
-            None => self.0[1] = Some((index, status)),
+            .find(|slot| slot.is_some_and(|(changed, _)| changed == index))
+        {
+            *slot = entry;
+        } else if let Some(changed) = self.more.iter_mut().find(|(changed, _)| *changed == index) {
+            changed.1 = status;
+        } else if let Some(slot) = self.inline.iter_mut().find(|slot| slot.is_none()) {
+            *slot = entry;
+        } else {
+            self.more.push((index, status));
         }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(usize, StepStatus)> {
+        self.inline.iter().flatten().chain(&self.more)
     }
 
     /// The new status of step `index`, if this changes it.
     fn get(&self, index: usize) -> Option<StepStatus> {
-        self.0
-            .iter()
-            .flatten()
+        self.iter()
             .find(|(changed, _)| *changed == index)
             .map(|(_, status)| *status)
     }
 
     fn apply(&self, steps: &mut [StepStatus]) {
-        for (index, status) in self.0.iter().flatten() {
+        for (index, status) in self.iter() {
             if let Some(slot) = steps.get_mut(*index) {
                 *slot = *status;
             }
@@ -99,7 +109,7 @@ impl<S: Saga> Run<'_, S> {
     /// (only with `unless_cancelled`); nothing was written.
     pub(super) async fn write(&mut self, mut draft: Draft) -> Result<Option<String>, SagaError> {
         if draft.context.is_none() && self.ctx_dirty {
-            draft.context = Some(self.encode()?);
+            draft.context = Some(self.encode(None)?);
         }
         let wrote_context = draft.context.is_some();
         let mut steps = self.steps.clone();
@@ -162,7 +172,7 @@ impl<S: Saga> Run<'_, S> {
             state: draft.state,
             step: draft.step,
             attempt: draft.attempt,
-            changes: draft.changes,
+            changes: draft.changes.clone(),
             context: draft.context.clone(),
             events: draft.events.clone(),
             progress: draft.progress,

@@ -1,0 +1,463 @@
+//! Going forward through a graph (DESIGN.md §7.2): every step whose dependencies completed
+//! starts at once, each attempt under its own timeout and retry policy. The attempts report
+//! back to this one task, which writes every transition in turn, so that a saga's
+//! checkpoints stay one fenced sequence (group-committed with other sagas as usual).
+//!
+//! When a step fails for good, or a cancellation is seen, nothing new starts; attempts
+//! under way finish and are recorded; then the saga compensates, newest completion first
+//! (`backward`), or parks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::__private::{Outputs, StepOutput};
+use crate::audit::{EventType, NewEvent};
+use crate::backoff::Policy;
+use crate::context::StepContext;
+use crate::definition::{Saga, SagaState};
+use crate::error::{SagaError, StepError};
+use crate::executor::outcome::Failure;
+use crate::status::{RunStatus, StepStatus};
+
+use super::attempt::{AttemptError, run_attempt};
+use super::state::Run;
+use super::write::Draft;
+
+/// What a branch reports.
+enum Event {
+    /// An attempt of `step` ended.
+    Attempted {
+        step: usize,
+        result: Result<StepOutput, AttemptError>,
+        elapsed: Option<Duration>,
+    },
+    /// The delay before `step`'s next attempt is over.
+    Due { step: usize },
+}
+
+type BranchFuture<'a> = Pin<Box<dyn Future<Output = Event> + Send + 'a>>;
+
+/// One attempt in flight, or one retry delay.
+struct Branch<'a> {
+    step: usize,
+    is_delay: bool,
+    future: BranchFuture<'a>,
+}
+
+/// Why nothing new starts.
+enum Stop {
+    /// Step `step` failed for good.
+    Failed {
+        step: usize,
+        message: String,
+        unknown: bool,
+    },
+    /// A cancellation was seen.
+    Cancelled { reason: String },
+}
+
+/// The fan-out in progress.
+struct Fan<'a> {
+    branches: Vec<Branch<'a>>,
+    /// Outputs of completed steps, shared with the attempts that read them.
+    outputs: Arc<Outputs>,
+    /// Whether each step's last attempt timed out (its effect may have happened).
+    timed_out: Vec<bool>,
+    stop: Option<Stop>,
+    /// Events of a write a cancellation refused, written with what follows.
+    carried: Vec<NewEvent>,
+}
+
+impl Fan<'_> {
+    fn is_busy(&self, step: usize) -> bool {
+        self.branches.iter().any(|branch| branch.step == step)
+    }
+
+    /// The next report of any branch.
+    async fn next(&mut self) -> Option<Event> {
+        if self.branches.is_empty() {
+            return None;
+        }
+        let (index, event) = std::future::poll_fn(|cx| {
+            for (index, branch) in self.branches.iter_mut().enumerate() {
+                if let Poll::Ready(event) = branch.future.as_mut().poll(cx) {
+                    return Poll::Ready((index, event));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        self.branches.remove(index);
+        Some(event)
+    }
+}
+
+impl<'a, S: Saga> Run<'a, S> {
+    /// Runs the saga's steps, as many at once as the graph allows, until every step has
+    /// completed or the saga stops going forward.
+    pub(super) async fn fan(&mut self) -> Result<(), SagaError> {
+        let count = Self::steps().len();
+        let mut fan = Fan {
+            branches: Vec::new(),
+            outputs: Arc::new(Outputs::new(count)),
+            timed_out: vec![false; count],
+            stop: None,
+            carried: Vec::new(),
+        };
+        // Attempts already recorded as started: a new saga's first step, or the steps a
+        // recovery restarted.
+        for step in 0..count {
+            if self.status(step).run == RunStatus::Running {
+                self.launch(&mut fan, step);
+            }
+        }
+        while self.state == SagaState::Running {
+            if fan.stop.is_none() {
+                self.start_ready(&mut fan).await?;
+            }
+            match fan.next().await {
+                Some(Event::Attempted {
+                    step,
+                    result,
+                    elapsed,
+                }) => {
+                    if let Some(elapsed) = elapsed {
+                        self.metrics.step_attempt(step, elapsed);
+                    }
+                    match result {
+                        Ok(output) => self.fan_completed(&mut fan, step, output).await?,
+                        Err(failed) => self.fan_failed(&mut fan, step, failed).await?,
+                    }
+                }
+                Some(Event::Due { step }) => self.fan_due(&mut fan, step).await?,
+                None if fan.stop.is_some() => break,
+                None => {
+                    return Err(self.corrupt(
+                        "no step can start and none is running, but the saga has not completed"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        // No attempt shares the context any more: move the outputs into it.
+        let Fan {
+            outputs,
+            stop,
+            carried,
+            ..
+        } = fan;
+        let Some(mut outputs) = Arc::into_inner(outputs) else {
+            return Err(self.corrupt("step outputs are still shared".to_owned()));
+        };
+        let ctx = self.ctx_mut()?;
+        let mismatched = outputs
+            .drain()
+            .find_map(|(step, output)| (!S::store_output(ctx, step, output)).then_some(step));
+        if let Some(step) = mismatched {
+            return Err(self.corrupt(format!(
+                "step {step} returned an output of another type than its definition's"
+            )));
+        }
+        if self.state != SagaState::Running {
+            // Every step completed (a cancellation seen meanwhile came too late).
+            return Ok(());
+        }
+        match stop {
+            None => Ok(()),
+            Some(Stop::Failed {
+                step,
+                message,
+                unknown,
+            }) => self.give_up(step, message, unknown, carried).await,
+            Some(Stop::Cancelled { reason }) => {
+                let latest = self.step;
+                self.cancelled(reason, latest, false, carried).await
+            }
+        }
+    }
+
+    /// Starts every step whose dependencies have completed, in one write.
+    async fn start_ready(&mut self, fan: &mut Fan<'a>) -> Result<(), SagaError> {
+        let ready: Vec<usize> = Self::steps()
+            .iter()
+            .enumerate()
+            .filter(|&(step, spec)| {
+                self.status(step).run == RunStatus::NotStarted
+                    && !fan.is_busy(step)
+                    && spec
+                        .depends_on()
+                        .iter()
+                        .all(|&dep| self.status(dep).run == RunStatus::Completed)
+            })
+            .map(|(step, _)| step)
+            .collect();
+        let Some(&latest) = ready.last() else {
+            return Ok(());
+        };
+        let mut events = std::mem::take(&mut fan.carried);
+        for &step in &ready {
+            let name = Self::steps().get(step).map_or("", |spec| spec.name());
+            self.event(&mut events, || {
+                NewEvent::now(EventType::StepStarted).step(name).attempt(1)
+            });
+        }
+        let mut draft = Draft::new(SagaState::Running, latest, 1, events);
+        for &step in &ready {
+            draft = draft.status(step, StepStatus::running(1));
+        }
+        match self.write_forward(draft).await? {
+            None => {
+                self.step = latest;
+                self.attempt = 1;
+                for step in ready {
+                    self.launch(fan, step);
+                }
+            }
+            Some(reason) => self.halt(fan, Stop::Cancelled { reason }),
+        }
+        Ok(())
+    }
+
+    /// Starts the attempt of `step` that its status records.
+    fn launch(&self, fan: &mut Fan<'a>, step: usize) {
+        let Some(spec) = Self::steps().get(step) else {
+            return;
+        };
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        let attempt = self.status(step).attempt;
+        let saga: &'a S = self.saga;
+        let ctx = Arc::clone(&self.ctx);
+        let outputs = Arc::clone(&fan.outputs);
+        let id = self.id.clone();
+        let user_id = self.user_id.clone();
+        let timed = self.metrics.is_enabled();
+        let span = tracing::info_span!("saga.step", step = spec.name, attempt);
+        let future = async move {
+            let step_context = StepContext::new(
+                id,
+                spec.name,
+                false,
+                attempt,
+                Instant::now() + policy.timeout,
+                user_id,
+            );
+            let began = timed.then(Instant::now);
+            let result = run_attempt(
+                saga.run_step(step, &ctx, Some(&outputs), &step_context),
+                policy.timeout,
+            )
+            .await;
+            Event::Attempted {
+                step,
+                result,
+                elapsed: began.map(|began| began.elapsed()),
+            }
+        }
+        .instrument(span);
+        fan.branches.push(Branch {
+            step,
+            is_delay: false,
+            future: Box::pin(future),
+        });
+    }
+
+    /// Stops starting steps: pending retries are dropped, and their steps end as their last
+    /// attempt left them.
+    fn halt(&mut self, fan: &mut Fan<'a>, stop: Stop) {
+        if fan.stop.is_none() {
+            fan.stop = Some(stop);
+        }
+        let delayed: Vec<usize> = fan
+            .branches
+            .iter()
+            .filter(|branch| branch.is_delay)
+            .map(|branch| branch.step)
+            .collect();
+        fan.branches.retain(|branch| !branch.is_delay);
+        for step in delayed {
+            let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+            self.end_step(step, unknown);
+        }
+    }
+
+    async fn fan_completed(
+        &mut self,
+        fan: &mut Fan<'a>,
+        step: usize,
+        output: StepOutput,
+    ) -> Result<(), SagaError> {
+        let name = Self::steps().get(step).map_or("", |spec| spec.name());
+        let attempt = self.status(step).attempt;
+        tracing::info!(step = name, attempt, "step completed");
+        if !fan.outputs.set(step, output) {
+            return Err(self.corrupt(format!("step `{name}` completed twice")));
+        }
+        let context = match self.encode(Some(&fan.outputs)) {
+            Ok(context) => context,
+            Err(error) => {
+                // The step ran, but its output cannot be checkpointed: its outcome is
+                // unknown, as after a timeout, and (its slot spent) it is not retried.
+                fan.outputs.withdraw(step);
+                let failed = AttemptError {
+                    error: StepError::permanent(error.to_string()).with_type("checkpoint"),
+                    timed_out: true,
+                };
+                return self.fan_failed(fan, step, failed).await;
+            }
+        };
+        let mut events = std::mem::take(&mut fan.carried);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepCompleted)
+                .step(name)
+                .attempt(attempt)
+        });
+        let done = StepStatus::completed(attempt, self.next_order());
+        let all_done = (0..Self::steps().len())
+            .all(|other| other == step || self.status(other).run == RunStatus::Completed);
+        let state = if all_done {
+            self.event(&mut events, || NewEvent::now(EventType::SagaCompleted));
+            SagaState::Completed
+        } else {
+            SagaState::Running
+        };
+        let mut draft = Draft::new(state, self.step, self.attempt, events).status(step, done);
+        draft.context = Some(context);
+        draft.progress = true;
+        self.write(draft).await?;
+        self.state = state;
+        Ok(())
+    }
+
+    async fn fan_failed(
+        &mut self,
+        fan: &mut Fan<'a>,
+        step: usize,
+        failed: AttemptError,
+    ) -> Result<(), SagaError> {
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let AttemptError { error, timed_out } = failed;
+        let attempt = self.status(step).attempt;
+        tracing::info!(step = spec.name, attempt, timed_out, error = %error, "step attempt failed");
+        if let Some(slot) = fan.timed_out.get_mut(step) {
+            *slot = timed_out;
+        }
+        self.metrics.step_failed(step, error.error_type());
+        let mut events = std::mem::take(&mut fan.carried);
+        self.event(&mut events, || {
+            let kind = if timed_out {
+                EventType::StepTimedOut
+            } else {
+                EventType::StepFailed
+            };
+            NewEvent::now(kind)
+                .step(spec.name)
+                .attempt(attempt)
+                .error(error.message())
+                .details(super::forward::json_object(&[(
+                    "error_type",
+                    error.error_type(),
+                )]))
+        });
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        let exhausted = attempt >= policy.max_attempts;
+        let for_good = error.is_permanent()
+            || (exhausted && !self.pivot_passed())
+            || error.error_type() == "checkpoint";
+        if fan.stop.is_some() || for_good {
+            // Recorded now; the other attempts under way finish before anything else.
+            self.end_step(step, timed_out);
+            if for_good {
+                let message = error.message().to_owned();
+                if self.failure.is_none() {
+                    // Written with the step's end, so that a recovery knows why it stopped.
+                    self.failure = Some(Failure::new(Some(spec.name), message.clone()));
+                }
+                self.halt(
+                    fan,
+                    Stop::Failed {
+                        step,
+                        message,
+                        unknown: timed_out,
+                    },
+                );
+            }
+            let draft = Draft::new(SagaState::Running, self.step, self.attempt, events);
+            self.write(draft).await?;
+            return Ok(());
+        }
+        let delay = error
+            .retry_after_delay()
+            .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
+        self.metrics.step_retried(step);
+        tracing::info!(
+            step = spec.name,
+            next_attempt = attempt + 1,
+            delay_ms = delay.as_millis() as u64,
+            "retrying step"
+        );
+        let failure_events = events.clone();
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepRetrying)
+                .step(spec.name)
+                .attempt(attempt + 1)
+                .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
+        });
+        let retrying = StepStatus {
+            run: RunStatus::Retrying,
+            ..self.status(step)
+        };
+        let draft =
+            Draft::new(SagaState::Running, self.step, self.attempt, events).status(step, retrying);
+        if let Some(reason) = self.write_forward(draft).await? {
+            // Nothing was written: the failure is written with the cancellation.
+            self.end_step(step, timed_out);
+            fan.carried = failure_events;
+            self.halt(fan, Stop::Cancelled { reason });
+            return Ok(());
+        }
+        fan.branches.push(Branch {
+            step,
+            is_delay: true,
+            future: Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Event::Due { step }
+            }),
+        });
+        Ok(())
+    }
+
+    /// The retry delay of `step` is over: its next attempt starts.
+    async fn fan_due(&mut self, fan: &mut Fan<'a>, step: usize) -> Result<(), SagaError> {
+        let name = Self::steps().get(step).map_or("", |spec| spec.name());
+        let attempt = self.status(step).attempt + 1;
+        let mut events = std::mem::take(&mut fan.carried);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(name)
+                .attempt(attempt)
+        });
+        let draft = Draft::new(SagaState::Running, step, attempt, events)
+            .status(step, StepStatus::running(attempt));
+        match self.write_forward(draft).await? {
+            None => {
+                self.step = step;
+                self.attempt = attempt;
+                self.launch(fan, step);
+            }
+            Some(reason) => {
+                let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+                self.end_step(step, unknown);
+                self.halt(fan, Stop::Cancelled { reason });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! Parallel steps (DESIGN.md §7.2): a fan-out runs its branches at once, each under its own
+//! policy; a failure or a cancellation starts nothing new, lets running attempts finish and
+//! compensates newest completion first; a crash resumes every branch. Semantics under the
+//! paused clock on the memory store; crashes and recovery on every store.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_runtime::prelude::*;
+use saga_runtime::{MemoryStore, RunStatus, StepStatus};
+use support::stores::{Backend, Harness};
+use support::travel::{Trip, trip};
+use support::{Action, Attempt, Input, Script, audit_trail};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// When each step's attempts started, as `name@seconds`.
+fn starts(log: &[Attempt]) -> Vec<String> {
+    log.iter()
+        .map(|a| format!("{}@{}", a.name, a.at.as_millis()))
+        .collect()
+}
+
+#[test]
+fn the_graph_is_in_the_definition() {
+    let deps: Vec<&[usize]> = Trip::DEFINITION
+        .steps()
+        .iter()
+        .map(saga_runtime::definition::StepSpec::depends_on)
+        .collect();
+    assert_eq!(
+        deps,
+        [&[][..], &[], &[], &[0, 1, 2], &[0, 1, 2, 3], &[0, 1, 2, 3]]
+    );
+    assert!(!Trip::DEFINITION.is_chain());
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_concurrent_ten_second_steps_take_ten_seconds() {
+    let script = Script::new();
+    for step in ["flight", "hotel", "car"] {
+        script.on(step, [Action::Hang(secs(10))]);
+    }
+    let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
+    let began = tokio::time::Instant::now();
+    let outcome = trip
+        .execute_with_id("t-overlap", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(began.elapsed(), secs(10), "the three overlapped");
+    assert_eq!(
+        starts(&script.log()),
+        [
+            "flight@0",
+            "hotel@0",
+            "car@0",
+            "charge@10000",
+            "confirm@10000",
+            "notify@10000"
+        ]
+    );
+    let trail = audit_trail(&orchestrator, "t-overlap").await;
+    assert_eq!(
+        trail[..4],
+        [
+            "saga_started",
+            "step_started:flight:1",
+            "step_started:hotel:1",
+            "step_started:car:1"
+        ]
+    );
+    assert_eq!(trail.last().map(String::as_str), Some("saga_completed"));
+    let context = outcome.context();
+    assert_eq!(
+        (context.flight, context.hotel, context.car, context.notify),
+        (Some(1), Some(1), Some(1), Some(1))
+    );
+    let record = orchestrator.load("t-overlap").await.unwrap().unwrap();
+    assert!(record.steps.iter().all(|s| s.run == RunStatus::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_of_one_branch_do_not_hold_up_the_others() {
+    let script = Script::new();
+    script.on("flight", [Action::Fail, Action::Fail]);
+    script.on("hotel", [Action::Hang(secs(1))]);
+    let (_, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-retry", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert!(outcome.is_completed());
+    let log = starts(&script.log());
+    assert_eq!(log[..3], ["flight@0", "hotel@0", "car@0"]);
+    assert!(log.contains(&"flight@100".to_owned()), "{log:?}");
+    assert!(log.contains(&"flight@300".to_owned()), "{log:?}");
+    assert!(log.contains(&"charge@1000".to_owned()), "{log:?}");
+    assert_eq!(outcome.context().flight, Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_newest_first() {
+    let script = Script::new();
+    script.on("flight", [Action::Hang(secs(5))]);
+    script.on("hotel", [Action::Permanent]);
+    script.on("car", [Action::Hang(secs(2))]);
+    let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
+    let began = tokio::time::Instant::now();
+    let outcome = trip
+        .execute_with_id("t-fail", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed);
+    assert_eq!(outcome.error().unwrap().step(), Some("hotel"));
+    assert_eq!(began.elapsed(), secs(5), "the running siblings finished");
+    assert_eq!(
+        script.names(),
+        ["flight", "hotel", "car", "cancel_flight", "cancel_car"],
+        "nothing new started; completed siblings undone newest first; the failed step not"
+    );
+    let trail = audit_trail(&orchestrator, "t-fail").await;
+    let after_starts: Vec<&str> = trail.iter().skip(4).map(String::as_str).collect();
+    assert_eq!(
+        after_starts,
+        [
+            "step_failed:hotel:1",
+            "step_completed:car:1",
+            "step_completed:flight:1",
+            "compensation_started:flight:1",
+            "compensation_executed:flight:1",
+            "compensation_started:car:1",
+            "compensation_executed:car:1",
+            "saga_failed",
+        ]
+    );
+    let record = orchestrator.load("t-fail").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(
+        phases,
+        [
+            "compensated",
+            "failed",
+            "compensated",
+            "not_started",
+            "not_started",
+            "not_started"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_that_times_out_for_good_is_compensated_when_it_can_be() {
+    // `hotel`'s compensation needs its output, so an unknown outcome skips it;
+    // `car`'s does not, so an unknown outcome is compensated.
+    let script = Script::new();
+    script.on("hotel", [Action::Hang(secs(60)); 3]);
+    script.on("car", [Action::Hang(secs(60)); 3]);
+    let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-timeout", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed);
+    let undone: Vec<&str> = script
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("cancel"))
+        .collect();
+    assert_eq!(undone, ["cancel_car", "cancel_flight"]);
+    let record = orchestrator.load("t-timeout").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(
+        phases[..3],
+        ["compensated", "compensation_skipped", "compensated"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_during_a_fan_out_starts_nothing_new_and_undoes_every_branch() {
+    let script = Script::new();
+    script.on("flight", [Action::Cancel]);
+    script.on("hotel", [Action::Hang(secs(3))]);
+    script.on("car", [Action::Hang(secs(1))]);
+    let (_, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-cancel", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed);
+    assert!(
+        outcome.error().unwrap().message().starts_with("cancelled"),
+        "{:?}",
+        outcome.error()
+    );
+    assert_eq!(
+        script.names(),
+        [
+            "flight",
+            "hotel",
+            "car",
+            "cancel_hotel",
+            "cancel_car",
+            "cancel_flight"
+        ],
+        "charge never started; branches undone newest completion first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_fan_in_pivot_a_failure_parks_and_nothing_is_undone() {
+    let script = Script::new();
+    script.on("notify", [Action::Permanent]);
+    script.on("confirm", [Action::Hang(secs(2))]);
+    let (_, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-park", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Parked);
+    assert_eq!(outcome.error().unwrap().step(), Some("notify"));
+    assert!(
+        !script.names().iter().any(|n| n.starts_with("cancel")),
+        "{:?}",
+        script.names()
+    );
+    assert_eq!(
+        outcome.context().confirm,
+        Some(1),
+        "the sibling running at the failure finished and was recorded"
+    );
+}
+
+/// Starts saga `id` until an attempt reaches [`Action::Crash`], then drops its task, as a
+/// killed process would leave it.
+async fn crash(script: &Arc<Script>, trip: saga_runtime::Executor<Trip>, id: &'static str) {
+    let task = tokio::spawn(async move {
+        let _ = trip
+            .execute_with_id(id, &SagaConfig::default(), Input { id: 1 })
+            .await;
+    });
+    tokio::time::timeout(secs(20), script.crashed())
+        .await
+        .expect("the saga reached its crash");
+    // Let the siblings finish and be recorded before the "process" dies.
+    tokio::time::sleep(ms(300)).await;
+    task.abort();
+    let _ = task.await;
+}
+
+async fn a_crash_in_a_fan_out_resumes_only_the_interrupted_branch(h: &Harness) {
+    let first = Script::new();
+    first.on("hotel", [Action::Crash]);
+    let (_a, trip_a) = trip(h.reopen(), "runner-a", &first);
+    crash(&first, trip_a, "t-crash").await;
+    let record = h.store.load("t-crash").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(phases[..3], ["completed", "running", "completed"]);
+
+    let second = Script::new();
+    let (orchestrator, trip_b) = trip(h.reopen(), "runner-a", &second);
+    let outcome = trip_b.recover("t-crash").await.unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        second.names(),
+        ["hotel", "charge", "confirm", "notify"],
+        "only the interrupted branch ran again"
+    );
+    assert_eq!(outcome.context().hotel, Some(2), "its second attempt");
+    assert_eq!(
+        outcome.context().flight,
+        Some(1),
+        "kept from before the crash"
+    );
+    let trail = audit_trail(&orchestrator, "t-crash").await;
+    assert!(trail.contains(&"saga_recovered:1".to_owned()), "{trail:?}");
+    assert!(
+        trail.contains(&"step_started:hotel:2".to_owned()),
+        "{trail:?}"
+    );
+}
+
+async fn a_crash_after_a_failed_branch_still_compensates_every_completed_one(h: &Harness) {
+    let first = Script::new();
+    first.on("flight", [Action::Crash]);
+    first.on("hotel", [Action::Permanent]);
+    let (_a, trip_a) = trip(h.reopen(), "runner-a", &first);
+    crash(&first, trip_a, "t-crash-fail").await;
+
+    let second = Script::new();
+    let (_, trip_b) = trip(h.reopen(), "runner-a", &second);
+    let outcome = trip_b.recover("t-crash-fail").await.unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed, "{outcome:?}");
+    let names = second.names();
+    assert!(names.contains(&"cancel_car"), "{names:?}");
+    assert!(!names.contains(&"charge"), "{names:?}");
+    assert!(!names.contains(&"cancel_hotel"), "hotel failed: {names:?}");
+}
+
+conformance!(
+    a_crash_in_a_fan_out_resumes_only_the_interrupted_branch,
+    a_crash_after_a_failed_branch_still_compensates_every_completed_one,
+);

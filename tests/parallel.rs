@@ -111,7 +111,8 @@ async fn retries_of_one_branch_do_not_hold_up_the_others() {
 async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_newest_first() {
     let script = Script::new();
     script.on("flight", [Action::Hang(secs(5))]);
-    script.on("hotel", [Action::Permanent]);
+    // Fails for good at its third attempt, 300 ms in, while its siblings run.
+    script.on("hotel", [Action::Fail, Action::Fail, Action::Fail]);
     script.on("car", [Action::Hang(secs(2))]);
     let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
     let began = tokio::time::Instant::now();
@@ -124,15 +125,27 @@ async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_
     assert_eq!(began.elapsed(), secs(5), "the running siblings finished");
     assert_eq!(
         script.names(),
-        ["flight", "hotel", "car", "cancel_flight", "cancel_car"],
+        [
+            "flight",
+            "hotel",
+            "car",
+            "hotel",
+            "hotel",
+            "cancel_flight",
+            "cancel_car"
+        ],
         "nothing new started; completed siblings undone newest first; the failed step not"
     );
     let trail = audit_trail(&orchestrator, "t-fail").await;
-    let after_starts: Vec<&str> = trail.iter().skip(4).map(String::as_str).collect();
+    let failed_at = trail
+        .iter()
+        .position(|e| e == "step_failed:hotel:3")
+        .expect("the third failure is recorded");
+    let after_failure: Vec<&str> = trail[failed_at..].iter().map(String::as_str).collect();
     assert_eq!(
-        after_starts,
+        after_failure,
         [
-            "step_failed:hotel:1",
+            "step_failed:hotel:3",
             "step_completed:car:1",
             "step_completed:flight:1",
             "compensation_started:flight:1",
@@ -155,6 +168,25 @@ async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_
             "not_started"
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sibling_that_has_not_begun_when_a_branch_fails_never_begins() {
+    // `hotel` fails for good on its first poll; `car`, started in the same write but not
+    // yet polled, never runs its body and goes back to not started.
+    let script = Script::new();
+    script.on("flight", [Action::Hang(secs(1))]);
+    script.on("hotel", [Action::Permanent]);
+    let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-unbegun", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed);
+    assert_eq!(script.names(), ["flight", "hotel", "cancel_flight"]);
+    let record = orchestrator.load("t-unbegun").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(phases[..3], ["compensated", "failed", "not_started"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -291,18 +323,26 @@ async fn a_crash_in_a_fan_out_resumes_only_the_interrupted_branch(h: &Harness) {
 async fn a_crash_after_a_failed_branch_still_compensates_every_completed_one(h: &Harness) {
     let first = Script::new();
     first.on("flight", [Action::Crash]);
-    first.on("hotel", [Action::Permanent]);
+    first.on("hotel", [Action::Hang(ms(50))]);
+    first.on("car", [Action::RetryAfter(secs(10))]);
     let (_a, trip_a) = trip(h.reopen(), "runner-a", &first);
     crash(&first, trip_a, "t-crash-fail").await;
+    let record = h.store.load("t-crash-fail").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(phases[..3], ["running", "completed", "retrying"]);
 
+    // `car` has a retry pending and `flight` was interrupted when the runner died; the
+    // restarted runner resumes both, then `car` fails for good: `hotel` is undone, and
+    // `flight` (which completed on its second attempt) too, newest first.
     let second = Script::new();
+    second.on("car", [Action::Permanent]);
     let (_, trip_b) = trip(h.reopen(), "runner-a", &second);
     let outcome = trip_b.recover("t-crash-fail").await.unwrap();
     assert_eq!(outcome.state(), SagaState::Failed, "{outcome:?}");
+    assert_eq!(outcome.error().unwrap().step(), Some("car"));
     let names = second.names();
-    assert!(names.contains(&"cancel_car"), "{names:?}");
-    assert!(!names.contains(&"charge"), "{names:?}");
-    assert!(!names.contains(&"cancel_hotel"), "hotel failed: {names:?}");
+    assert_eq!(names[..2], ["flight", "car"], "{names:?}");
+    assert_eq!(names[2..], ["cancel_flight", "cancel_hotel"], "{names:?}");
 }
 
 conformance!(

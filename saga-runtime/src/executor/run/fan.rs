@@ -47,6 +47,8 @@ type BranchFuture<'a> = Pin<Box<dyn Future<Output = Event> + Send + 'a>>;
 struct Branch<'a> {
     step: usize,
     is_delay: bool,
+    /// Whether the future was polled: an attempt never polled has not begun.
+    polled: bool,
     future: BranchFuture<'a>,
 }
 
@@ -86,6 +88,7 @@ impl Fan<'_> {
         }
         let (index, event) = std::future::poll_fn(|cx| {
             for (index, branch) in self.branches.iter_mut().enumerate() {
+                branch.polled = true;
                 if let Poll::Ready(event) = branch.future.as_mut().poll(cx) {
                     return Poll::Ready((index, event));
                 }
@@ -263,26 +266,36 @@ impl<'a, S: Saga> Run<'a, S> {
         fan.branches.push(Branch {
             step,
             is_delay: false,
+            polled: false,
             future: Box::pin(future),
         });
     }
 
     /// Stops starting steps: pending retries are dropped, and their steps end as their last
-    /// attempt left them.
+    /// attempt left them; so are attempts not yet begun (never polled), a first attempt
+    /// going back to not started.
     fn halt(&mut self, fan: &mut Fan<'a>, stop: Stop) {
         if fan.stop.is_none() {
             fan.stop = Some(stop);
         }
-        let delayed: Vec<usize> = fan
+        let dropped: Vec<(usize, bool)> = fan
             .branches
             .iter()
-            .filter(|branch| branch.is_delay)
-            .map(|branch| branch.step)
+            .filter(|branch| branch.is_delay || !branch.polled)
+            .map(|branch| (branch.step, branch.is_delay))
             .collect();
-        fan.branches.retain(|branch| !branch.is_delay);
-        for step in delayed {
-            let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
-            self.end_step(step, unknown);
+        fan.branches
+            .retain(|branch| !branch.is_delay && branch.polled);
+        for (step, is_delay) in dropped {
+            let status = self.status(step);
+            if !is_delay && status.attempt <= 1 {
+                if let Some(slot) = self.steps.get_mut(step) {
+                    *slot = StepStatus::not_started();
+                }
+            } else {
+                let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+                self.end_step(step, unknown);
+            }
         }
     }
 
@@ -426,6 +439,7 @@ impl<'a, S: Saga> Run<'a, S> {
         fan.branches.push(Branch {
             step,
             is_delay: true,
+            polled: false,
             future: Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 Event::Due { step }

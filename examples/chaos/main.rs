@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Each trial starts a child process (this program with `--child`) that runs a batch of
-//! four-step sagas. Their steps and compensations record what they do in a ledger table in
+//! four-step sagas: half of them a chain, half a fan-out whose middle two steps run at once
+//! (`fan.rs`). Their steps and compensations record what they do in a ledger table in
 //! the saga database: `start` when a step's body begins, `do` when its effect is applied,
 //! `undo` when a compensation applied its own, `cancel` when a step asked for its saga's
 //! cancellation. Steps sleep, fail transiently, fail for good or cancel their saga, all at
@@ -31,6 +32,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+
+mod fan;
+
+use fan::ChaosFan;
 use saga_runtime::EventType;
 use saga_runtime::prelude::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -307,6 +312,9 @@ struct Row {
 pub struct ChaosInput {
     trial: u32,
     index: u32,
+    /// Run by [`ChaosFan`], which cancels from its first step.
+    #[serde(default)]
+    fan: bool,
 }
 
 /// A unit struct: JSON `null`, like `()` and `None`.
@@ -489,7 +497,8 @@ impl Chaos {
         if self.sabotage == Some(Sabotage::DoubleDo) {
             self.note(&self.entry(input, ctx, step, "do")).await?;
         }
-        if step == 2
+        let cancel_step = if input.fan { 0 } else { 2 };
+        if step == cancel_step
             && plan.cancels
             && let Some(orchestrator) = self.orchestrator.get()
         {
@@ -555,6 +564,11 @@ async fn open_store(
     }
 }
 
+/// Whether saga `index` of a trial is a fan-out (two of every four).
+fn is_fan(index: u32) -> bool {
+    index % 4 >= 2
+}
+
 fn saga_id(trial: u32, index: u32) -> String {
     format!("t{trial}-s{index}")
 }
@@ -574,15 +588,19 @@ async fn child(args: &Args) -> Result<bool, String> {
         .recovery_interval(Duration::from_millis(50))
         .build()
         .map_err(|e| e.to_string())?;
-    let chaos = Chaos {
-        ledger,
-        runner,
-        seed: args.seed,
-        orchestrator: OnceLock::new(),
-        sabotage: None,
+    let chaos = |ledger| {
+        let chaos = Chaos {
+            ledger,
+            runner: runner.clone(),
+            seed: args.seed,
+            orchestrator: OnceLock::new(),
+            sabotage: None,
+        };
+        let _ = chaos.orchestrator.set(orchestrator.clone());
+        chaos
     };
-    let _ = chaos.orchestrator.set(orchestrator.clone());
-    let executor = orchestrator.register(chaos);
+    let chain = orchestrator.register(chaos(ledger.clone()));
+    let fan = orchestrator.register(ChaosFan(chaos(ledger)));
     println!("ready");
     let config = SagaConfig::new("chaos");
     let mut tasks = Vec::new();
@@ -591,20 +609,28 @@ async fn child(args: &Args) -> Result<bool, String> {
         let input = ChaosInput {
             trial: args.trial,
             index,
+            fan: is_fan(index),
         };
-        if index % 2 == 0 {
-            // Through the durable queue: the recovery loop picks it up.
-            if executor
-                .enqueue(id.clone(), &config, input)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+        // Half through the durable queue (the recovery loop picks them up), half at once.
+        let queued = index % 2 == 0;
+        if queued {
+            let acked = if input.fan {
+                fan.enqueue(id.clone(), &config, input).await
+            } else {
+                chain.enqueue(id.clone(), &config, input).await
+            };
+            if acked.map_err(|e| e.to_string())? {
                 println!("ack {id}");
             }
-        } else {
-            let (executor, config) = (executor.clone(), config.clone());
+        } else if input.fan {
+            let (fan, config) = (fan.clone(), config.clone());
             tasks.push(tokio::spawn(async move {
-                executor.execute_with_id(id, &config, input).await
+                fan.execute_with_id(id, &config, input).await.map(drop)
+            }));
+        } else {
+            let (chain, config) = (chain.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                chain.execute_with_id(id, &config, input).await.map(drop)
             }));
         }
     }
@@ -816,15 +842,19 @@ async fn one_trial(
         .recovery(false)
         .build()
         .map_err(|e| e.to_string())?;
-    let chaos = Chaos {
-        ledger: ledger.clone(),
-        runner: format!("recovery-{trial}"),
-        seed: args.seed,
-        orchestrator: OnceLock::new(),
-        sabotage: args.sabotage,
+    let chaos = || {
+        let chaos = Chaos {
+            ledger: ledger.clone(),
+            runner: format!("recovery-{trial}"),
+            seed: args.seed,
+            orchestrator: OnceLock::new(),
+            sabotage: args.sabotage,
+        };
+        let _ = chaos.orchestrator.set(recovery.clone());
+        chaos
     };
-    let _ = chaos.orchestrator.set(recovery.clone());
-    recovery.register(chaos);
+    recovery.register(chaos());
+    recovery.register(ChaosFan(chaos()));
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let mut active = 0;

@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod output;
+mod spans;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -331,11 +331,30 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
         );
     } else {
         out!("steps");
+        let names: Vec<String> = steps.iter().map(|(name, _)| name.clone()).collect();
+        let spans = crate::spans::step_spans(events, &names);
+        let with = crate::spans::ran_with(&spans, &names);
+        let since = |t: SystemTime| {
+            t.duration_since(saga.created_at)
+                .map_or_else(|_| "+0µs".to_owned(), delta)
+        };
         let rows: Vec<Vec<String>> = steps
             .iter()
-            .map(|(name, status)| vec![format!("  {name}"), status.to_string()])
+            .zip(spans.iter().zip(&with))
+            .map(|((name, status), (span, with))| {
+                let ran = span.map_or_else(String::new, |span| {
+                    let end = span.end.map_or_else(|| "…".to_owned(), since);
+                    format!("{} → {end}", since(span.start))
+                });
+                vec![
+                    format!("  {name}"),
+                    status.to_string(),
+                    ran,
+                    with.join(", "),
+                ]
+            })
             .collect();
-        table(&["  STEP", "STATUS"], &rows);
+        table(&["  STEP", "STATUS", "RAN", "WITH"], &rows);
     }
     out!("context");
     let pretty = serde_json::to_string_pretty(&context).unwrap_or_else(|_| saga.context.clone());

@@ -189,18 +189,38 @@ where
     let show = ok(url, &["show", "comp-1"]);
     assert!(show.contains("state      failed"), "{show}");
     assert!(show.contains("error      step `b`: b refused"), "{show}");
-    let steps: Vec<String> = show
+    let rows: Vec<&str> = show
         .lines()
         .skip_while(|l| *l != "steps")
         .skip(2)
         .take(3)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    // Name and status, before the RAN column (`+12µs → +3ms`).
+    let steps: Vec<String> = rows
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .take_while(|w| !w.starts_with('+'))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
     assert_eq!(
         steps,
         ["a compensated", "b failed (attempt 1)", "c not_started"],
         "{show}"
     );
+    // When each step ran; in a chain, no step ran with another.
+    assert!(rows[0].contains(" → ") && rows[1].contains(" → "), "{show}");
+    assert!(!rows[2].contains('→'), "{show}");
+    for row in &rows[..2] {
+        let after = row.split(" → ").nth(1).unwrap_or_default();
+        assert_eq!(
+            after.split_whitespace().count(),
+            1,
+            "only the end time: {row}"
+        );
+    }
     let row = list.lines().find(|l| l.starts_with("comp-1")).unwrap();
     assert_eq!(
         row.split_whitespace().nth(3),

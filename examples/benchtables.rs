@@ -96,11 +96,22 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "shapes",
+        keep: is_shapes,
+        columns: LOAD,
+    },
+    Table {
         name: "recovery",
         keep: |r| text(r, "run") == "recovery",
         columns: &[("seconds", "elapsed_s", 3), ("sagas/s", "sagas_per_s", 0)],
     },
 ];
+
+/// Whether a result is of the shapes sitting (chain against fan-out), which only the
+/// `shapes` table shows.
+fn is_shapes(row: &Value) -> bool {
+    text(row, "label").starts_with("shapes")
+}
 
 /// The command, as the load generator recorded it.
 fn command(row: &Value) -> String {
@@ -142,7 +153,11 @@ fn render(table: &Table, results: &[Value]) -> String {
     // Rows by (command, run), in the order first seen.
     let mut order: Vec<(String, String)> = Vec::new();
     let mut groups: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
-    for row in results.iter().filter(|r| (table.keep)(r)) {
+    let shapes_only = table.name == "shapes";
+    for row in results
+        .iter()
+        .filter(|r| (table.keep)(r) && (shapes_only || !is_shapes(r)))
+    {
         let key = (command(row), text(row, "run"));
         if !groups.contains_key(&key) {
             order.push(key.clone());

@@ -43,6 +43,10 @@ struct Args {
     /// Steps per saga: 1, 3, 5 or 10.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// `chain`: each step waits for the one before; `fan`: every step but the last starts
+    /// at once (`concurrent`), and the last waits for them all.
+    #[arg(long, value_enum, default_value = "chain")]
+    shape: Shape,
     /// Fraction of sagas whose last step fails for good (and compensates), 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0)]
     fail_rate: f64,
@@ -94,6 +98,13 @@ struct Args {
     audit: bool,
 }
 
+/// How a saga's steps depend on each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    Chain,
+    Fan,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadInput {
     pub n: u64,
@@ -119,13 +130,13 @@ async fn body(input: &LoadInput, step: usize, last: bool) -> Result<u64, StepErr
 }
 
 macro_rules! load_saga {
-    ($ty:ident, $name:literal, $( ($step:ident, $undo:ident, $i:literal, $last:literal) ),+ ) => {
+    ($ty:ident, $name:literal, $( ($step:ident, $undo:ident, $i:literal, $last:literal $(, $concurrent:ident)?) ),+ ) => {
         pub struct $ty;
 
         #[saga(name = $name, input = LoadInput)]
         impl $ty {
             $(
-                #[step(timeout = 10, retries = 1, compensate = $undo)]
+                #[step($($concurrent,)? timeout = 10, retries = 1, compensate = $undo)]
                 async fn $step(&self, input: &LoadInput) -> Result<u64, StepError> {
                     body(input, $i, $last).await
                 }
@@ -168,6 +179,37 @@ load_saga!(
     (s7, u7, 7, false),
     (s8, u8, 8, false),
     (s9, u9, 9, false),
+    (s10, u10, 10, true)
+);
+
+load_saga!(
+    Fan3,
+    "fan3",
+    (s1, u1, 1, false, concurrent),
+    (s2, u2, 2, false, concurrent),
+    (s3, u3, 3, true)
+);
+load_saga!(
+    Fan5,
+    "fan5",
+    (s1, u1, 1, false, concurrent),
+    (s2, u2, 2, false, concurrent),
+    (s3, u3, 3, false, concurrent),
+    (s4, u4, 4, false, concurrent),
+    (s5, u5, 5, true)
+);
+load_saga!(
+    Fan10,
+    "fan10",
+    (s1, u1, 1, false, concurrent),
+    (s2, u2, 2, false, concurrent),
+    (s3, u3, 3, false, concurrent),
+    (s4, u4, 4, false, concurrent),
+    (s5, u5, 5, false, concurrent),
+    (s6, u6, 6, false, concurrent),
+    (s7, u7, 7, false, concurrent),
+    (s8, u8, 8, false, concurrent),
+    (s9, u9, 9, false, concurrent),
     (s10, u10, 10, true)
 );
 
@@ -375,12 +417,19 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
             .await
         }};
     }
-    let report = match args.steps {
-        1 => run_with!(Load1),
-        3 => run_with!(Load3),
-        5 => run_with!(Load5),
-        10 => run_with!(Load10),
-        other => return Err(format!("--steps must be 1, 3, 5 or 10, not {other}")),
+    let report = match (args.shape, args.steps) {
+        (Shape::Chain, 1) => run_with!(Load1),
+        (Shape::Chain, 3) => run_with!(Load3),
+        (Shape::Chain, 5) => run_with!(Load5),
+        (Shape::Chain, 10) => run_with!(Load10),
+        (Shape::Fan, 3) => run_with!(Fan3),
+        (Shape::Fan, 5) => run_with!(Fan5),
+        (Shape::Fan, 10) => run_with!(Fan10),
+        (shape, other) => {
+            return Err(format!(
+                "--steps {other} is not available with --shape {shape:?} (chain: 1, 3, 5, 10; fan: 3, 5, 10)"
+            ));
+        }
     }?;
     // The database must agree with what the run saw.
     let counts: Vec<StateCount> = store
@@ -452,6 +501,9 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     if args.orphans {
         return orphans::run(args).await;
+    }
+    if args.shape == Shape::Fan && (args.baseline || args.baseline_only || args.history > 0) {
+        return Err("--shape fan runs the library only, without --baseline or --history".into());
     }
     let mut library_rate = None;
     if !args.baseline_only {

@@ -104,6 +104,7 @@ fn figures(args: &Args, report: &Report) -> Vec<(&'static str, Value)> {
         ("store", json!(format!("{:?}", args.store).to_lowercase())),
         ("sagas", json!(args.sagas)),
         ("steps", json!(steps)),
+        ("shape", json!(format!("{:?}", args.shape).to_lowercase())),
         ("history", json!(args.history)),
         ("elapsed_s", json!(secs)),
         ("sagas_per_s", json!(args.sagas as f64 / secs)),

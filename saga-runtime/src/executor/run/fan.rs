@@ -187,44 +187,61 @@ impl<'a, S: Saga> Run<'a, S> {
 
     /// Starts every step whose dependencies have completed, in one write.
     async fn start_ready(&mut self, fan: &mut Fan<'a>) -> Result<(), SagaError> {
-        let ready: Vec<usize> = Self::steps()
+        let ready = self.ready(fan, None);
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut fan.carried);
+        let draft = self.starting(&ready, Draft::new(SagaState::Running, 0, 1, events));
+        match self.write_forward(draft).await? {
+            None => self.launch_all(fan, ready),
+            Some(reason) => self.halt(fan, Stop::Cancelled { reason }),
+        }
+        Ok(())
+    }
+
+    /// The steps not started whose dependencies have completed, counting `completing` as
+    /// completed.
+    fn ready(&self, fan: &Fan<'a>, completing: Option<usize>) -> Vec<usize> {
+        let done =
+            |dep: usize| completing == Some(dep) || self.status(dep).run == RunStatus::Completed;
+        Self::steps()
             .iter()
             .enumerate()
             .filter(|&(step, spec)| {
                 self.status(step).run == RunStatus::NotStarted
                     && !fan.is_busy(step)
-                    && spec
-                        .depends_on()
-                        .iter()
-                        .all(|&dep| self.status(dep).run == RunStatus::Completed)
+                    && spec.depends_on().iter().all(|&dep| done(dep))
             })
             .map(|(step, _)| step)
-            .collect();
-        let Some(&latest) = ready.last() else {
-            return Ok(());
-        };
-        let mut events = std::mem::take(&mut fan.carried);
-        for &step in &ready {
+            .collect()
+    }
+
+    /// `draft`, also starting the first attempt of each of `ready` (at least one).
+    fn starting(&self, ready: &[usize], mut draft: Draft) -> Draft {
+        for &step in ready {
             let name = Self::steps().get(step).map_or("", |spec| spec.name());
-            self.event(&mut events, || {
+            self.event(&mut draft.events, || {
                 NewEvent::now(EventType::StepStarted).step(name).attempt(1)
             });
-        }
-        let mut draft = Draft::new(SagaState::Running, latest, 1, events);
-        for &step in &ready {
             draft = draft.status(step, StepStatus::running(1));
         }
-        match self.write_forward(draft).await? {
-            None => {
-                self.step = latest;
-                self.attempt = 1;
-                for step in ready {
-                    self.launch(fan, step);
-                }
-            }
-            Some(reason) => self.halt(fan, Stop::Cancelled { reason }),
+        if let Some(&latest) = ready.last() {
+            draft.step = latest;
+            draft.attempt = 1;
         }
-        Ok(())
+        draft
+    }
+
+    /// After the write that started them: runs the first attempts of `ready`.
+    fn launch_all(&mut self, fan: &mut Fan<'a>, ready: Vec<usize>) {
+        if let Some(&latest) = ready.last() {
+            self.step = latest;
+            self.attempt = 1;
+        }
+        for step in ready {
+            self.launch(fan, step);
+        }
     }
 
     /// Starts the attempt of `step` that its status records.
@@ -333,8 +350,10 @@ impl<'a, S: Saga> Run<'a, S> {
         let done = StepStatus::completed(attempt, self.next_order());
         let all_done = (0..Self::steps().len())
             .all(|other| other == step || self.status(other).run == RunStatus::Completed);
-        let state = if all_done {
+        if all_done {
             self.event(&mut events, || NewEvent::now(EventType::SagaCompleted));
+        }
+        let state = if all_done {
             SagaState::Completed
         } else {
             SagaState::Running
@@ -342,8 +361,36 @@ impl<'a, S: Saga> Run<'a, S> {
         let mut draft = Draft::new(state, self.step, self.attempt, events).status(step, done);
         draft.context = Some(context);
         draft.progress = true;
-        self.write(draft).await?;
-        self.state = state;
+        // What the completion makes ready starts in the same write.
+        let ready = if all_done || fan.stop.is_some() {
+            Vec::new()
+        } else {
+            self.ready(fan, Some(step))
+        };
+        if ready.is_empty() {
+            self.write(draft).await?;
+            self.state = state;
+            return Ok(());
+        }
+        match self.write_forward(self.starting(&ready, draft)).await? {
+            None => self.launch_all(fan, ready),
+            Some(reason) => {
+                // A cancellation is pending and nothing was written: the completion is
+                // written alone, then the saga stops starting steps.
+                let mut events = Vec::new();
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepCompleted)
+                        .step(name)
+                        .attempt(attempt)
+                });
+                let mut draft =
+                    Draft::new(state, self.step, self.attempt, events).status(step, done);
+                draft.context = Some(self.encode(Some(&fan.outputs))?);
+                draft.progress = true;
+                self.write(draft).await?;
+                self.halt(fan, Stop::Cancelled { reason });
+            }
+        }
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! Property test over step graphs crossed with failure schedules (proptest), on the
-//! in-memory store under a paused clock. Four graph shapes (fan-out and fan-in, chains inside
-//! a group, a pivot after a fan-in, everything at once), each step's attempts given a random
-//! outcome and a random duration, so that branches end in every order. Invariants:
+//! in-memory store under a paused clock. Twenty graph shapes (every way to group five steps,
+//! chains inside a group through `after`, a pivot after a fan-in, everything at once; a
+//! definition is fixed at compile time, so the test picks among them), each step's attempts
+//! given a random outcome and a random duration, so that branches end in every order.
+//! Invariants:
 //! - a step starts only after every step it depends on has completed;
 //! - the saga completes if and only if every step eventually succeeded;
 //! - after a step fails for good, nothing starts (attempts already running may end);
@@ -177,6 +179,155 @@ graph_saga!(
     [retries = 2, concurrent, compensate = "undo_e"]
 );
 
+// Every way to group five steps: `concurrent` or not on each of b, c, d and e.
+graph_saga!(
+    Groups0,
+    "groups0",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups1,
+    "groups1",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups2,
+    "groups2",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups3,
+    "groups3",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups4,
+    "groups4",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups5,
+    "groups5",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups6,
+    "groups6",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups7,
+    "groups7",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups8,
+    "groups8",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups9,
+    "groups9",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups10,
+    "groups10",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups11,
+    "groups11",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups12,
+    "groups12",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups13,
+    "groups13",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups14,
+    "groups14",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+graph_saga!(
+    Groups15,
+    "groups15",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, compensate = "undo_b"],
+    [retries = 2, concurrent, compensate = "undo_c"],
+    [retries = 2, concurrent, compensate = "undo_d"],
+    [retries = 2, concurrent, compensate = "undo_e"]
+);
+
+/// How many shapes [`run`] knows.
+const SHAPES: usize = 20;
+
 fn act() -> impl Strategy<Value = Act> {
     let outcome = prop_oneof![
         6 => Just(Outcome::Ok),
@@ -215,40 +366,36 @@ fn run(
             .unwrap();
         let config = SagaConfig::default();
         let input = Input { id: 1 };
-        let ended = match shape {
-            0 => {
-                execute(
-                    orchestrator.register(FanOut(recorder.clone())),
-                    &config,
-                    input,
-                )
-                .await
-            }
-            1 => {
-                execute(
-                    orchestrator.register(Chains(recorder.clone())),
-                    &config,
-                    input,
-                )
-                .await
-            }
-            2 => {
-                execute(
-                    orchestrator.register(Pivoted(recorder.clone())),
-                    &config,
-                    input,
-                )
-                .await
-            }
-            _ => {
-                execute(
-                    orchestrator.register(Flat(recorder.clone())),
-                    &config,
-                    input,
-                )
-                .await
-            }
-        };
+        macro_rules! shapes {
+            ($($index:literal => $ty:ident),+) => {
+                match shape {
+                    $($index => execute(orchestrator.register($ty(recorder.clone())), &config, input).await,)+
+                    _ => None,
+                }
+            };
+        }
+        let ended = shapes!(
+            0 => FanOut,
+            1 => Chains,
+            2 => Pivoted,
+            3 => Flat,
+            4 => Groups0,
+            5 => Groups1,
+            6 => Groups2,
+            7 => Groups3,
+            8 => Groups4,
+            9 => Groups5,
+            10 => Groups6,
+            11 => Groups7,
+            12 => Groups8,
+            13 => Groups9,
+            14 => Groups10,
+            15 => Groups11,
+            16 => Groups12,
+            17 => Groups13,
+            18 => Groups14,
+            19 => Groups15
+        );
         let log = recorder.log.lock().unwrap().clone();
         let Some((state, deps, pivot)) = ended else {
             panic!("the saga returned an error: {log:?}");
@@ -274,12 +421,12 @@ async fn execute<S: Saga<Input = Input>>(
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("SAGA_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        cases: std::env::var("SAGA_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
         .. ProptestConfig::default()
     })]
 
     #[test]
-    fn graph_invariants_hold_for_any_failure_schedule(shape in 0usize..4, schedule in schedule()) {
+    fn graph_invariants_hold_for_any_failure_schedule(shape in 0usize..SHAPES, schedule in schedule()) {
         let (state, log, deps, pivot) = run(shape, &schedule);
         let mut completed: Vec<usize> = Vec::new();
         let mut failed_for_good: Option<usize> = None;

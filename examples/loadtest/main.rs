@@ -40,11 +40,11 @@ struct Args {
     /// How many run at once.
     #[arg(long, default_value_t = 1_000)]
     concurrency: usize,
-    /// Steps per saga: 1, 3, 5 or 10.
+    /// Steps per saga: 1, 3, 4, 5 or 10 (a fan-out: 3, 4, 5 or 10).
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// `chain`: each step waits for the one before; `fan`: every step but the last starts
-    /// at once (`concurrent`), and the last waits for them all.
+    /// `chain`: each step waits for the one before; `fanout`: every step but the last
+    /// starts at once (`concurrent`), and the last (the join) waits for them all.
     #[arg(long, value_enum, default_value = "chain")]
     shape: Shape,
     /// Fraction of sagas whose last step fails for good (and compensates), 0.0 to 1.0.
@@ -102,7 +102,8 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Shape {
     Chain,
-    Fan,
+    #[value(alias = "fan")]
+    Fanout,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +160,14 @@ load_saga!(
     (s3, u3, 3, true)
 );
 load_saga!(
+    Load4,
+    "load4",
+    (s1, u1, 1, false),
+    (s2, u2, 2, false),
+    (s3, u3, 3, false),
+    (s4, u4, 4, true)
+);
+load_saga!(
     Load5,
     "load5",
     (s1, u1, 1, false),
@@ -188,6 +197,14 @@ load_saga!(
     (s1, u1, 1, false, concurrent),
     (s2, u2, 2, false, concurrent),
     (s3, u3, 3, true)
+);
+load_saga!(
+    Fan4,
+    "fan4",
+    (s1, u1, 1, false, concurrent),
+    (s2, u2, 2, false, concurrent),
+    (s3, u3, 3, false, concurrent),
+    (s4, u4, 4, true)
 );
 load_saga!(
     Fan5,
@@ -420,14 +437,16 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
     let report = match (args.shape, args.steps) {
         (Shape::Chain, 1) => run_with!(Load1),
         (Shape::Chain, 3) => run_with!(Load3),
+        (Shape::Chain, 4) => run_with!(Load4),
         (Shape::Chain, 5) => run_with!(Load5),
         (Shape::Chain, 10) => run_with!(Load10),
-        (Shape::Fan, 3) => run_with!(Fan3),
-        (Shape::Fan, 5) => run_with!(Fan5),
-        (Shape::Fan, 10) => run_with!(Fan10),
+        (Shape::Fanout, 3) => run_with!(Fan3),
+        (Shape::Fanout, 4) => run_with!(Fan4),
+        (Shape::Fanout, 5) => run_with!(Fan5),
+        (Shape::Fanout, 10) => run_with!(Fan10),
         (shape, other) => {
             return Err(format!(
-                "--steps {other} is not available with --shape {shape:?} (chain: 1, 3, 5, 10; fan: 3, 5, 10)"
+                "--steps {other} is not available with --shape {shape:?} (chain: 1, 3, 4, 5, 10; fanout: 3, 4, 5, 10)"
             ));
         }
     }?;
@@ -496,14 +515,17 @@ async fn run(args: &Args) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.fail_rate) {
         return Err("--fail-rate must be between 0 and 1".into());
     }
-    if ![1, 3, 5, 10].contains(&args.steps) {
-        return Err(format!("--steps must be 1, 3, 5 or 10, not {}", args.steps));
+    if ![1, 3, 4, 5, 10].contains(&args.steps) {
+        return Err(format!(
+            "--steps must be 1, 3, 4, 5 or 10, not {}",
+            args.steps
+        ));
     }
     if args.orphans {
         return orphans::run(args).await;
     }
-    if args.shape == Shape::Fan && (args.baseline || args.baseline_only || args.history > 0) {
-        return Err("--shape fan runs the library only, without --baseline or --history".into());
+    if args.shape == Shape::Fanout && (args.baseline || args.baseline_only || args.history > 0) {
+        return Err("--shape fanout runs the library only, without --baseline or --history".into());
     }
     let mut library_rate = None;
     if !args.baseline_only {

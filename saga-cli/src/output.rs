@@ -332,7 +332,14 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
     } else {
         out!("steps");
         let names: Vec<String> = steps.iter().map(|(name, _)| name.clone()).collect();
-        let spans = crate::spans::step_spans(events, &names);
+        let mut spans = crate::spans::step_spans(events, &names);
+        // A step started in the same write as a sibling that then failed for good may never
+        // have begun: its status says so, and it did not run.
+        for (span, (_, status)) in spans.iter_mut().zip(&steps) {
+            if status.run == saga_runtime::RunStatus::NotStarted {
+                *span = None;
+            }
+        }
         let with = crate::spans::ran_with(&spans, &names);
         let since = |t: SystemTime| {
             t.duration_since(saga.created_at)

@@ -6,7 +6,7 @@
 
 use saga_runtime::prelude::*;
 
-use super::{Chaos, ChaosInput, Shipped};
+use super::saga::{Chaos, ChaosInput, Shipped};
 
 /// [`Chaos`], with its middle steps concurrent.
 pub(crate) struct ChaosFan(pub(crate) Chaos);

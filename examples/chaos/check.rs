@@ -1,0 +1,211 @@
+//! The checks of a trial: every saga against the ledger and the audit log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use saga_runtime::EventType;
+use saga_runtime::prelude::*;
+
+use super::ledger::{Ledger, Row};
+use super::{Args, STEPS};
+
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) lost: u64,
+    pub(crate) duplicate_effects: u64,
+    pub(crate) orphan_compensations: u64,
+    pub(crate) double_outcomes: u64,
+    pub(crate) ran_after_cancel: u64,
+    pub(crate) recovered: u64,
+    /// Effects applied twice because a crash interrupted their step (allowed).
+    pub(crate) reapplied: u64,
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    pub(crate) parked: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) sagas: u64,
+}
+
+impl Tally {
+    pub(crate) fn violations(&self) -> u64 {
+        self.lost
+            + self.duplicate_effects
+            + self.orphan_compensations
+            + self.double_outcomes
+            + self.ran_after_cancel
+    }
+}
+
+/// Checks every saga of a trial against the ledger and the audit log.
+pub(crate) async fn check(
+    args: &Args,
+    store: &Arc<dyn SagaStore>,
+    ledger: &Ledger,
+    trial: u32,
+    ids: &[String],
+    acked: &HashSet<String>,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let killed = format!("child-{trial}");
+    let mut by_saga: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    let rows = ledger.rows(trial).await?;
+    for row in &rows {
+        by_saga.entry(row.saga_id.as_str()).or_default().push(row);
+    }
+    let violation = |kind: &str, id: &str, what: String, counter: &mut u64| {
+        *counter += 1;
+        if args.verbose || *counter <= 5 {
+            eprintln!("VIOLATION {kind} {id}: {what}");
+        }
+    };
+    for id in ids {
+        let rows = by_saga.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+        let Some(record) = store.load(id).await.map_err(|e| e.to_string())? else {
+            if acked.contains(id) || !rows.is_empty() {
+                violation("lost", id, "its row is gone".into(), &mut tally.lost);
+            }
+            continue;
+        };
+        tally.sagas += 1;
+        let events = store
+            .audit_log(&AuditQuery::new().saga_id(id.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let count = |event: EventType, step: Option<&str>| {
+            events
+                .iter()
+                .filter(|e| e.event() == Some(event))
+                .filter(|e| step.is_none() || e.step_name.as_deref() == step)
+                .count()
+        };
+        let has = |step: usize, kind: &str| rows.iter().any(|r| r.step == step && r.kind == kind);
+
+        // Every saga ends, and ends whole.
+        match record.state {
+            SagaState::Completed => {
+                tally.completed += 1;
+                if let Some(step) = (0..STEPS.len()).find(|s| !has(*s, "do")) {
+                    violation(
+                        "lost",
+                        id,
+                        format!("completed without the effect of step {step}"),
+                        &mut tally.lost,
+                    );
+                }
+                if rows.iter().any(|r| r.kind == "undo")
+                    || count(EventType::CompensationExecuted, None) > 0
+                {
+                    violation(
+                        "double_outcome",
+                        id,
+                        "completed and compensated".into(),
+                        &mut tally.double_outcomes,
+                    );
+                }
+            }
+            SagaState::Failed => {
+                tally.failed += 1;
+                for step in 0..STEPS.len() {
+                    if has(step, "do") && !has(step, "undo") {
+                        violation(
+                            "lost",
+                            id,
+                            format!("failed with step {step} applied and never undone"),
+                            &mut tally.lost,
+                        );
+                    }
+                }
+            }
+            SagaState::Parked => tally.parked += 1,
+            state => violation(
+                "lost",
+                id,
+                format!("left in state {state}"),
+                &mut tally.lost,
+            ),
+        }
+        let terminal = count(EventType::SagaCompleted, None)
+            + count(EventType::SagaFailed, None)
+            + count(EventType::SagaCompensationFailed, None)
+            + count(EventType::SagaParked, None);
+        if terminal > 1 {
+            violation(
+                "double_outcome",
+                id,
+                format!("{terminal} terminal events"),
+                &mut tally.double_outcomes,
+            );
+        }
+
+        // Compensations only for steps that started.
+        for step in 0..STEPS.len() {
+            if (has(step, "undo_start") || has(step, "undo")) && !has(step, "start") {
+                violation(
+                    "orphan_compensation",
+                    id,
+                    format!("step {step} undone but never started"),
+                    &mut tally.orphan_compensations,
+                );
+            }
+        }
+
+        // An effect repeats only when a crash interrupted its step.
+        for (step, name) in STEPS.iter().enumerate() {
+            for kind in ["do", "undo"] {
+                let copies: Vec<&&Row> = rows
+                    .iter()
+                    .filter(|r| r.step == step && r.kind == kind)
+                    .collect();
+                if copies.len() < 2 {
+                    continue;
+                }
+                let runners: HashSet<&str> = copies.iter().map(|r| r.runner.as_str()).collect();
+                let earlier_by_killed = copies[..copies.len() - 1]
+                    .iter()
+                    .all(|r| r.runner == killed);
+                if runners.len() == copies.len() && earlier_by_killed {
+                    tally.reapplied += 1;
+                } else {
+                    violation(
+                        "duplicate_effect",
+                        id,
+                        format!("{kind} of step {step} applied {} times", copies.len()),
+                        &mut tally.duplicate_effects,
+                    );
+                }
+            }
+            let completions = count(EventType::StepCompleted, Some(name));
+            let undone = count(EventType::CompensationExecuted, Some(name));
+            if completions > 1 || undone > 1 {
+                violation(
+                    "duplicate_effect",
+                    id,
+                    format!("{name} completed {completions} and undone {undone} times"),
+                    &mut tally.duplicate_effects,
+                );
+            }
+        }
+
+        // Nothing starts after a cancellation was acknowledged.
+        if let Some(cancel) = rows.iter().find(|r| r.kind == "cancel") {
+            tally.cancelled += 1;
+            if let Some(late) = rows.iter().find(|r| r.kind == "start" && r.id > cancel.id) {
+                violation(
+                    "ran_after_cancel",
+                    id,
+                    format!("step {} started after the cancellation", late.step),
+                    &mut tally.ran_after_cancel,
+                );
+            }
+            if record.state == SagaState::Completed {
+                violation(
+                    "ran_after_cancel",
+                    id,
+                    "completed after its cancellation".into(),
+                    &mut tally.ran_after_cancel,
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -108,6 +108,7 @@ async fn stalled_runner() {
     let orchestrator = Orchestrator::builder(Watched {
         inner: store,
         sink: printed,
+        save_delay: Duration::ZERO,
     })
     .runner_id("stalled")
     .lease(Duration::from_secs(1))

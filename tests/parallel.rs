@@ -89,6 +89,32 @@ async fn three_concurrent_ten_second_steps_take_ten_seconds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn branches_run_while_their_saga_waits_for_a_write() {
+    // Every checkpoint write takes 50 ms. `flight` starts with the saga; the write that
+    // starts `hotel` and `car` is in flight when `flight` is first polled, which it is at
+    // once rather than after that write.
+    let script = Script::new();
+    for step in ["flight", "hotel", "car"] {
+        script.on(step, [Action::Hang(ms(100))]);
+    }
+    let slow = support::watched::Watched {
+        inner: Arc::new(MemoryStore::new()),
+        sink: Arc::new(|_, _, _| {}),
+        save_delay: ms(50),
+    };
+    let (_, trip) = trip(slow, "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-pump", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert!(outcome.is_completed());
+    assert_eq!(
+        starts(&script.log())[..3],
+        ["flight@0", "hotel@50", "car@50"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_of_one_branch_do_not_hold_up_the_others() {
     let script = Script::new();
     script.on("flight", [Action::Fail, Action::Fail]);

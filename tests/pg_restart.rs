@@ -115,6 +115,7 @@ async fn a_postgres_restart_loses_no_saga() {
     let watched = Watched {
         inner: Arc::new(store.clone()),
         sink,
+        save_delay: Duration::ZERO,
     };
     let orchestrator = Orchestrator::builder(watched)
         .runner_id("restart-runner")

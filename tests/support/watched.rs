@@ -50,6 +50,9 @@ pub fn unix_ms() -> u128 {
 pub struct Watched {
     pub inner: Arc<dyn SagaStore>,
     pub sink: Sink,
+    /// How long each checkpoint write takes, on top of the inner store's time (a slow
+    /// database, under tokio's clock).
+    pub save_delay: Duration,
 }
 
 impl fmt::Debug for Watched {
@@ -93,6 +96,9 @@ impl RunnerStore for Watched {
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
         Box::pin(async move {
             let sent = unix_ms();
+            if !self.save_delay.is_zero() {
+                tokio::time::sleep(self.save_delay).await;
+            }
             let result = self.inner.save(checkpoint).await;
             self.verdict("save", sent, &result, |_| false);
             result

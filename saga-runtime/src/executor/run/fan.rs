@@ -7,6 +7,7 @@
 //! under way finish and are recorded; then the saga compensates, newest completion first
 //! (`backward`), or parks.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ struct Fan<'a> {
     stop: Option<Stop>,
     /// Events of a write a cancellation refused, written with what follows.
     carried: Vec<NewEvent>,
+    /// Reports of branches that ended while a write was in flight, oldest first.
+    stashed: VecDeque<Event>,
 }
 
 impl Fan<'_> {
@@ -83,6 +86,9 @@ impl Fan<'_> {
 
     /// The next report of any branch.
     async fn next(&mut self) -> Option<Event> {
+        if let Some(event) = self.stashed.pop_front() {
+            return Some(event);
+        }
         if self.branches.is_empty() {
             return None;
         }
@@ -99,6 +105,37 @@ impl Fan<'_> {
         self.branches.remove(index);
         Some(event)
     }
+
+    /// Polls every branch once, stashing the reports of those that ended: the branches go
+    /// on while their saga waits for a write.
+    fn pump(&mut self, cx: &mut std::task::Context<'_>) {
+        let mut index = 0;
+        while index < self.branches.len() {
+            let branch = &mut self.branches[index];
+            branch.polled = true;
+            match branch.future.as_mut().poll(cx) {
+                Poll::Ready(event) => {
+                    self.branches.remove(index);
+                    self.stashed.push_back(event);
+                }
+                Poll::Pending => index += 1,
+            }
+        }
+    }
+}
+
+/// Awaits `write` while polling `fan`'s branches, so that attempts under way progress
+/// during the write.
+async fn pumping<T>(fan: &mut Fan<'_>, write: impl Future<Output = T>) -> T {
+    let mut write = std::pin::pin!(write);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(value) = write.as_mut().poll(cx) {
+            return Poll::Ready(value);
+        }
+        fan.pump(cx);
+        Poll::Pending
+    })
+    .await
 }
 
 impl<'a, S: Saga> Run<'a, S> {
@@ -112,6 +149,7 @@ impl<'a, S: Saga> Run<'a, S> {
             timed_out: vec![false; count],
             stop: None,
             carried: Vec::new(),
+            stashed: VecDeque::new(),
         };
         // Attempts already recorded as started: a new saga's first step, or the steps a
         // recovery restarted.
@@ -193,7 +231,7 @@ impl<'a, S: Saga> Run<'a, S> {
         }
         let events = std::mem::take(&mut fan.carried);
         let draft = self.starting(&ready, Draft::new(SagaState::Running, 0, 1, events));
-        match self.write_forward(draft).await? {
+        match pumping(fan, self.write_forward(draft)).await? {
             None => self.launch_all(fan, ready),
             Some(reason) => self.halt(fan, Stop::Cancelled { reason }),
         }
@@ -368,11 +406,12 @@ impl<'a, S: Saga> Run<'a, S> {
             self.ready(fan, Some(step))
         };
         if ready.is_empty() {
-            self.write(draft).await?;
+            pumping(fan, self.write(draft)).await?;
             self.state = state;
             return Ok(());
         }
-        match self.write_forward(self.starting(&ready, draft)).await? {
+        let draft = self.starting(&ready, draft);
+        match pumping(fan, self.write_forward(draft)).await? {
             None => self.launch_all(fan, ready),
             Some(reason) => {
                 // A cancellation is pending and nothing was written: the completion is
@@ -387,7 +426,7 @@ impl<'a, S: Saga> Run<'a, S> {
                     Draft::new(state, self.step, self.attempt, events).status(step, done);
                 draft.context = Some(self.encode(Some(&fan.outputs))?);
                 draft.progress = true;
-                self.write(draft).await?;
+                pumping(fan, self.write(draft)).await?;
                 self.halt(fan, Stop::Cancelled { reason });
             }
         }
@@ -450,7 +489,7 @@ impl<'a, S: Saga> Run<'a, S> {
                 );
             }
             let draft = Draft::new(SagaState::Running, self.step, self.attempt, events);
-            self.write(draft).await?;
+            pumping(fan, self.write(draft)).await?;
             return Ok(());
         }
         let delay = error
@@ -476,7 +515,7 @@ impl<'a, S: Saga> Run<'a, S> {
         };
         let draft =
             Draft::new(SagaState::Running, self.step, self.attempt, events).status(step, retrying);
-        if let Some(reason) = self.write_forward(draft).await? {
+        if let Some(reason) = pumping(fan, self.write_forward(draft)).await? {
             // Nothing was written: the failure is written with the cancellation.
             self.end_step(step, timed_out);
             fan.carried = failure_events;
@@ -497,6 +536,12 @@ impl<'a, S: Saga> Run<'a, S> {
 
     /// The retry delay of `step` is over: its next attempt starts.
     async fn fan_due(&mut self, fan: &mut Fan<'a>, step: usize) -> Result<(), SagaError> {
+        if fan.stop.is_some() {
+            // The delay ended during the write that stopped the saga: no retry.
+            let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+            self.end_step(step, unknown);
+            return Ok(());
+        }
         let name = Self::steps().get(step).map_or("", |spec| spec.name());
         let attempt = self.status(step).attempt + 1;
         let mut events = std::mem::take(&mut fan.carried);
@@ -507,7 +552,7 @@ impl<'a, S: Saga> Run<'a, S> {
         });
         let draft = Draft::new(SagaState::Running, step, attempt, events)
             .status(step, StepStatus::running(attempt));
-        match self.write_forward(draft).await? {
+        match pumping(fan, self.write_forward(draft)).await? {
             None => {
                 self.step = step;
                 self.attempt = attempt;

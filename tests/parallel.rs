@@ -134,7 +134,7 @@ async fn retries_of_one_branch_do_not_hold_up_the_others() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_newest_first() {
+async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_them() {
     let script = Script::new();
     script.on("flight", [Action::Hang(secs(5))]);
     // Fails for good at its third attempt, 300 ms in, while its siblings run.
@@ -160,7 +160,7 @@ async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_
             "cancel_flight",
             "cancel_car"
         ],
-        "nothing new started; completed siblings undone newest first; the failed step not"
+        "nothing new started; completed siblings undone; the failed step not"
     );
     let trail = audit_trail(&orchestrator, "t-fail").await;
     let failed_at = trail
@@ -174,9 +174,10 @@ async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_
             "step_failed:hotel:3",
             "step_completed:car:1",
             "step_completed:flight:1",
+            // Neither depended on the other: both compensations run at once.
             "compensation_started:flight:1",
-            "compensation_executed:flight:1",
             "compensation_started:car:1",
+            "compensation_executed:flight:1",
             "compensation_executed:car:1",
             "saga_failed",
         ]
@@ -193,6 +194,55 @@ async fn a_branch_that_fails_for_good_lets_its_siblings_finish_then_compensates_
             "not_started",
             "not_started"
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn compensations_of_independent_steps_run_at_once() {
+    // `hotel` fails for good 300 ms in; `flight` and `car` completed, and neither depended
+    // on the other, so their one-second compensations overlap.
+    let script = Script::new();
+    script.on("hotel", [Action::Fail, Action::Fail, Action::Fail]);
+    script.on("cancel_flight", [Action::Hang(secs(1))]);
+    script.on("cancel_car", [Action::Hang(secs(1))]);
+    let (_, trip) = trip(MemoryStore::new(), "runner", &script);
+    let began = tokio::time::Instant::now();
+    let outcome = trip
+        .execute_with_id("t-undo-at-once", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed);
+    assert_eq!(
+        began.elapsed(),
+        ms(1300),
+        "300 ms forward, then one second back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compensation_that_gives_up_lets_the_others_under_way_finish() {
+    let script = Script::new();
+    script.on("hotel", [Action::Fail, Action::Fail, Action::Fail]);
+    script.on("cancel_flight", [Action::Permanent]);
+    script.on("cancel_car", [Action::Hang(secs(1))]);
+    let (orchestrator, trip) = trip(MemoryStore::new(), "runner", &script);
+    let outcome = trip
+        .execute_with_id("t-undo-gives-up", &SagaConfig::default(), Input { id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::CompensationFailed);
+    assert_eq!(outcome.error().unwrap().step(), Some("flight"));
+    let record = orchestrator.load("t-undo-gives-up").await.unwrap().unwrap();
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(
+        phases[..3],
+        ["compensating", "failed", "compensated"],
+        "the compensation under way finished and was recorded"
+    );
+    let trail = audit_trail(&orchestrator, "t-undo-gives-up").await;
+    assert_eq!(
+        trail.last().map(String::as_str),
+        Some("saga_compensation_failed:flight")
     );
 }
 
@@ -259,18 +309,16 @@ async fn cancellation_during_a_fan_out_starts_nothing_new_and_undoes_every_branc
         "{:?}",
         outcome.error()
     );
+    let names = script.names();
     assert_eq!(
-        script.names(),
-        [
-            "flight",
-            "hotel",
-            "car",
-            "cancel_hotel",
-            "cancel_car",
-            "cancel_flight"
-        ],
-        "charge never started; branches undone newest completion first"
+        names[..3],
+        ["flight", "hotel", "car"],
+        "charge never started"
     );
+    let mut undone = names[3..].to_vec();
+    assert_eq!(undone[0], "cancel_hotel", "the newest completion first");
+    undone.sort_unstable();
+    assert_eq!(undone, ["cancel_car", "cancel_flight", "cancel_hotel"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -371,7 +419,36 @@ async fn a_crash_after_a_failed_branch_still_compensates_every_completed_one(h: 
     assert_eq!(names[2..], ["cancel_flight", "cancel_hotel"], "{names:?}");
 }
 
+async fn a_crash_while_compensating_a_fan_out_resumes_the_interrupted_compensation(h: &Harness) {
+    // `hotel` fails for good after its siblings completed (its retries take 300 ms); the
+    // runner dies during `cancel_flight`, while `cancel_car`, which ran beside it, is done.
+    let first = Script::new();
+    first.on("hotel", [Action::Fail, Action::Fail, Action::Fail]);
+    first.on("flight", [Action::Hang(ms(20))]);
+    first.on("cancel_flight", [Action::Crash]);
+    let (_a, trip_a) = trip(h.reopen(), "runner-a", &first);
+    crash(&first, trip_a, "t-crash-undo").await;
+    let record = h.store.load("t-crash-undo").await.unwrap().unwrap();
+    assert_eq!(record.state, SagaState::Compensating);
+    let phases: Vec<&str> = record.steps.iter().map(StepStatus::phase).collect();
+    assert_eq!(phases[..3], ["compensating", "failed", "compensated"]);
+
+    let second = Script::new();
+    let (_, trip_b) = trip(h.reopen(), "runner-a", &second);
+    let outcome = trip_b.recover("t-crash-undo").await.unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed, "{outcome:?}");
+    assert_eq!(
+        second.names(),
+        ["cancel_flight"],
+        "only the interrupted compensation"
+    );
+    let record = h.store.load("t-crash-undo").await.unwrap().unwrap();
+    assert_eq!(record.steps[0].compensation_attempt, 2);
+    assert_eq!(record.steps[0].phase(), "compensated");
+}
+
 conformance!(
     a_crash_in_a_fan_out_resumes_only_the_interrupted_branch,
     a_crash_after_a_failed_branch_still_compensates_every_completed_one,
+    a_crash_while_compensating_a_fan_out_resumes_the_interrupted_compensation,
 );

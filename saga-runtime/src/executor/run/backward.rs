@@ -65,18 +65,8 @@ impl<S: Saga> Run<'_, S> {
                 self.attempt = 1;
             }
             None => {
-                let message = self.failure.as_ref().map(|f| f.message.clone());
-                self.event(&mut events, || {
-                    let event = NewEvent::now(EventType::SagaFailed);
-                    match message {
-                        Some(message) => event.error(message),
-                        None => event,
-                    }
-                });
                 let attempt = self.attempt;
-                self.write(Draft::new(SagaState::Failed, failed, attempt, events))
-                    .await?;
-                self.state = SagaState::Failed;
+                self.compensated(failed, attempt, events, false).await?;
             }
         }
         Ok(())
@@ -149,18 +139,7 @@ impl<S: Saga> Run<'_, S> {
                     self.step = next;
                     self.attempt = 1;
                 } else {
-                    let message = self.failure.as_ref().map(|f| f.message.clone());
-                    self.event(&mut events, || {
-                        let event = NewEvent::now(EventType::SagaFailed);
-                        match message {
-                            Some(message) => event.error(message),
-                            None => event,
-                        }
-                    });
-                    let mut draft = Draft::new(SagaState::Failed, step, attempt, events);
-                    draft.progress = true;
-                    self.write(draft).await?;
-                    self.state = SagaState::Failed;
+                    self.compensated(step, attempt, events, true).await?;
                 }
             }
             Err(AttemptError { error, timed_out }) => {
@@ -178,20 +157,8 @@ impl<S: Saga> Run<'_, S> {
                         comp.name,
                         error.message()
                     );
-                    self.event(&mut events, || {
-                        NewEvent::now(EventType::SagaCompensationFailed)
-                            .step(spec.name)
-                            .error(message.clone())
-                    });
-                    self.failure = Some(Failure::new(Some(spec.name), message));
-                    self.write(Draft::new(
-                        SagaState::CompensationFailed,
-                        step,
-                        attempt,
-                        events,
-                    ))
-                    .await?;
-                    self.state = SagaState::CompensationFailed;
+                    self.compensation_gave_up(step, attempt, message, events)
+                        .await?;
                 } else {
                     let delay = error
                         .retry_after_delay()
@@ -215,6 +182,57 @@ impl<S: Saga> Run<'_, S> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Ends the saga `failed`: every compensation that could run has run. `progress`: the
+    /// write follows a compensation that completed.
+    pub(super) async fn compensated(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        mut events: Vec<NewEvent>,
+        progress: bool,
+    ) -> Result<(), SagaError> {
+        let message = self.failure.as_ref().map(|f| f.message.clone());
+        self.event(&mut events, || {
+            let event = NewEvent::now(EventType::SagaFailed);
+            match message {
+                Some(message) => event.error(message),
+                None => event,
+            }
+        });
+        let mut draft = Draft::new(SagaState::Failed, step, attempt, events);
+        draft.progress = progress;
+        self.write(draft).await?;
+        self.state = SagaState::Failed;
+        Ok(())
+    }
+
+    /// Ends the saga `compensation_failed`: the compensation of step `step` gave up at
+    /// attempt `attempt`, for `message`.
+    pub(super) async fn compensation_gave_up(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        message: String,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let name = Self::steps().get(step).map_or("", StepSpec::name);
+        self.event(&mut events, || {
+            NewEvent::now(EventType::SagaCompensationFailed)
+                .step(name)
+                .error(message.clone())
+        });
+        self.failure = Some(Failure::new(Some(name), message));
+        self.write(Draft::new(
+            SagaState::CompensationFailed,
+            step,
+            attempt,
+            events,
+        ))
+        .await?;
+        self.state = SagaState::CompensationFailed;
         Ok(())
     }
 }

@@ -7,17 +7,12 @@
 //! under way finish and are recorded; then the saga compensates, newest completion first
 //! (`backward`), or parks.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::__private::{Outputs, StepOutput};
+use crate::__private::StepOutput;
 use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
 use crate::context::StepContext;
@@ -27,130 +22,16 @@ use crate::executor::outcome::Failure;
 use crate::status::{RunStatus, StepStatus};
 
 use super::attempt::{AttemptError, run_attempt};
+use super::branches::{Event, Fan, Stop, pumping};
 use super::state::Run;
 use super::write::Draft;
-
-/// What a branch reports.
-enum Event {
-    /// An attempt of `step` ended.
-    Attempted {
-        step: usize,
-        result: Result<StepOutput, AttemptError>,
-        elapsed: Option<Duration>,
-    },
-    /// The delay before `step`'s next attempt is over.
-    Due { step: usize },
-}
-
-type BranchFuture<'a> = Pin<Box<dyn Future<Output = Event> + Send + 'a>>;
-
-/// One attempt in flight, or one retry delay.
-struct Branch<'a> {
-    step: usize,
-    is_delay: bool,
-    /// Whether the future was polled: an attempt never polled has not begun.
-    polled: bool,
-    future: BranchFuture<'a>,
-}
-
-/// Why nothing new starts.
-enum Stop {
-    /// Step `step` failed for good.
-    Failed {
-        step: usize,
-        message: String,
-        unknown: bool,
-    },
-    /// A cancellation was seen.
-    Cancelled { reason: String },
-}
-
-/// The fan-out in progress.
-struct Fan<'a> {
-    branches: Vec<Branch<'a>>,
-    /// Outputs of completed steps, shared with the attempts that read them.
-    outputs: Arc<Outputs>,
-    /// Whether each step's last attempt timed out (its effect may have happened).
-    timed_out: Vec<bool>,
-    stop: Option<Stop>,
-    /// Events of a write a cancellation refused, written with what follows.
-    carried: Vec<NewEvent>,
-    /// Reports of branches that ended while a write was in flight, oldest first.
-    stashed: VecDeque<Event>,
-}
-
-impl Fan<'_> {
-    fn is_busy(&self, step: usize) -> bool {
-        self.branches.iter().any(|branch| branch.step == step)
-    }
-
-    /// The next report of any branch.
-    async fn next(&mut self) -> Option<Event> {
-        if let Some(event) = self.stashed.pop_front() {
-            return Some(event);
-        }
-        if self.branches.is_empty() {
-            return None;
-        }
-        let (index, event) = std::future::poll_fn(|cx| {
-            for (index, branch) in self.branches.iter_mut().enumerate() {
-                branch.polled = true;
-                if let Poll::Ready(event) = branch.future.as_mut().poll(cx) {
-                    return Poll::Ready((index, event));
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        self.branches.remove(index);
-        Some(event)
-    }
-
-    /// Polls every branch once, stashing the reports of those that ended: the branches go
-    /// on while their saga waits for a write.
-    fn pump(&mut self, cx: &mut std::task::Context<'_>) {
-        let mut index = 0;
-        while index < self.branches.len() {
-            let branch = &mut self.branches[index];
-            branch.polled = true;
-            match branch.future.as_mut().poll(cx) {
-                Poll::Ready(event) => {
-                    self.branches.remove(index);
-                    self.stashed.push_back(event);
-                }
-                Poll::Pending => index += 1,
-            }
-        }
-    }
-}
-
-/// Awaits `write` while polling `fan`'s branches, so that attempts under way progress
-/// during the write.
-async fn pumping<T>(fan: &mut Fan<'_>, write: impl Future<Output = T>) -> T {
-    let mut write = std::pin::pin!(write);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(value) = write.as_mut().poll(cx) {
-            return Poll::Ready(value);
-        }
-        fan.pump(cx);
-        Poll::Pending
-    })
-    .await
-}
 
 impl<'a, S: Saga> Run<'a, S> {
     /// Runs the saga's steps, as many at once as the graph allows, until every step has
     /// completed or the saga stops going forward.
     pub(super) async fn fan(&mut self) -> Result<(), SagaError> {
         let count = Self::steps().len();
-        let mut fan = Fan {
-            branches: Vec::new(),
-            outputs: Arc::new(Outputs::new(count)),
-            timed_out: vec![false; count],
-            stop: None,
-            carried: Vec::new(),
-            stashed: VecDeque::new(),
-        };
+        let mut fan = Fan::new(count);
         // Attempts already recorded as started: a new saga's first step, or the steps a
         // recovery restarted.
         for step in 0..count {
@@ -177,6 +58,11 @@ impl<'a, S: Saga> Run<'a, S> {
                     }
                 }
                 Some(Event::Due { step }) => self.fan_due(&mut fan, step).await?,
+                Some(Event::Undone { step, .. } | Event::UndoDue { step }) => {
+                    return Err(self.corrupt(format!(
+                        "the compensation of step {step} reported while the saga went forward"
+                    )));
+                }
                 None if fan.stop.is_some() => break,
                 None => {
                     return Err(self.corrupt(
@@ -220,6 +106,9 @@ impl<'a, S: Saga> Run<'a, S> {
                 let latest = self.step;
                 self.cancelled(reason, latest, false, carried).await
             }
+            Some(Stop::GaveUp { step, .. }) => Err(self.corrupt(format!(
+                "the compensation of step {step} gave up while the saga went forward"
+            ))),
         }
     }
 
@@ -318,12 +207,7 @@ impl<'a, S: Saga> Run<'a, S> {
             }
         }
         .instrument(span);
-        fan.branches.push(Branch {
-            step,
-            is_delay: false,
-            polled: false,
-            future: Box::pin(future),
-        });
+        fan.push_attempt(step, future);
     }
 
     /// Stops starting steps: pending retries are dropped, and their steps end as their last
@@ -522,15 +406,7 @@ impl<'a, S: Saga> Run<'a, S> {
             self.halt(fan, Stop::Cancelled { reason });
             return Ok(());
         }
-        fan.branches.push(Branch {
-            step,
-            is_delay: true,
-            polled: false,
-            future: Box::pin(async move {
-                tokio::time::sleep(delay).await;
-                Event::Due { step }
-            }),
-        });
+        fan.push_delay(step, delay, Event::Due { step });
         Ok(())
     }
 

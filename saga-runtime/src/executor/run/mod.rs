@@ -8,7 +8,9 @@
 
 mod attempt;
 mod backward;
+mod branches;
 mod fan;
+mod fan_back;
 mod forward;
 mod resume;
 mod state;
@@ -98,7 +100,10 @@ impl<S: Saga> Run<'_, S> {
                     SagaState::Running => Box::pin(self.fan()).await?,
                     // Boxed: compensation is the rare path, and its larger state would
                     // otherwise be reserved in every saga's future.
-                    SagaState::Compensating => Box::pin(self.backward()).await?,
+                    SagaState::Compensating if S::DEFINITION.is_chain() => {
+                        Box::pin(self.backward()).await?;
+                    }
+                    SagaState::Compensating => Box::pin(self.fan_back()).await?,
                     _ => break,
                 }
             }

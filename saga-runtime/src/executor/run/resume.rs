@@ -5,8 +5,7 @@ use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
 use crate::definition::{Saga, SagaState};
 use crate::error::SagaError;
-use crate::executor::outcome::Failure;
-use crate::status::{RunStatus, StepStatus};
+use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
 use super::state::Run;
 use super::write::Draft;
@@ -53,6 +52,9 @@ impl<S: Saga> Run<'_, S> {
         match self.state {
             SagaState::Running if !S::DEFINITION.is_chain() => {
                 return self.resume_branches(events).await;
+            }
+            SagaState::Compensating if !S::DEFINITION.is_chain() => {
+                return self.resume_undos(events).await;
             }
             SagaState::Running => {
                 let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
@@ -103,21 +105,9 @@ impl<S: Saga> Run<'_, S> {
                         "compensation `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
                         comp.name
                     );
-                    self.event(&mut events, || {
-                        NewEvent::now(EventType::SagaCompensationFailed)
-                            .step(spec.name)
-                            .error(message.clone())
-                    });
-                    self.failure = Some(Failure::new(Some(spec.name), message));
-                    self.write(Draft::new(
-                        SagaState::CompensationFailed,
-                        step,
-                        interrupted,
-                        events,
-                    ))
-                    .await?;
-                    self.state = SagaState::CompensationFailed;
-                    return Ok(());
+                    return self
+                        .compensation_gave_up(step, interrupted, message, events)
+                        .await;
                 }
                 self.event(&mut events, || {
                     NewEvent::now(EventType::CompensationStarted)
@@ -222,6 +212,70 @@ impl<S: Saga> Run<'_, S> {
             }
             return self.cancelled(reason, latest, true, events).await;
         }
+        self.step = latest;
+        self.attempt = latest_attempt;
+        Ok(())
+    }
+
+    /// After a claim, in a saga with concurrent steps that was compensating: every
+    /// compensation that was interrupted starts its next attempt, in one write; if one has
+    /// spent its retry budget, the saga ends `compensation_failed`.
+    async fn resume_undos(&mut self, mut events: Vec<NewEvent>) -> Result<(), SagaError> {
+        let undoing: Vec<usize> = (0..Self::steps().len())
+            .filter(|&step| self.status(step).compensation == CompensationStatus::Compensating)
+            .collect();
+        let spent = undoing.iter().find_map(|&step| {
+            let spec = Self::steps().get(step)?;
+            let comp = spec.compensation.as_ref()?;
+            let policy =
+                Policy::for_compensation(spec, comp, &self.config, &self.inner.settings.backoff);
+            let attempt = self.status(step).compensation_attempt;
+            (attempt >= policy.max_attempts).then(|| {
+                let message = format!(
+                    "compensation `{}` was interrupted at attempt {attempt} and its retry budget is spent",
+                    comp.name
+                );
+                (step, message)
+            })
+        });
+        if let Some((step, message)) = spent {
+            self.metrics.compensation_failed();
+            let attempt = self.status(step).compensation_attempt;
+            return self
+                .compensation_gave_up(step, attempt, message, events)
+                .await;
+        }
+        let Some(&latest) = undoing.last() else {
+            // Nothing was under way: the compensations that may start, start.
+            if !events.is_empty() {
+                let attempt = self.attempt;
+                self.write(Draft::new(
+                    SagaState::Compensating,
+                    self.step,
+                    attempt,
+                    events,
+                ))
+                .await?;
+            }
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        for &step in &undoing {
+            let name = Self::steps().get(step).map_or("", |spec| spec.name());
+            let next = self.status(step).compensation_attempt.saturating_add(1);
+            self.event(&mut events, || {
+                NewEvent::now(EventType::CompensationStarted)
+                    .step(name)
+                    .attempt(next)
+            });
+            changes.push((step, self.compensating(step, next)));
+        }
+        let latest_attempt = self.status(latest).compensation_attempt.saturating_add(1);
+        let mut draft = Draft::new(SagaState::Compensating, latest, latest_attempt, events);
+        for (step, status) in changes {
+            draft = draft.status(step, status);
+        }
+        self.write(draft).await?;
         self.step = latest;
         self.attempt = latest_attempt;
         Ok(())

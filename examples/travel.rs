@@ -8,8 +8,8 @@
 //!
 //! Run 1 completes: the three reservations overlap, so they take about one second, not
 //! three. In run 2 the car rental has no cars left, a permanent error: nothing new starts,
-//! the flight and hotel reservations under way finish, and both are cancelled, newest first.
-//! Each step prints when it starts and ends, in seconds since its saga began.
+//! the flight and hotel reservations under way finish, and both are cancelled at once
+//! (neither depended on the other). Each step prints when it starts and ends, in seconds since its saga began.
 
 use std::time::Duration;
 

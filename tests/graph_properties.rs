@@ -179,151 +179,43 @@ graph_saga!(
     [retries = 2, concurrent, compensate = "undo_e"]
 );
 
+/// Five-step sagas where `a` starts a group and each of `b` to `e` takes the keys given for
+/// it (`concurrent` or `concurrent = false`).
+macro_rules! groups {
+    ($($ty:ident $name:literal [$($b:tt)*] [$($c:tt)*] [$($d:tt)*] [$($e:tt)*];)*) => {
+        $(
+            graph_saga!(
+                $ty,
+                $name,
+                [retries = 2, compensate = "undo_a"],
+                [retries = 2, compensate = "undo_b", $($b)*],
+                [retries = 2, compensate = "undo_c", $($c)*],
+                [retries = 2, compensate = "undo_d", $($d)*],
+                [retries = 2, compensate = "undo_e", $($e)*]
+            );
+        )*
+    };
+}
+
 // Every way to group five steps: `concurrent` or not on each of b, c, d and e.
-graph_saga!(
-    Groups0,
-    "groups0",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups1,
-    "groups1",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups2,
-    "groups2",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups3,
-    "groups3",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups4,
-    "groups4",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups5,
-    "groups5",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups6,
-    "groups6",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups7,
-    "groups7",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups8,
-    "groups8",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups9,
-    "groups9",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups10,
-    "groups10",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups11,
-    "groups11",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups12,
-    "groups12",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups13,
-    "groups13",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups14,
-    "groups14",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
-graph_saga!(
-    Groups15,
-    "groups15",
-    [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, compensate = "undo_b"],
-    [retries = 2, concurrent, compensate = "undo_c"],
-    [retries = 2, concurrent, compensate = "undo_d"],
-    [retries = 2, concurrent, compensate = "undo_e"]
-);
+groups! {
+    Groups0 "groups0" [concurrent = false] [concurrent = false] [concurrent = false] [concurrent = false];
+    Groups1 "groups1" [concurrent] [concurrent = false] [concurrent = false] [concurrent = false];
+    Groups2 "groups2" [concurrent = false] [concurrent] [concurrent = false] [concurrent = false];
+    Groups3 "groups3" [concurrent] [concurrent] [concurrent = false] [concurrent = false];
+    Groups4 "groups4" [concurrent = false] [concurrent = false] [concurrent] [concurrent = false];
+    Groups5 "groups5" [concurrent] [concurrent = false] [concurrent] [concurrent = false];
+    Groups6 "groups6" [concurrent = false] [concurrent] [concurrent] [concurrent = false];
+    Groups7 "groups7" [concurrent] [concurrent] [concurrent] [concurrent = false];
+    Groups8 "groups8" [concurrent = false] [concurrent = false] [concurrent = false] [concurrent];
+    Groups9 "groups9" [concurrent] [concurrent = false] [concurrent = false] [concurrent];
+    Groups10 "groups10" [concurrent = false] [concurrent] [concurrent = false] [concurrent];
+    Groups11 "groups11" [concurrent] [concurrent] [concurrent = false] [concurrent];
+    Groups12 "groups12" [concurrent = false] [concurrent = false] [concurrent] [concurrent];
+    Groups13 "groups13" [concurrent] [concurrent = false] [concurrent] [concurrent];
+    Groups14 "groups14" [concurrent = false] [concurrent] [concurrent] [concurrent];
+    Groups15 "groups15" [concurrent] [concurrent] [concurrent] [concurrent];
+}
 
 /// How many shapes [`run`] knows.
 const SHAPES: usize = 20;

@@ -1,4 +1,6 @@
-//! Going backward: compensating completed steps, newest first, one attempt at a time.
+//! Going backward through a chain: compensating completed steps, newest first, one attempt
+//! at a time (a graph compensates in `fan_back`); and the transitions into and out of
+//! compensation that both share.
 
 use tokio::time::Instant;
 use tracing::Instrument as _;

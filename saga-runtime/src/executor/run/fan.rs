@@ -4,8 +4,7 @@
 //! checkpoints stay one fenced sequence (group-committed with other sagas as usual).
 //!
 //! When a step fails for good, or a cancellation is seen, nothing new starts; attempts
-//! under way finish and are recorded; then the saga compensates, newest completion first
-//! (`backward`), or parks.
+//! under way finish and are recorded; then the saga compensates (`fan_back`), or parks.
 
 use std::sync::Arc;
 

@@ -4,7 +4,9 @@
 //!
 //! `state` holds the run and what it knows of its steps; `write` makes transitions durable;
 //! `attempt` runs one attempt under its timeout; `forward` and `backward` decide what follows
-//! an attempt of a step or of a compensation; `resume` takes a claimed saga over.
+//! an attempt of a step or of a compensation in a chain; `fan` and `fan_back` do the same for
+//! a saga with concurrent steps, whose attempts run side by side as `branches`; `resume`
+//! takes a claimed saga over.
 
 mod attempt;
 mod backward;
@@ -93,14 +95,16 @@ impl<S: Saga> Run<'_, S> {
             let _gauge = RunningGauge(self.metrics.clone());
             let started = Instant::now();
             tracing::info!(state = %self.state, step = self.step, attempt = self.attempt, "saga running");
+            // Read once: the definition is static, and this loop turns once per step.
+            let chain = S::DEFINITION.is_chain();
             loop {
                 match self.state {
-                    SagaState::Running if S::DEFINITION.is_chain() => self.forward().await?,
+                    SagaState::Running if chain => self.forward().await?,
                     // Boxed: only sagas with concurrent steps hold the state of a fan-out.
                     SagaState::Running => Box::pin(self.fan()).await?,
                     // Boxed: compensation is the rare path, and its larger state would
                     // otherwise be reserved in every saga's future.
-                    SagaState::Compensating if S::DEFINITION.is_chain() => {
+                    SagaState::Compensating if chain => {
                         Box::pin(self.backward()).await?;
                     }
                     SagaState::Compensating => Box::pin(self.fan_back()).await?,

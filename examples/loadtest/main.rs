@@ -452,7 +452,10 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
     }?;
     // The database must agree with what the run saw.
     let counts: Vec<StateCount> = store
-        .stats(std::time::SystemTime::UNIX_EPOCH)
+        .stats(
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::SystemTime::UNIX_EPOCH,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let count = |state: SagaState| -> usize {

@@ -98,7 +98,10 @@ async fn orphan_and_recover(
     let _executor = b.register(Load3);
     loop {
         let counts = store
-            .stats(std::time::SystemTime::UNIX_EPOCH)
+            .stats(
+                std::time::SystemTime::UNIX_EPOCH,
+                std::time::SystemTime::UNIX_EPOCH,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let done: u64 = counts
@@ -118,7 +121,10 @@ async fn orphan_and_recover(
     b.shutdown(Duration::from_secs(5)).await;
     // A crash costs the interrupted attempt; the steps allow one retry, so all complete.
     let completed: u64 = store
-        .stats(std::time::SystemTime::UNIX_EPOCH)
+        .stats(
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::SystemTime::UNIX_EPOCH,
+        )
         .await
         .map_err(|e| e.to_string())?
         .iter()

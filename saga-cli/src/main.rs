@@ -326,7 +326,9 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Stats { window } => {
-            let counts = store.stats(ago(Duration::from_hours(1))).await?;
+            let counts = store
+                .stats(ago(Duration::from_hours(1)), ago(Duration::from_mins(1)))
+                .await?;
             let events = store.event_counts(ago(window)).await?;
             output::stats(&counts, &events, window, cli.json);
         }

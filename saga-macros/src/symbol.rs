@@ -24,6 +24,7 @@ pub(crate) const JITTER: &str = "jitter";
 pub(crate) const PIVOT: &str = "pivot";
 pub(crate) const CONCURRENT: &str = "concurrent";
 pub(crate) const AFTER: &str = "after";
+pub(crate) const DELAY: &str = "delay";
 
 /// Keys of `#[step(...)]`, for did-you-mean suggestions.
 pub(crate) const STEP_KEYS: &[&str] = &[
@@ -39,6 +40,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     PIVOT,
     CONCURRENT,
     AFTER,
+    DELAY,
 ];
 
 /// The parameter name that binds the saga's input.

@@ -43,6 +43,11 @@ pub enum EventType {
     SagaRecovered,
     /// The saga was parked (dead letter) and needs a person.
     SagaParked,
+    /// The saga waits, durably and held by no runner, until its `wake_at` (a step's
+    /// `delay`, or a long `retry_after`).
+    SagaWaiting,
+    /// A runner claimed a waiting saga that was due (or cancelled) and goes on.
+    SagaWoken,
     /// Someone asked for the saga to be cancelled.
     CancelRequested,
     /// An operator made a parked, stuck or failed-compensation saga runnable again.
@@ -55,7 +60,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 23] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -73,6 +78,8 @@ impl EventType {
         EventType::CancelIgnored,
         EventType::SagaRecovered,
         EventType::SagaParked,
+        EventType::SagaWaiting,
+        EventType::SagaWoken,
         EventType::CancelRequested,
         EventType::OperatorResumed,
         EventType::OperatorFailed,
@@ -100,6 +107,8 @@ impl EventType {
             EventType::CancelIgnored => "cancel_ignored",
             EventType::SagaRecovered => "saga_recovered",
             EventType::SagaParked => "saga_parked",
+            EventType::SagaWaiting => "saga_waiting",
+            EventType::SagaWoken => "saga_woken",
             EventType::CancelRequested => "cancel_requested",
             EventType::OperatorResumed => "operator_resumed",
             EventType::OperatorFailed => "operator_failed",

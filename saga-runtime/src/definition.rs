@@ -174,6 +174,8 @@ pub struct StepSpec {
     #[doc(hidden)]
     pub depends_on: &'static [usize],
     #[doc(hidden)]
+    pub delay: Option<Duration>,
+    #[doc(hidden)]
     pub compensation: Option<CompensationSpec>,
 }
 
@@ -220,6 +222,13 @@ impl StepSpec {
     #[must_use]
     pub fn depends_on(&self) -> &'static [usize] {
         self.depends_on
+    }
+
+    /// How long the step waits, durably, once it is ready to start (`delay = "24h"`): the
+    /// saga is `waiting` meanwhile, held by no runner.
+    #[must_use]
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay
     }
 
     /// The step's compensation, if it has one.

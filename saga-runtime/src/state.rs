@@ -10,6 +10,9 @@ use std::str::FromStr;
 pub enum SagaState {
     /// Steps are running forward.
     Running,
+    /// Waiting, durably, for a step's delay to pass (or a retry's): no runner holds it
+    /// until its `wake_at`, when one claims it and goes on.
+    Waiting,
     /// A step failed for good; completed steps are being undone, newest first.
     Compensating,
     /// Every step completed.
@@ -25,8 +28,9 @@ pub enum SagaState {
 
 impl SagaState {
     /// Every state, in lifecycle order.
-    pub const ALL: [SagaState; 6] = [
+    pub const ALL: [SagaState; 7] = [
         SagaState::Running,
+        SagaState::Waiting,
         SagaState::Compensating,
         SagaState::Completed,
         SagaState::Failed,
@@ -39,6 +43,7 @@ impl SagaState {
     pub fn as_str(self) -> &'static str {
         match self {
             SagaState::Running => "running",
+            SagaState::Waiting => "waiting",
             SagaState::Compensating => "compensating",
             SagaState::Completed => "completed",
             SagaState::Failed => "failed",
@@ -47,10 +52,18 @@ impl SagaState {
         }
     }
 
-    /// Whether runners are still working on it (`running` or `compensating`).
+    /// Whether a runner is executing it (`running` or `compensating`): what holds a lease,
+    /// and what the seed's stuck-saga query looks at.
     #[must_use]
     pub fn is_active(self) -> bool {
         matches!(self, SagaState::Running | SagaState::Compensating)
+    }
+
+    /// Whether it has not ended and needs no person: executing (`running`,
+    /// `compensating`) or `waiting`. What can be cancelled.
+    #[must_use]
+    pub fn is_live(self) -> bool {
+        self.is_active() || self == SagaState::Waiting
     }
 
     /// Whether it ended for good (`completed` or `failed`).
@@ -75,7 +88,7 @@ impl fmt::Display for SagaState {
 /// The error of parsing an unknown state name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown saga state `{0}`; expected one of running, compensating, completed, failed, compensation_failed, parked"
+    "unknown saga state `{0}`; expected one of running, waiting, compensating, completed, failed, compensation_failed, parked"
 )]
 pub struct UnknownState(pub String);
 

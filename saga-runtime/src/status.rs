@@ -19,6 +19,9 @@ pub enum RunStatus {
     Running,
     /// Attempt [`StepStatus::attempt`] failed; the next one starts after a delay.
     Retrying,
+    /// The next attempt (after [`StepStatus::attempt`] started ones) waits, durably, for the
+    /// step's `delay` or a long `retry_after`: the saga is `waiting` until its `wake_at`.
+    Waiting,
     /// An attempt succeeded: the step's output is in the context.
     Completed,
     /// The step failed for good and had no effect.
@@ -36,6 +39,7 @@ impl RunStatus {
             RunStatus::NotStarted => "not_started",
             RunStatus::Running => "running",
             RunStatus::Retrying => "retrying",
+            RunStatus::Waiting => "waiting",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Unknown => "unknown",
@@ -146,6 +150,16 @@ impl StepStatus {
         }
     }
 
+    /// A step whose next attempt waits durably, after `attempts` started ones.
+    #[must_use]
+    pub const fn waiting(attempts: u32) -> Self {
+        StepStatus {
+            run: RunStatus::Waiting,
+            attempt: attempts,
+            ..StepStatus::not_started()
+        }
+    }
+
     /// A step that completed at attempt `attempt`, as the `order`-th of its saga.
     #[must_use]
     pub const fn completed(attempt: u32, order: u32) -> Self {
@@ -158,7 +172,7 @@ impl StepStatus {
     }
 
     /// The status in one word, as the design names it: `not_started`, `running`,
-    /// `retrying`, `completed`, `failed`, `unknown`, `compensating`, `compensated` or
+    /// `retrying`, `waiting`, `completed`, `failed`, `unknown`, `compensating`, `compensated` or
     /// `compensation_skipped`.
     #[must_use]
     pub fn phase(&self) -> &'static str {
@@ -195,6 +209,9 @@ impl fmt::Display for StepStatus {
                 write!(f, " (attempt {})", self.compensation_attempt)
             }
             (CompensationStatus::None, RunStatus::NotStarted) => Ok(()),
+            (CompensationStatus::None, RunStatus::Waiting) => {
+                write!(f, " (for attempt {})", self.attempt.saturating_add(1))
+            }
             (CompensationStatus::None, _) => write!(f, " (attempt {})", self.attempt),
             _ => Ok(()),
         }

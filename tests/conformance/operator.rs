@@ -111,7 +111,10 @@ pub(crate) async fn operator_actions(h: &Harness) {
 
     // Statistics, then retention.
     let stats = store
-        .stats(SystemTime::now() + Duration::from_secs(1))
+        .stats(
+            SystemTime::now() + Duration::from_secs(1),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let count = |state| {

@@ -206,8 +206,9 @@ impl SagaStore for Watched {
     fn stats(
         &self,
         stuck_before: SystemTime,
+        overdue_before: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        self.inner.stats(stuck_before)
+        self.inner.stats(stuck_before, overdue_before)
     }
 
     fn resume<'a>(

@@ -346,6 +346,7 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan], is_step: bool) ->
 fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
     let name = &step.name;
     let timeout = millis(p, step.timeout_ms);
+    let delay = millis(p, step.delay.map(|d| d.value));
     let retries = option(step.retries.map(|r| quote!(#r)));
     let initial = millis(p, step.backoff_initial_ms);
     let max = millis(p, step.backoff_max_ms);
@@ -382,6 +383,7 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
             pivot: #pivot,
             concurrent: #concurrent,
             depends_on: &[#(#depends_on),*],
+            delay: #delay,
             compensation: #compensation,
         }
     }

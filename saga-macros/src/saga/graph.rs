@@ -2,6 +2,7 @@
 //! waits for before it starts.
 
 use super::validate::{Binding, StepPlan};
+use crate::diag::Errors;
 
 /// Fills in each step's `depends_on`, given the steps each names in `after` (earlier ones
 /// only, as `validate` checked).
@@ -41,4 +42,23 @@ pub(crate) fn is_chain(steps: &[StepPlan]) -> bool {
         .iter()
         .enumerate()
         .all(|(index, step)| step.depends_on.len() == index)
+}
+
+/// A durable `delay` puts the whole saga to wait, so for now it is a chain's: in a saga with
+/// concurrent steps, other branches may be running when a step becomes ready.
+pub(crate) fn check_delays(steps: &[StepPlan], errors: &mut Errors) {
+    if is_chain(steps) {
+        return;
+    }
+    for step in steps {
+        if let Some(delay) = step.delay {
+            errors.at(
+                delay.span,
+                format_args!(
+                    "`delay` is not supported yet in a saga with `concurrent` steps: `{}` would wait while other steps may be running; a chain of steps can wait",
+                    step.name
+                ),
+            );
+        }
+    }
 }

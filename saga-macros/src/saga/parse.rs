@@ -51,6 +51,8 @@ pub(crate) struct StepArgs {
     pub(crate) concurrent: Option<Span>,
     /// The steps named in `after = "a, b"`, each spanned at the string.
     pub(crate) after: Option<Vec<Ident>>,
+    /// How long the step waits, durably, once it is ready to start.
+    pub(crate) delay: Option<Spanned<u64>>,
 }
 
 /// Parses the tokens inside `#[saga(..)]`.
@@ -134,6 +136,11 @@ pub(crate) fn step_args(attr: &Attribute, errors: &mut Errors) -> StepArgs {
             symbol::TIMEOUT => {
                 if let Some(ms) = duration_value(&meta, errors, symbol::TIMEOUT)? {
                     set_once(&mut args.timeout, ms, &meta.path, errors);
+                }
+            }
+            symbol::DELAY => {
+                if let Some(ms) = duration_value(&meta, errors, symbol::DELAY)? {
+                    set_once(&mut args.delay, ms, &meta.path, errors);
                 }
             }
             symbol::COMPENSATE_TIMEOUT => {

@@ -33,6 +33,8 @@ pub(crate) struct StepPlan {
     pub(crate) return_span: Span,
     pub(crate) params: Vec<ParamPlan>,
     pub(crate) timeout_ms: Option<u64>,
+    /// `delay`, in milliseconds, spanned at its value.
+    pub(crate) delay: Option<super::parse::Spanned<u64>>,
     pub(crate) retries: Option<u32>,
     pub(crate) backoff_initial_ms: Option<u64>,
     pub(crate) backoff_multiplier: Option<f64>,
@@ -122,6 +124,10 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
     }
     let mut steps = steps;
     graph::depends_on(&mut steps, &after);
+    graph::check_delays(&steps, errors);
+    if !errors.is_empty() {
+        return None;
+    }
     Some(SagaPlan {
         fingerprint: fingerprint(&name, &steps),
         name,
@@ -276,6 +282,7 @@ fn step_plan(
         return_span,
         params: params?,
         timeout_ms: args.timeout.map(|t| t.value),
+        delay: args.delay,
         retries: args.retries.map(|r| r.value),
         backoff_initial_ms: args.backoff_initial.map(|d| d.value),
         backoff_multiplier: args.backoff_multiplier.map(|m| m.value),

@@ -356,6 +356,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "delete_backtest",
                         uses_own_output: true,
@@ -378,6 +379,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[0usize],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "cleanup_strategy",
                         uses_own_output: false,

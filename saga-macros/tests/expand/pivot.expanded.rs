@@ -382,6 +382,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "release",
                         uses_own_output: false,
@@ -404,6 +405,7 @@ const _: () = {
                     pivot: true,
                     concurrent: false,
                     depends_on: &[0usize],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
                 ::saga_runtime::__private::StepSpec {
@@ -419,6 +421,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[0usize, 1usize],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
             ],

@@ -261,6 +261,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
             ],

@@ -278,6 +278,7 @@ const _: () = {
                     pivot: false,
                     concurrent: false,
                     depends_on: &[],
+                    delay: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "refund",
                         uses_own_output: true,

@@ -21,10 +21,13 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
 
     if let (true, Some(every)) = (inner.metrics.is_enabled(), inner.settings.stats_interval) {
         periodic(inner, every, |inner| async move {
-            let stuck_before = std::time::SystemTime::now()
-                .checked_sub(inner.settings.stuck_after)
-                .unwrap_or(std::time::UNIX_EPOCH);
-            match inner.store.stats(stuck_before).await {
+            let now = std::time::SystemTime::now();
+            let before = |d| now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH);
+            let (stuck_before, overdue_before) = (
+                before(inner.settings.stuck_after),
+                before(inner.settings.overdue_after),
+            );
+            match inner.store.stats(stuck_before, overdue_before).await {
                 Ok(counts) => inner.metrics.set_state_counts(&counts),
                 Err(error) => tracing::warn!(%error, "could not count sagas for metrics"),
             }

@@ -26,7 +26,7 @@ pub(crate) fn check_record<S: Saga>(record: &SagaRecord) -> Result<(), SagaError
             fingerprint: def.fingerprint(),
         });
     }
-    if record.state.is_active() && record.step_index as usize >= def.steps().len() {
+    if record.state.is_live() && record.step_index as usize >= def.steps().len() {
         return Err(corrupt(
             record,
             format!(
@@ -216,6 +216,7 @@ mod tests {
             pivot: false,
             concurrent: false,
             depends_on: &[],
+            delay: None,
             compensation: if compensated {
                 Some(CompensationSpec {
                     name: "undo",
@@ -258,6 +259,7 @@ mod tests {
             version: 1,
             owner: None,
             lease_expires_at: None,
+            wake_at: None,
             recovery_count: 0,
             parked_from: None,
             cancel_requested: None,

@@ -18,6 +18,14 @@ use crate::error::{SagaError, StoreError};
 use crate::status::StepStatus;
 use crate::store::{Claim, Created, NewSaga, SagaRecord};
 
+/// The delay of the saga's first step, if it has one.
+fn first_delay<S: Saga>() -> Option<std::time::Duration> {
+    S::DEFINITION
+        .steps()
+        .first()
+        .and_then(crate::definition::StepSpec::delay)
+}
+
 /// A fresh saga id: 128 random bits as a UUID-shaped string, what [`Executor::execute`]
 /// uses. For the `*_with_id` methods when a caller has no id of its own to give.
 #[must_use]
@@ -206,7 +214,7 @@ impl<S: Saga> Executor<S> {
             steps,
             state: SagaState::Running,
             step: 0,
-            attempt: 1,
+            attempt: u32::from(first_delay::<S>().is_none()),
             version,
             failure: None,
         };
@@ -250,13 +258,16 @@ impl<S: Saga> Executor<S> {
             .unwrap_or_else(|| S::DEFINITION.name().to_owned());
         let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
         let mut steps = vec![StepStatus::not_started(); S::DEFINITION.steps().len()];
-        if owned && let Some(first) = steps.first_mut() {
+        // A first step with a delay does not start yet: the run's first write puts the
+        // saga to wait.
+        let starts = owned && first_delay::<S>().is_none();
+        if starts && let Some(first) = steps.first_mut() {
             *first = StepStatus::running(1);
         }
         let mut events = Vec::new();
         if config.enable_audit_log {
             events.push(NewEvent::now(EventType::SagaStarted));
-            if owned {
+            if starts {
                 events.push(
                     NewEvent::now(EventType::StepStarted)
                         .step(first_step)

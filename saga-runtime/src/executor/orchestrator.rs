@@ -216,6 +216,14 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// How long past its `wake_at` a waiting saga may stay unclaimed before it counts as
+    /// overdue (`saga_wait_overdue_current`, `saga stuck`). Default 1 min; runners claim
+    /// due sagas every recovery interval (5 s by default).
+    pub fn overdue_after(mut self, after: Duration) -> Self {
+        self.settings.overdue_after = after;
+        self
+    }
+
     /// How long a checkpoint write keeps retrying when the database is briefly unreachable
     /// (a restart, a busy SQLite file), with backoff from 50 ms to 2 s. Default 15 s, half
     /// the default lease; past it the saga stops here and another runner recovers it.

@@ -18,6 +18,9 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) stuck_after: Duration,
+    /// How long past its `wake_at` a waiting saga may stay unclaimed before it counts as
+    /// overdue.
+    pub(crate) overdue_after: Duration,
     /// How long a checkpoint write keeps retrying transient store errors.
     pub(crate) store_retry: Duration,
 }
@@ -34,6 +37,7 @@ impl Default for Settings {
             backoff: Backoff::default(),
             stats_interval: Some(Duration::from_secs(15)),
             stuck_after: Duration::from_hours(1),
+            overdue_after: Duration::from_mins(1),
             store_retry: Duration::from_secs(15),
         }
     }

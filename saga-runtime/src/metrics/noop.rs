@@ -57,5 +57,7 @@ impl TypeMetrics {
     pub(crate) fn compensation_executed(&self) {}
     pub(crate) fn compensation_failed(&self) {}
     pub(crate) fn recovered(&self) {}
+    pub(crate) fn waiting(&self) {}
+    pub(crate) fn woken(&self) {}
     pub(crate) fn parked(&self) {}
 }

@@ -44,8 +44,11 @@ const STEP_BUCKETS: &[f64] = &[
 /// | `saga_parked_total` | counter | `saga_type` |
 /// | `saga_state_current` | gauge | `saga_type`, `state` (sagas in the store, by state) |
 /// | `saga_stuck_current` | gauge | `saga_type` (active, not written for `stuck_after`) |
+/// | `saga_waits_total` | counter | `saga_type` (a saga began to wait, durably) |
+/// | `saga_wakes_total` | counter | `saga_type` (a runner woke a waiting saga) |
+/// | `saga_wait_overdue_current` | gauge | `saga_type` (waiting, due longer ago than `overdue_after`) |
 ///
-/// The two store gauges are refreshed by each runner's background loop from the shared
+/// The three store gauges are refreshed by each runner's background loop from the shared
 /// database, so several runners export the same values: aggregate them with `max`.
 ///
 /// ```
@@ -75,6 +78,9 @@ struct Collectors {
     parked: IntCounterVec,
     states: IntGaugeVec,
     stuck: IntGaugeVec,
+    waits: IntCounterVec,
+    wakes: IntCounterVec,
+    overdue: IntGaugeVec,
     /// Resolved handles per saga type: one lookup per saga instead of one per step.
     by_type: Mutex<HashMap<String, Arc<TypeHandles>>>,
 }
@@ -165,6 +171,23 @@ impl SagaMetrics {
                 ),
                 &["saga_type"],
             )?,
+            waits: counter(
+                "saga_waits_total",
+                "Times a saga began to wait durably (a step's delay, a long retry).",
+                &["saga_type"],
+            )?,
+            wakes: counter(
+                "saga_wakes_total",
+                "Times a runner woke a waiting saga that was due or cancelled.",
+                &["saga_type"],
+            )?,
+            overdue: IntGaugeVec::new(
+                Opts::new(
+                    "saga_wait_overdue_current",
+                    "Waiting sagas due longer ago than the overdue threshold, not yet woken.",
+                ),
+                &["saga_type"],
+            )?,
             by_type: Mutex::new(HashMap::new()),
         };
         registry.register(Box::new(collectors.started.clone()))?;
@@ -181,6 +204,9 @@ impl SagaMetrics {
         registry.register(Box::new(collectors.parked.clone()))?;
         registry.register(Box::new(collectors.states.clone()))?;
         registry.register(Box::new(collectors.stuck.clone()))?;
+        registry.register(Box::new(collectors.waits.clone()))?;
+        registry.register(Box::new(collectors.wakes.clone()))?;
+        registry.register(Box::new(collectors.overdue.clone()))?;
         Ok(SagaMetrics {
             inner: Some(Arc::new(collectors)),
         })
@@ -212,11 +238,13 @@ impl SagaMetrics {
         self.inner.is_some()
     }
 
-    /// Sets `saga_state_current` and `saga_stuck_current` from store counts.
+    /// Sets `saga_state_current`, `saga_stuck_current` and `saga_wait_overdue_current`
+    /// from store counts.
     pub(crate) fn set_state_counts(&self, counts: &[StateCount]) {
         let Some(c) = &self.inner else { return };
         c.states.reset();
         c.stuck.reset();
+        c.overdue.reset();
         for count in counts {
             if let Ok(gauge) = c
                 .states
@@ -229,6 +257,12 @@ impl SagaMetrics {
                 .get_metric_with_label_values(&[count.saga_type.as_str()])
             {
                 gauge.add(i64::try_from(count.stuck).unwrap_or(i64::MAX));
+            }
+            if let Ok(gauge) = c
+                .overdue
+                .get_metric_with_label_values(&[count.saga_type.as_str()])
+            {
+                gauge.add(i64::try_from(count.overdue).unwrap_or(i64::MAX));
             }
         }
     }
@@ -398,6 +432,28 @@ impl TypeMetrics {
     pub(crate) fn compensation_failed(&self) {
         if let Some(h) = &self.0 {
             h.compensation_failed.inc();
+        }
+    }
+
+    pub(crate) fn waiting(&self) {
+        if let Some(h) = &self.0
+            && let Ok(counter) = h
+                .collectors
+                .waits
+                .get_metric_with_label_values(&[h.saga_type.as_str()])
+        {
+            counter.inc();
+        }
+    }
+
+    pub(crate) fn woken(&self) {
+        if let Some(h) = &self.0
+            && let Ok(counter) = h
+                .collectors
+                .wakes
+                .get_metric_with_label_values(&[h.saga_type.as_str()])
+        {
+            counter.inc();
         }
     }
 

@@ -83,9 +83,12 @@ pub trait RunnerStore: Send + Sync + fmt::Debug + 'static {
     /// and lease, increments the version and `recovery_count`.
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>>;
 
-    /// Claims up to `request.limit` running or compensating sagas whose lease has expired
-    /// and which `filter` accepts; rows the filter refuses are not changed. On PostgreSQL,
-    /// concurrent claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+    /// Claims up to `request.limit` sagas a runner should pick up, which `filter` accepts:
+    /// running or compensating ones whose lease has expired (their `recovery_count` goes
+    /// up), then waiting ones whose `wake_at` has come (it does not: a wake is no
+    /// recovery). Rows the filter refuses are not changed. A claimed waiting saga stays
+    /// `waiting` until its claimer writes; its lease keeps other runners off meanwhile. On
+    /// PostgreSQL, concurrent claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`).
     fn claim_expired<'a>(
         &'a self,
         request: ClaimExpired,
@@ -133,10 +136,11 @@ pub trait SagaStore: RunnerStore {
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
 
     /// Records a cancellation request. The owner sees it at its next step boundary and
-    /// compensates. Does not move the version: the owner keeps ownership.
+    /// compensates. Does not move the version: the owner keeps ownership. A waiting saga
+    /// becomes due at once, so that a runner wakes it and compensates.
     ///
     /// # Errors
-    /// [`StoreError::InvalidState`] unless the saga is running.
+    /// [`StoreError::InvalidState`] unless the saga is running or waiting.
     fn request_cancel<'a>(
         &'a self,
         saga_id: &'a str,
@@ -145,12 +149,15 @@ pub trait SagaStore: RunnerStore {
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
 
     /// Counts sagas by type and state; `stuck` counts active ones last written before
-    /// `stuck_before`.
-    fn stats(&self, stuck_before: SystemTime)
-    -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>>;
+    /// `stuck_before`, `overdue` waiting ones due before `overdue_before`.
+    fn stats(
+        &self,
+        stuck_before: SystemTime,
+        overdue_before: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>>;
 
-    /// Operator action: makes a parked, `compensation_failed` or stuck saga runnable by any
-    /// runner at once (no owner, expired lease, version moved so a zombie owner is fenced
+    /// Operator action: makes a parked, `compensation_failed`, stuck or waiting saga
+    /// runnable by any runner at once (a waiting one wakes early) (no owner, expired lease, version moved so a zombie owner is fenced
     /// off). A parked or `compensation_failed` saga gets a fresh retry budget for its
     /// current step; a `compensation_failed` one resumes compensating.
     ///

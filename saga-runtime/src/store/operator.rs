@@ -27,16 +27,21 @@ fn refuse(row: &SagaRecord, action: &'static str) -> StoreError {
 }
 
 /// `saga resume`: parked and `compensation_failed` sagas get a fresh budget for their
-/// current step; stuck active ones keep theirs (the interrupted attempt counts).
+/// current step; stuck active ones keep theirs (the interrupted attempt counts); waiting
+/// ones become due at once.
 pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Resumed, StoreError> {
     let (state, attempt) = match row.state {
         SagaState::Parked => (row.parked_from.unwrap_or(SagaState::Running), 0),
         SagaState::CompensationFailed => (SagaState::Compensating, 0),
-        SagaState::Running | SagaState::Compensating => (row.state, row.attempt),
+        // A waiting saga stays waiting, due now: the runner that claims it wakes it.
+        SagaState::Running | SagaState::Compensating | SagaState::Waiting => {
+            (row.state, row.attempt)
+        }
         _ => return Err(refuse(row, "resume")),
     };
     let mut steps = row.steps.clone();
     if attempt == 0
+        && state != SagaState::Waiting
         && let Some(step) = steps.get_mut(row.step_index as usize)
     {
         // A fresh budget for the step that stopped: it runs again from attempt 1, or its

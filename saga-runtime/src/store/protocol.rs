@@ -116,6 +116,9 @@ pub struct Checkpoint {
     pub clear_cancel: bool,
     /// Lease length from now.
     pub lease: Duration,
+    /// For [`SagaState::Waiting`]: how long from now until the saga is due (`wake_at`).
+    /// A waiting saga has no owner and no lease: the store clears both.
+    pub wake_after: Option<Duration>,
     /// Type label, user and IP address for the audit rows.
     pub header: Arc<AuditHeader>,
     /// Audit events, written in the same transaction.
@@ -151,6 +154,7 @@ impl Checkpoint {
             unless_cancelled: false,
             clear_cancel: false,
             lease: Duration::ZERO,
+            wake_after: None,
             header,
             events: Vec::new(),
         }

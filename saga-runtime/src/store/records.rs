@@ -44,6 +44,8 @@ pub struct SagaRecord {
     pub owner: Option<String>,
     /// When the owner's lease ends; after that any runner may claim it.
     pub lease_expires_at: Option<SystemTime>,
+    /// For a `waiting` saga: when it is due, and any runner may claim it and go on.
+    pub wake_at: Option<SystemTime>,
     /// Claims since the last progress; past the limit the saga is parked.
     pub recovery_count: u32,
     /// For a parked saga: the state it was parked in.
@@ -143,6 +145,9 @@ pub struct StateCount {
     pub count: u64,
     /// Of those, how many are active but were not written since the `stuck_before` time.
     pub stuck: u64,
+    /// Of those, how many are `waiting` and were due before the `overdue_before` time, yet
+    /// no runner has claimed them.
+    pub overdue: u64,
 }
 
 /// How many audit events of one type one saga type wrote in a window (for `saga stats`).

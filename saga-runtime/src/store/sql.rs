@@ -66,6 +66,7 @@ pub(crate) struct RawRecord {
     pub(crate) version: i64,
     pub(crate) owner: Option<String>,
     pub(crate) lease_expires_at: Option<SystemTime>,
+    pub(crate) wake_at: Option<SystemTime>,
     pub(crate) recovery_count: i64,
     pub(crate) parked_from: Option<String>,
     pub(crate) cancel_requested: Option<String>,
@@ -118,6 +119,7 @@ impl RawRecord {
             version: self.version,
             owner: self.owner,
             lease_expires_at: self.lease_expires_at,
+            wake_at: self.wake_at,
             cancel_requested: self.cancel_requested,
             user_id: self.user_id,
             ip_address: self.ip_address,
@@ -167,22 +169,25 @@ impl RawAudit {
 /// The `IN (..)` list of the states the recovery loop claims.
 pub(crate) const ACTIVE_STATES: &str = "('running', 'compensating')";
 
-/// `(saga_type, state, count, stuck)` rows into counts; rows with an unknown state are
-/// skipped (and logged): statistics must not fail on one bad row.
-pub(crate) fn state_counts(rows: Vec<(String, String, i64, i64)>) -> Vec<StateCount> {
+/// `(saga_type, state, count, stuck, overdue)` rows into counts; rows with an unknown state
+/// are skipped (and logged): statistics must not fail on one bad row.
+pub(crate) fn state_counts(rows: Vec<(String, String, i64, i64, i64)>) -> Vec<StateCount> {
     rows.into_iter()
-        .filter_map(|(saga_type, state, count, stuck)| match state.parse() {
-            Ok(state) => Some(StateCount {
-                saga_type,
-                state,
-                count: u64::try_from(count).unwrap_or(0),
-                stuck: u64::try_from(stuck).unwrap_or(0),
-            }),
-            Err(error) => {
-                tracing::warn!(%error, %saga_type, "skipping sagas in an unknown state");
-                None
-            }
-        })
+        .filter_map(
+            |(saga_type, state, count, stuck, overdue)| match state.parse() {
+                Ok(state) => Some(StateCount {
+                    saga_type,
+                    state,
+                    count: u64::try_from(count).unwrap_or(0),
+                    stuck: u64::try_from(stuck).unwrap_or(0),
+                    overdue: u64::try_from(overdue).unwrap_or(0),
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, %saga_type, "skipping sagas in an unknown state");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -219,9 +224,10 @@ pub(crate) struct OperatorChange {
 }
 
 impl OperatorChange {
-    /// The `SET` clause with the backend's placeholder for each bind parameter.
-    pub(crate) fn set_clause(&self, placeholder: impl Fn(usize) -> String) -> String {
-        let mut set = self.set.clone();
+    /// The `SET` clause with the backend's placeholder for each bind parameter, and its
+    /// expression of the current time for `{now}`.
+    pub(crate) fn set_clause(&self, placeholder: impl Fn(usize) -> String, now: &str) -> String {
+        let mut set = self.set.replace("{now}", now);
         for i in 1..=self.binds.len() {
             set = set.replace(&format!("{{{i}}}"), &placeholder(i));
         }
@@ -234,9 +240,11 @@ impl OperatorChange {
         // A row written before statuses were recorded keeps none: the executor derives them.
         let steps = (!resumed.steps.is_empty()).then(|| crate::status::encode(&resumed.steps));
         Ok(OperatorChange {
+            // A waiting saga wakes now (`{now}`: the backend's current time).
             set: format!(
                 "state = {{1}}, step_status = COALESCE({{2}}, step_status), attempt = {}, \
-                 parked_from = NULL, recovery_count = 0",
+                 parked_from = NULL, recovery_count = 0, \
+                 wake_at = CASE WHEN state = 'waiting' THEN {{now}} ELSE wake_at END",
                 resumed.attempt
             ),
             binds: vec![Some(resumed.state.as_str().to_owned()), steps],
@@ -248,7 +256,8 @@ impl OperatorChange {
     pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<Self, StoreError> {
         let event = super::operator::mark_failed(row, reason)?;
         Ok(OperatorChange {
-            set: "state = 'failed', error = {1}, parked_from = NULL, cancel_requested = NULL"
+            set: "state = 'failed', error = {1}, parked_from = NULL, cancel_requested = NULL, \
+                  wake_at = NULL"
                 .to_owned(),
             binds: vec![Some(crate::text::clean(reason).into_owned())],
             event,

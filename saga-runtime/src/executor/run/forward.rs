@@ -14,6 +14,7 @@ use crate::status::{RunStatus, StepStatus};
 
 use super::attempt::{AttemptError, run_attempt};
 use super::state::Run;
+use super::wait::Why;
 use super::write::Draft;
 
 impl<S: Saga> Run<'_, S> {
@@ -22,6 +23,16 @@ impl<S: Saga> Run<'_, S> {
         let Some(spec) = Self::steps().get(self.step) else {
             return Err(self.corrupt(format!("no step at index {}", self.step)));
         };
+        if let Some(delay) = spec.delay
+            && self.status(self.step).run == RunStatus::NotStarted
+        {
+            // A new saga whose first step has a delay: it waits before its first attempt.
+            let draft = self.wait_draft(self.step, 0, delay, Why::Delay, Vec::new());
+            return match self.wait(draft).await? {
+                None => Ok(()),
+                Some(reason) => self.cancelled(reason, self.step, false, Vec::new()).await,
+            };
+        }
         let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
         let attempt = self.attempt;
         let step_context = StepContext::new(
@@ -101,18 +112,29 @@ impl<S: Saga> Run<'_, S> {
             self.state = SagaState::Completed;
             return Ok(());
         }
-        let next_name = Self::steps().get(next).map_or("", StepSpec::name);
-        self.event(&mut events, || {
-            NewEvent::now(EventType::StepStarted)
-                .step(next_name)
-                .attempt(1)
-        });
-        let mut draft = Draft::new(SagaState::Running, next, 1, events)
-            .status(step, done)
-            .status(next, StepStatus::running(1));
-        draft.context = Some(context);
-        draft.progress = true;
-        match self.write_forward(draft).await? {
+        let refused = if let Some(delay) = Self::steps().get(next).and_then(StepSpec::delay) {
+            let mut draft = self
+                .wait_draft(next, 0, delay, Why::Delay, events)
+                .status(step, done);
+            draft.context = Some(context);
+            draft.progress = true;
+            self.wait(draft).await?
+        } else {
+            let next_name = Self::steps().get(next).map_or("", StepSpec::name);
+            self.event(&mut events, || {
+                NewEvent::now(EventType::StepStarted)
+                    .step(next_name)
+                    .attempt(1)
+            });
+            let mut draft = Draft::new(SagaState::Running, next, 1, events)
+                .status(step, done)
+                .status(next, StepStatus::running(1));
+            draft.context = Some(context);
+            draft.progress = true;
+            self.write_forward(draft).await?
+        };
+        match refused {
+            None if self.state == SagaState::Waiting => Ok(()),
             None => {
                 self.step = next;
                 self.attempt = 1;
@@ -181,6 +203,18 @@ impl<S: Saga> Run<'_, S> {
                 .attempt(attempt + 1)
                 .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
         });
+        if delay > self.inner.settings.lease {
+            // Longer than a lease: wait durably rather than hold the saga meanwhile.
+            let failure_events = events.clone();
+            let draft = self.wait_draft(self.step, attempt, delay, Why::Retry, events);
+            return match self.wait(draft).await? {
+                None => Ok(()),
+                Some(reason) => {
+                    self.cancelled(reason, self.step, timed_out, failure_events)
+                        .await
+                }
+            };
+        }
         let failure_events = events.clone();
         let retrying = StepStatus {
             run: RunStatus::Retrying,
@@ -257,11 +291,10 @@ impl<S: Saga> Run<'_, S> {
         });
         self.failure = Some(Failure::new(None, format!("cancelled: {reason}")));
         // Only a step that had an attempt under way can have an unknown outcome.
+        let status = self.status(next);
         let unknown = unknown
-            && matches!(
-                self.status(next).run,
-                RunStatus::Running | RunStatus::Retrying
-            );
+            && (matches!(status.run, RunStatus::Running | RunStatus::Retrying)
+                || (status.run == RunStatus::Waiting && status.attempt > 0));
         self.end_step(next, unknown);
         self.compensate_from(next, events).await
     }

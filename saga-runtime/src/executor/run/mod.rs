@@ -6,7 +6,7 @@
 //! `attempt` runs one attempt under its timeout; `forward` and `backward` decide what follows
 //! an attempt of a step or of a compensation in a chain; `fan` and `fan_back` do the same for
 //! a saga with concurrent steps, whose attempts run side by side as `branches`; `resume`
-//! takes a claimed saga over.
+//! takes a claimed saga over; `wait` puts a saga to wait durably and wakes it.
 
 mod attempt;
 mod backward;
@@ -16,6 +16,7 @@ mod fan_back;
 mod forward;
 mod resume;
 mod state;
+mod wait;
 mod write;
 
 use std::sync::Arc;
@@ -111,8 +112,12 @@ impl<S: Saga> Run<'_, S> {
                     _ => break,
                 }
             }
-            self.metrics.saga_finished(self.state, started.elapsed());
-            tracing::info!(state = %self.state, "saga ended");
+            if self.state == SagaState::Waiting {
+                tracing::info!("saga waiting: no runner holds it until it is due");
+            } else {
+                self.metrics.saga_finished(self.state, started.elapsed());
+                tracing::info!(state = %self.state, "saga ended");
+            }
             self.outcome()
         }
         .instrument(span)

@@ -8,6 +8,7 @@ use crate::error::SagaError;
 use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
 use super::state::Run;
+use super::wait::Why;
 use super::write::Draft;
 
 impl<S: Saga> Run<'_, S> {
@@ -16,6 +17,10 @@ impl<S: Saga> Run<'_, S> {
         &mut self,
         recovery_count: u32,
     ) -> Result<(), SagaError> {
+        if self.state == SagaState::Waiting {
+            // Due (or cancelled): a wake, not a recovery.
+            return self.wake().await;
+        }
         let mut events = Vec::new();
         let current = self.status(self.step);
         let interrupted = if self.state == SagaState::Compensating {
@@ -70,6 +75,17 @@ impl<S: Saga> Run<'_, S> {
                             .error(message.clone())
                     });
                     return self.give_up(step, message, true, events).await;
+                }
+                if let Some(delay) = spec.delay
+                    && self.status(step).run == RunStatus::NotStarted
+                {
+                    // Picked up before its first attempt: the step's delay comes first.
+                    let recovered_events = events.clone();
+                    let draft = self.wait_draft(step, 0, delay, Why::Delay, events);
+                    if let Some(reason) = self.wait(draft).await? {
+                        return self.cancelled(reason, step, false, recovered_events).await;
+                    }
+                    return Ok(());
                 }
                 self.event(&mut events, || {
                     NewEvent::now(EventType::StepStarted)

@@ -198,7 +198,8 @@ impl<S: Saga> Run<'_, S> {
     pub(super) fn end_step(&mut self, index: usize, unknown: bool) {
         let order = self.next_order();
         if let Some(status) = self.steps.get_mut(index)
-            && matches!(status.run, RunStatus::Running | RunStatus::Retrying)
+            && (matches!(status.run, RunStatus::Running | RunStatus::Retrying)
+                || (status.run == RunStatus::Waiting && status.attempt > 0))
         {
             if unknown {
                 status.run = RunStatus::Unknown;

@@ -24,6 +24,8 @@ pub(super) struct Draft {
     pub(super) unless_cancelled: bool,
     /// Clear a pending cancellation request: it was acted on, or cannot be.
     pub(super) clear_cancel: bool,
+    /// For a `waiting` saga: how long until it is due.
+    pub(super) wake_after: Option<std::time::Duration>,
 }
 
 impl Draft {
@@ -38,7 +40,8 @@ impl Draft {
             progress: false,
             parked_from: None,
             unless_cancelled: false,
-            clear_cancel: state != SagaState::Running,
+            clear_cancel: !matches!(state, SagaState::Running | SagaState::Waiting),
+            wake_after: None,
         }
     }
 
@@ -135,6 +138,7 @@ impl<S: Saga> Run<'_, S> {
             unless_cancelled: draft.unless_cancelled,
             clear_cancel: draft.clear_cancel,
             lease: self.inner.settings.lease,
+            wake_after: draft.wake_after,
             header: self.header.clone(),
             events: draft.events,
         };
@@ -179,6 +183,7 @@ impl<S: Saga> Run<'_, S> {
             parked_from: draft.parked_from,
             unless_cancelled: false,
             clear_cancel: true,
+            wake_after: draft.wake_after,
         });
         let draft = Draft {
             unless_cancelled: true,

@@ -60,9 +60,10 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        let wake_clock = self.wake_clock();
         let mut shard = self.shard(saga_id);
         let result = row_mut(&mut shard, saga_id).and_then(|row| {
-            if row.state != SagaState::Running {
+            if !matches!(row.state, SagaState::Running | SagaState::Waiting) {
                 return Err(StoreError::InvalidState {
                     saga_id: row.saga_id.clone(),
                     state: row.state,
@@ -70,6 +71,10 @@ impl SagaStore for MemoryStore {
                 });
             }
             row.cancel_requested = Some(crate::text::clean(reason).into_owned());
+            if row.state == SagaState::Waiting {
+                // Due now: a runner wakes it and compensates.
+                row.wake_at = Some(wake_clock);
+            }
             Ok(row.clone())
         });
         if let Ok(row) = &result {
@@ -83,12 +88,25 @@ impl SagaStore for MemoryStore {
     fn stats(
         &self,
         stuck_before: SystemTime,
+        overdue_before: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
+        // `overdue_before` is wall time; wakes are measured on the wake clock.
+        let grace = SystemTime::now()
+            .duration_since(overdue_before)
+            .unwrap_or_default();
+        let overdue_before = self
+            .wake_clock()
+            .checked_sub(grace)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let mut counts: Vec<StateCount> = Vec::new();
         for index in 0..SHARDS {
             let shard = self.lock(index);
             for row in shard.sagas.values() {
                 let stuck = u64::from(row.state.is_active() && row.updated_at < stuck_before);
+                let overdue = u64::from(
+                    row.state == SagaState::Waiting
+                        && row.wake_at.is_some_and(|t| t < overdue_before),
+                );
                 match counts
                     .iter_mut()
                     .find(|c| c.saga_type == row.saga_type && c.state == row.state)
@@ -96,12 +114,14 @@ impl SagaStore for MemoryStore {
                     Some(count) => {
                         count.count += 1;
                         count.stuck += stuck;
+                        count.overdue += overdue;
                     }
                     None => counts.push(StateCount {
                         saga_type: row.saga_type.clone(),
                         state: row.state,
                         count: 1,
                         stuck,
+                        overdue,
                     }),
                 }
             }
@@ -118,10 +138,14 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        let wake_clock = self.wake_clock();
         let mut shard = self.shard(saga_id);
         let now = SystemTime::now();
         let result = row_mut(&mut shard, saga_id).and_then(|row| {
             let change = operator::resume(row, reason)?;
+            if change.state == SagaState::Waiting {
+                row.wake_at = Some(wake_clock);
+            }
             row.state = change.state;
             row.attempt = change.attempt;
             row.steps = change.steps;
@@ -155,6 +179,7 @@ impl SagaStore for MemoryStore {
             row.parked_from = None;
             row.cancel_requested = None;
             row.owner = None;
+            row.wake_at = None;
             row.version += 1;
             row.updated_at = now;
             Ok((row.clone(), event))

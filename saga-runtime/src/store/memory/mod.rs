@@ -39,6 +39,8 @@ pub struct MemoryStore {
 struct Shared {
     shards: Vec<Mutex<Shard>>,
     next_audit_id: AtomicI64,
+    /// Where the wake clock starts: wall time then, and tokio's clock then.
+    epoch: (SystemTime, tokio::time::Instant),
 }
 
 impl Default for Shared {
@@ -46,6 +48,7 @@ impl Default for Shared {
         Shared {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_audit_id: AtomicI64::new(0),
+            epoch: (SystemTime::now(), tokio::time::Instant::now()),
         }
     }
 }
@@ -112,6 +115,13 @@ impl MemoryStore {
         self.lock(Self::shard_of(saga_id))
     }
 
+    /// The time that `wake_at` is measured against: wall time as tokio's clock advances it,
+    /// so that a test under a paused clock crosses a day's delay at once.
+    fn wake_clock(&self) -> SystemTime {
+        let (wall, instant) = self.inner.epoch;
+        later(wall, tokio::time::Instant::now().duration_since(instant))
+    }
+
     fn push_events(
         &self,
         shard: &mut Shard,
@@ -172,6 +182,11 @@ fn expired(record: &SagaRecord, now: SystemTime) -> bool {
     record.lease_expires_at.is_none_or(|t| t <= now)
 }
 
+/// A waiting saga whose time has come.
+fn due(record: &SagaRecord, wake_clock: SystemTime) -> bool {
+    record.state == SagaState::Waiting && record.wake_at.is_some_and(|t| t <= wake_clock)
+}
+
 impl RunnerStore for MemoryStore {
     fn can_fail_transiently(&self) -> bool {
         false
@@ -204,6 +219,7 @@ impl RunnerStore for MemoryStore {
             } else {
                 now
             }),
+            wake_at: None,
             recovery_count: 0,
             parked_from: None,
             cancel_requested: None,
@@ -218,6 +234,7 @@ impl RunnerStore for MemoryStore {
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        let wake_clock = self.wake_clock();
         let mut shard = self.shard(&checkpoint.saga_id);
         let now = SystemTime::now();
         let result = (|| {
@@ -249,10 +266,18 @@ impl RunnerStore for MemoryStore {
             row.error.clone_from(&checkpoint.error);
             row.failed_step.clone_from(&checkpoint.failed_step);
             row.version += 1;
-            if row.owner.as_deref() != Some(&*checkpoint.owner) {
-                row.owner = Some(checkpoint.owner.to_string());
+            if checkpoint.state == SagaState::Waiting {
+                // Nobody holds a waiting saga.
+                row.owner = None;
+                row.lease_expires_at = None;
+                row.wake_at = checkpoint.wake_after.map(|d| later(wake_clock, d));
+            } else {
+                if row.owner.as_deref() != Some(&*checkpoint.owner) {
+                    row.owner = Some(checkpoint.owner.to_string());
+                }
+                row.lease_expires_at = Some(later(now, checkpoint.lease));
+                row.wake_at = None;
             }
-            row.lease_expires_at = Some(later(now, checkpoint.lease));
             if checkpoint.progress {
                 row.recovery_count = 0;
             }
@@ -306,12 +331,21 @@ impl RunnerStore for MemoryStore {
         filter: ClaimFilter<'a>,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
         let now = SystemTime::now();
-        let mut candidates = self.collect(|row| {
-            row.state.is_active()
+        let wake_clock = self.wake_clock();
+        let claimable = |row: &SagaRecord| {
+            request.definitions.contains(&row.definition.as_str())
+                && (row.state.is_active() || due(row, wake_clock))
                 && expired(row, now)
-                && request.definitions.contains(&row.definition.as_str())
+        };
+        let mut candidates = self.collect(|row| claimable(row));
+        // Expired leases first (oldest first), then due wakes (earliest first).
+        candidates.sort_by_key(|row| {
+            (
+                row.state == SagaState::Waiting,
+                row.wake_at,
+                row.lease_expires_at,
+            )
         });
-        candidates.sort_by_key(|row| row.lease_expires_at);
         let mut claimed = Vec::new();
         for candidate in candidates {
             if claimed.len() >= request.limit as usize {
@@ -322,10 +356,15 @@ impl RunnerStore for MemoryStore {
                 continue;
             };
             // Another claimer may have been quicker since the scan.
-            if row.version != candidate.version || !expired(row, now) || !filter(row) {
+            if row.version != candidate.version || !claimable(row) || !filter(row) {
                 continue;
             }
+            let waking = row.state == SagaState::Waiting;
             take(row, &request.owner, request.lease, now);
+            if waking {
+                // A wake is no recovery.
+                row.recovery_count = row.recovery_count.saturating_sub(1);
+            }
             claimed.push(row.clone());
         }
         ready(Ok(claimed))

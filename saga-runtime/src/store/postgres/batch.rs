@@ -40,18 +40,21 @@ WITH c AS (
   UPDATE saga_checkpoints AS s SET state = v.state, step_index = v.step_index,
     current_step = v.current_step, attempt = v.attempt, step_status = v.step_status,
     context = COALESCE(v.context, s.context),
-    error = v.error, failed_step = v.failed_step, version = s.version + 1, owner = v.owner,
-    lease_expires_at = now() + v.lease_us * interval '1 microsecond',
+    error = v.error, failed_step = v.failed_step, version = s.version + 1,
+    owner = CASE WHEN v.state = 'waiting' THEN NULL ELSE v.owner END,
+    lease_expires_at = CASE WHEN v.state = 'waiting' THEN NULL
+      ELSE now() + v.lease_us * interval '1 microsecond' END,
+    wake_at = CASE WHEN v.state = 'waiting' THEN now() + v.wake_us * interval '1 microsecond' END,
     recovery_count = CASE WHEN v.progress THEN 0 ELSE s.recovery_count END,
     parked_from = v.parked_from,
     cancel_requested = CASE WHEN v.clear_cancel THEN NULL ELSE s.cancel_requested END,
     updated_at = now()
   FROM unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::text[], $18::int4[],
     $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::bool[], $25::text[],
-    $26::bool[], $27::bool[], $39::text[])
+    $26::bool[], $27::bool[], $39::text[], $40::int8[])
     AS v(saga_id, expected_version, state, step_index, current_step, attempt, context, error,
       failed_step, owner, lease_us, progress, parked_from, clear_cancel, unless_cancelled,
-      step_status)
+      step_status, wake_us)
   WHERE s.saga_id = ANY($13) AND s.saga_id = v.saga_id AND s.version = v.expected_version
     AND (NOT v.unless_cancelled OR s.cancel_requested IS NULL)
   RETURNING s.saga_id, s.version
@@ -322,6 +325,11 @@ async fn run(
         )
         .bind(texts(&c, |s| Some(crate::status::encode(&s.steps))))
         .bind(texts(&s, |cp| Some(crate::status::encode(&cp.steps))))
+        .bind(
+            s.iter()
+                .map(|cp| cp.wake_after.map(micros))
+                .collect::<Vec<Option<i64>>>(),
+        )
         .fetch_all(&mut *conn)
         .await
         .map_err(database_error)?;

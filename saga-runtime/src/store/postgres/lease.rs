@@ -62,46 +62,71 @@ pub(super) async fn claim_expired(
         .map(|d| (*d).to_owned())
         .collect();
     let mut tx = pool.begin().await.map_err(database_error)?;
+    // Expired leases first, then due wakes (a waiting row's lease is its claimer's, if any).
     // Locked rows belong to a concurrent claimer: skip them rather than wait.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM saga_checkpoints \
-         WHERE state IN {} AND lease_expires_at <= now() AND definition = ANY($1) \
-         ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        sql::ACTIVE_STATES
-    )))
-    .bind(&definitions)
-    .bind(i64::from(request.limit) * 4)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(database_error)?;
-    let mut accepted: Vec<String> = Vec::new();
-    for row in &rows {
-        if accepted.len() >= request.limit as usize {
+    let kinds = [
+        (
+            format!(
+                "state IN {} AND lease_expires_at <= now()",
+                sql::ACTIVE_STATES
+            ),
+            "lease_expires_at",
+        ),
+        (
+            "state = 'waiting' AND wake_at <= now() \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+                .to_owned(),
+            "wake_at",
+        ),
+    ];
+    let mut claimed = Vec::new();
+    for (index, (where_clause, order)) in kinds.iter().enumerate() {
+        let wanted = request.limit as usize - claimed.len();
+        if wanted == 0 {
             break;
         }
-        match record(row) {
-            Ok(candidate) if filter(&candidate) => accepted.push(candidate.saga_id),
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "skipping an unreadable saga row"),
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM saga_checkpoints \
+             WHERE {where_clause} AND definition = ANY($1) \
+             ORDER BY {order} LIMIT $2 FOR UPDATE SKIP LOCKED"
+        )))
+        .bind(&definitions)
+        .bind(i64::try_from(wanted * 4).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let mut accepted: Vec<String> = Vec::new();
+        for row in &rows {
+            if accepted.len() >= wanted {
+                break;
+            }
+            match record(row) {
+                Ok(candidate) if filter(&candidate) => accepted.push(candidate.saga_id),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "skipping an unreadable saga row"),
+            }
         }
-    }
-    let claimed = if accepted.is_empty() {
-        Vec::new()
-    } else {
+        if accepted.is_empty() {
+            continue;
+        }
+        // A wake is no recovery: only a claim of an expired lease counts as one.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE saga_checkpoints SET owner = $1, \
              lease_expires_at = now() + $2 * interval '1 microsecond', version = version + 1, \
-             recovery_count = recovery_count + 1, updated_at = now() \
+             recovery_count = recovery_count + $4, updated_at = now() \
              WHERE saga_id = ANY($3) RETURNING {COLUMNS}"
         )))
         .bind(&*request.owner)
         .bind(micros(request.lease))
         .bind(&accepted)
+        .bind(i32::from(index == 0))
         .fetch_all(&mut *tx)
         .await
         .map_err(database_error)?;
-        rows.iter().map(record).collect::<Result<Vec<_>, _>>()?
-    };
+        for row in &rows {
+            claimed.push(record(row)?);
+        }
+    }
     tx.commit().await.map_err(database_error)?;
     Ok(claimed)
 }

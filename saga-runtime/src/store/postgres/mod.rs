@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one index for the key",
         include_str!("../../../migrations/postgres/20261128000002_one_index_for_the_key.sql"),
     ),
+    (
+        20_261_128_000_003,
+        "waiting",
+        include_str!("../../../migrations/postgres/20261128000003_waiting.sql"),
+    ),
 ];
 
 /// Transactions in flight at once by default: the second starts only under a backlog
@@ -377,8 +382,9 @@ impl SagaStore for PostgresStore {
     fn stats(
         &self,
         stuck_before: SystemTime,
+        overdue_before: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        Box::pin(query::stats(&self.pool, stuck_before))
+        Box::pin(query::stats(&self.pool, stuck_before, overdue_before))
     }
 
     fn resume<'a>(

@@ -21,8 +21,9 @@ pub(super) async fn request_cancel(
     let reason = crate::text::clean(reason);
     let mut tx = pool.begin().await.map_err(database_error)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE saga_checkpoints SET cancel_requested = $1 \
-         WHERE saga_id = $2 AND state = 'running' RETURNING {COLUMNS}"
+        "UPDATE saga_checkpoints SET cancel_requested = $1, \
+         wake_at = CASE WHEN state = 'waiting' THEN now() ELSE wake_at END \
+         WHERE saga_id = $2 AND state IN ('running', 'waiting') RETURNING {COLUMNS}"
     )))
     .bind(&*reason)
     .bind(saga_id)
@@ -75,7 +76,7 @@ pub(super) async fn change(
     let current = record(&row)?;
     let change = change(&current)?;
     let n = change.binds.len();
-    let set = change.set_clause(|i| format!("${i}"));
+    let set = change.set_clause(|i| format!("${i}"), "now()");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE saga_checkpoints SET {set}, owner = NULL, lease_expires_at = now(), \
          version = version + 1, updated_at = now() WHERE saga_id = ${} AND version = ${} \

@@ -95,14 +95,18 @@ pub(super) async fn list(pool: &PgPool, q: &SagaQuery) -> Result<Vec<SagaRecord>
 pub(super) async fn stats(
     pool: &PgPool,
     stuck_before: SystemTime,
+    overdue_before: SystemTime,
 ) -> Result<Vec<StateCount>, StoreError> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT saga_type, state, count(*), \
          coalesce(sum(CASE WHEN state IN ('running', 'compensating') \
-         AND updated_at < 'epoch'::timestamptz + $1 * interval '1 microsecond' THEN 1 ELSE 0 END), 0)::int8 \
+         AND updated_at < 'epoch'::timestamptz + $1 * interval '1 microsecond' THEN 1 ELSE 0 END), 0)::int8, \
+         coalesce(sum(CASE WHEN state = 'waiting' \
+         AND wake_at < 'epoch'::timestamptz + $2 * interval '1 microsecond' THEN 1 ELSE 0 END), 0)::int8 \
          FROM saga_checkpoints GROUP BY saga_type, state ORDER BY saga_type, state",
     )
     .bind(to_micros(stuck_before))
+    .bind(to_micros(overdue_before))
     .fetch_all(pool)
     .await
     .map_err(database_error)?;

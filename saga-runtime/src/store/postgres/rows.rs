@@ -18,6 +18,7 @@ pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, s
     step_index::int8 AS step_index, current_step, attempt::int8 AS attempt, step_status, \
     context::text AS context, config::text AS config, error, failed_step, version, owner, \
     (extract(epoch FROM lease_expires_at) * 1000000)::int8 AS lease_expires_at, \
+    (extract(epoch FROM wake_at) * 1000000)::int8 AS wake_at, \
     recovery_count::int8 AS recovery_count, parked_from, cancel_requested, user_id, ip_address, \
     (extract(epoch FROM created_at) * 1000000)::int8 AS created_at, \
     (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_at";
@@ -41,6 +42,7 @@ pub(super) fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
     };
     RawRecord {
         lease_expires_at: micros("lease_expires_at")?,
+        wake_at: micros("wake_at")?,
         created_at: required("created_at")?,
         updated_at: required("updated_at")?,
         saga_type: row.try_get("saga_type")?,

@@ -142,7 +142,7 @@ async fn write(
              current_step = v.current_step, attempt = v.attempt, step_status = v.step_status, \
              context = COALESCE(v.context, saga_checkpoints.context), error = v.error, \
              failed_step = v.failed_step, version = saga_checkpoints.version + 1, owner = v.owner, \
-             lease_expires_at = v.lease_until, \
+             lease_expires_at = v.lease_until, wake_at = v.wake_at, \
              recovery_count = CASE WHEN v.progress THEN 0 ELSE saga_checkpoints.recovery_count END, \
              parked_from = v.parked_from, \
              cancel_requested = CASE WHEN v.clear_cancel THEN NULL ELSE saga_checkpoints.cancel_requested END, \
@@ -151,9 +151,15 @@ async fn write(
              column4 AS step_index, column5 AS current_step, column6 AS attempt, column7 AS context, \
              column8 AS error, column9 AS failed_step, column10 AS owner, column11 AS lease_until, \
              column12 AS progress, column13 AS parked_from, column14 AS clear_cancel, \
-             column15 AS unless_cancelled, column16 AS now, column17 AS step_status FROM (",
+             column15 AS unless_cancelled, column16 AS now, column17 AS step_status, \
+             column18 AS wake_at FROM (",
         );
         query.push_values(chunk, |mut row, (_, cp)| {
+            // Nobody holds a waiting saga: no owner, no lease, and when it is due.
+            let waiting = cp.state == SagaState::Waiting;
+            let wake_at = waiting
+                .then(|| cp.wake_after.map(|d| to_text(later(now, d))))
+                .flatten();
             row.push_bind(&*cp.saga_id)
                 .push_bind(cp.expected_version)
                 .push_bind(cp.state.as_str())
@@ -163,14 +169,15 @@ async fn write(
                 .push_bind(cp.context.as_deref())
                 .push_bind(cp.error.as_deref())
                 .push_bind(cp.failed_step.as_deref())
-                .push_bind(&*cp.owner)
-                .push_bind(to_text(later(now, cp.lease)))
+                .push_bind((!waiting).then_some(&*cp.owner))
+                .push_bind((!waiting).then(|| to_text(later(now, cp.lease))))
                 .push_bind(cp.progress)
                 .push_bind(cp.parked_from.map(SagaState::as_str))
                 .push_bind(cp.clear_cancel)
                 .push_bind(cp.unless_cancelled)
                 .push_bind(now_text.clone())
-                .push_bind(crate::status::encode(&cp.steps));
+                .push_bind(crate::status::encode(&cp.steps))
+                .push_bind(wake_at);
         });
         query.push(
             ")) AS v WHERE saga_checkpoints.saga_id = v.saga_id \

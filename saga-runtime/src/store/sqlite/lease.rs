@@ -48,53 +48,80 @@ pub(super) async fn claim_expired(
         .await
         .map_err(database_error)?;
     let now = SystemTime::now();
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {COLUMNS} FROM saga_checkpoints WHERE state IN {ACTIVE_STATES} AND lease_expires_at <= "
-    ));
-    query.push_bind(to_text(now)).push(" AND definition IN (");
-    let mut names = query.separated(", ");
-    for definition in &request.definitions {
-        names.push_bind(*definition);
-    }
-    // Rows the filter refuses must not starve the others: look further than the limit.
-    query
-        .push(") ORDER BY lease_expires_at LIMIT ")
-        .push_bind(i64::from(request.limit) * 4);
-    let rows = query
-        .build()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(database_error)?;
+    let now_text = to_text(now);
     let mut claimed = Vec::new();
-    for row in &rows {
-        if claimed.len() >= request.limit as usize {
+    // Expired leases first, then due wakes (a waiting row's lease is a claimer's, if any).
+    let kinds = [
+        (
+            format!("state IN {ACTIVE_STATES} AND lease_expires_at <= ?"),
+            "lease_expires_at",
+        ),
+        (
+            "state = 'waiting' AND wake_at <= ? \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
+                .to_owned(),
+            "wake_at",
+        ),
+    ];
+    for (index, (condition, order)) in kinds.iter().enumerate() {
+        let wanted = request.limit as usize - claimed.len();
+        if wanted == 0 {
             break;
         }
-        let candidate = match record(row) {
-            Ok(candidate) => candidate,
-            Err(error) => {
-                tracing::error!(%error, "skipping an unreadable saga row");
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM saga_checkpoints WHERE "));
+        let mut parts = condition.split('?');
+        query.push(parts.next().unwrap_or_default());
+        for part in parts {
+            query.push_bind(now_text.clone()).push(part);
+        }
+        query.push(" AND definition IN (");
+        let mut names = query.separated(", ");
+        for definition in &request.definitions {
+            names.push_bind(*definition);
+        }
+        // Rows the filter refuses must not starve the others: look further than the limit.
+        query
+            .push(format!(") ORDER BY {order} LIMIT "))
+            .push_bind(i64::try_from(wanted * 4).unwrap_or(i64::MAX));
+        let rows = query
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        // A wake is no recovery: only a claim of an expired lease counts as one.
+        let recovered = i64::from(index == 0);
+        for row in &rows {
+            if claimed.len() >= request.limit as usize {
+                break;
+            }
+            let candidate = match record(row) {
+                Ok(candidate) => candidate,
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable saga row");
+                    continue;
+                }
+            };
+            if !filter(&candidate) {
                 continue;
             }
-        };
-        if !filter(&candidate) {
-            continue;
-        }
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE saga_checkpoints SET owner = ?, lease_expires_at = ?, version = version + 1, \
-             recovery_count = recovery_count + 1, updated_at = ? \
-             WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"
-        )))
-        .bind(&*request.owner)
-        .bind(to_text(later(now, request.lease)))
-        .bind(to_text(now))
-        .bind(&candidate.saga_id)
-        .bind(candidate.version)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        if let Some(row) = row {
-            claimed.push(record(&row)?);
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE saga_checkpoints SET owner = ?, lease_expires_at = ?, version = version + 1, \
+                 recovery_count = recovery_count + ?, updated_at = ? \
+                 WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"
+            )))
+            .bind(&*request.owner)
+            .bind(to_text(later(now, request.lease)))
+            .bind(recovered)
+            .bind(now_text.clone())
+            .bind(&candidate.saga_id)
+            .bind(candidate.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(database_error)?;
+            if let Some(row) = row {
+                claimed.push(record(&row)?);
+            }
         }
     }
     tx.commit().await.map_err(database_error)?;

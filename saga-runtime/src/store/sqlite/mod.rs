@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step status",
         include_str!("../../../migrations/sqlite/20261128000001_step_status.sql"),
     ),
+    (
+        20_261_128_000_002,
+        "waiting",
+        include_str!("../../../migrations/sqlite/20261128000002_waiting.sql"),
+    ),
 ];
 
 /// Sagas in a SQLite database file.
@@ -335,8 +340,9 @@ impl SagaStore for SqliteStore {
     fn stats(
         &self,
         stuck_before: SystemTime,
+        overdue_before: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<StateCount>, StoreError>> {
-        Box::pin(query::stats(&self.pool, stuck_before))
+        Box::pin(query::stats(&self.pool, stuck_before, overdue_before))
     }
 
     fn resume<'a>(

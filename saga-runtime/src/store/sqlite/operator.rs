@@ -21,10 +21,12 @@ pub(super) async fn request_cancel(
     let reason = crate::text::clean(reason);
     let mut tx = pool.begin().await.map_err(database_error)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE saga_checkpoints SET cancel_requested = ? \
-         WHERE saga_id = ? AND state = 'running' RETURNING {COLUMNS}"
+        "UPDATE saga_checkpoints SET cancel_requested = ?, \
+         wake_at = CASE WHEN state = 'waiting' THEN ? ELSE wake_at END \
+         WHERE saga_id = ? AND state IN ('running', 'waiting') RETURNING {COLUMNS}"
     )))
     .bind(&*reason)
+    .bind(to_text(SystemTime::now()))
     .bind(saga_id)
     .fetch_optional(&mut *tx)
     .await
@@ -70,7 +72,8 @@ pub(super) async fn change(
     };
     let change = change(&current)?;
     let now = to_text(SystemTime::now());
-    let set = change.set_clause(|_| "?".to_owned());
+    // The time as a literal: its text is digits and separators only.
+    let set = change.set_clause(|_| "?".to_owned(), &format!("'{now}'"));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE saga_checkpoints SET {set}, owner = NULL, lease_expires_at = ?, \
          version = version + 1, updated_at = ? WHERE saga_id = ? AND version = ? RETURNING {COLUMNS}"

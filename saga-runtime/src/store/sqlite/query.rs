@@ -86,13 +86,16 @@ pub(super) async fn list(pool: &SqlitePool, q: &SagaQuery) -> Result<Vec<SagaRec
 pub(super) async fn stats(
     pool: &SqlitePool,
     stuck_before: SystemTime,
+    overdue_before: SystemTime,
 ) -> Result<Vec<StateCount>, StoreError> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT saga_type, state, count(*), \
-         coalesce(sum(CASE WHEN state IN ('running', 'compensating') AND updated_at < ? THEN 1 ELSE 0 END), 0) \
+         coalesce(sum(CASE WHEN state IN ('running', 'compensating') AND updated_at < ? THEN 1 ELSE 0 END), 0), \
+         coalesce(sum(CASE WHEN state = 'waiting' AND wake_at < ? THEN 1 ELSE 0 END), 0) \
          FROM saga_checkpoints GROUP BY saga_type, state ORDER BY saga_type, state",
     )
     .bind(to_text(stuck_before))
+    .bind(to_text(overdue_before))
     .fetch_all(pool)
     .await
     .map_err(database_error)?;

@@ -288,7 +288,7 @@ pub(super) fn listing_and_counts(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
                 .is_empty()
         );
         // Counts by type and state, stuck ones among them.
-        let stats = store.stats(future).await.expect("stats");
+        let stats = store.stats(future, future).await.expect("stats");
         let count = |saga_type: &str, state| {
             stats
                 .iter()

@@ -1,0 +1,6 @@
+-- Sagas that wait (state 'waiting'): when one is due, and any runner may claim it. NULL for
+-- every other state. A partial index, so that only waiting rows are in it: checkpoints of
+-- running sagas never touch it, and the claim of due sagas reads it in `wake_at` order.
+ALTER TABLE saga_checkpoints ADD COLUMN wake_at TEXT;
+CREATE INDEX IF NOT EXISTS ix_saga_checkpoints_wake_at ON saga_checkpoints(wake_at)
+  WHERE state = 'waiting';

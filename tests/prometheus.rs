@@ -354,7 +354,7 @@ async fn dashboard_and_alerts_work_against_a_real_prometheus() {
             alert_exprs.push(expr.trim().to_owned());
         }
     }
-    assert_eq!(alert_exprs.len(), 6);
+    assert_eq!(alert_exprs.len(), 7);
     println!("alert expressions:");
     for expr in &alert_exprs {
         names.extend(metric_names(expr));
@@ -371,7 +371,7 @@ async fn dashboard_and_alerts_work_against_a_real_prometheus() {
         .unwrap()
         .iter()
         .collect();
-    assert_eq!(rules_loaded.len(), 6);
+    assert_eq!(rules_loaded.len(), 7);
     assert!(rules_loaded.iter().all(|r| r["health"] == "ok"), "{body}");
 
     // 8. Every metric any expression names has series.

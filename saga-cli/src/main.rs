@@ -65,11 +65,15 @@ enum Command {
         /// The saga's id.
         id: String,
     },
-    /// Running or compensating sagas that have not moved for a while.
+    /// Running or compensating sagas that have not moved for a while, and waiting sagas
+    /// that are overdue: due a while ago, yet no runner has woken them.
     Stuck {
         /// How long without a write counts as stuck.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         older_than: Duration,
+        /// How long past its `wake_at` a waiting saga counts as overdue.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        overdue_after: Duration,
     },
     /// Ask a running saga to stop; its runner compensates it at the next step boundary.
     Cancel {
@@ -260,7 +264,10 @@ async fn run(cli: Cli) -> Result<()> {
             let events = store.audit_log(&AuditQuery::new().saga_id(&id)).await?;
             output::show(&saga, &events, cli.json);
         }
-        Command::Stuck { older_than } => {
+        Command::Stuck {
+            older_than,
+            overdue_after,
+        } => {
             let before = ago(older_than);
             let mut stuck = Vec::new();
             for state in [SagaState::Running, SagaState::Compensating] {
@@ -271,7 +278,11 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             stuck.sort_by_key(|s| s.updated_at);
-            output::stuck(&stuck, older_than, cli.json);
+            let mut overdue = store
+                .list(&SagaQuery::new().due_before(ago(overdue_after)))
+                .await?;
+            overdue.sort_by_key(|s| s.wake_at);
+            output::stuck(&stuck, older_than, &overdue, overdue_after, cli.json);
         }
         Command::Cancel { id, reason } => {
             let saga = match store.request_cancel(&id, &reason, &actor).await {

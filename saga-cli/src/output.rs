@@ -182,6 +182,7 @@ fn saga_json(saga: &SagaRecord) -> Value {
         "failed_step": saga.failed_step,
         "owner": saga.owner,
         "lease_expires_at": saga.lease_expires_at.map(time),
+        "wake_at": saga.wake_at.map(time),
         "recovery_count": saga.recovery_count,
         "parked_from": saga.parked_from,
         "cancel_requested": saga.cancel_requested,
@@ -301,6 +302,9 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
         "owner",
         format!("{}{lease}", saga.owner.as_deref().unwrap_or("none")),
     );
+    if let (SagaState::Waiting, Some(t)) = (saga.state, saga.wake_at) {
+        field("wakes", format!("{} ({})", time(t), age(t)));
+    }
     if saga.recovery_count > 0 {
         field(
             "recovered",
@@ -390,12 +394,25 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
     table(&["  WHEN", "EVENT", "STEP", "TRY", "BY", "MESSAGE"], &rows);
 }
 
-pub(crate) fn stuck(sagas: &[SagaRecord], older_than: Duration, as_json: bool) {
+/// `saga stuck`: sagas without progress, then overdue waits (in JSON, one array of both;
+/// their `state` tells them apart).
+pub(crate) fn stuck(
+    sagas: &[SagaRecord],
+    older_than: Duration,
+    overdue: &[SagaRecord],
+    overdue_after: Duration,
+    as_json: bool,
+) {
     if as_json {
-        let rows: Vec<Value> = sagas.iter().map(saga_json).collect();
+        let rows: Vec<Value> = sagas.iter().chain(overdue).map(saga_json).collect();
         out!("{}", Value::Array(rows));
         return;
     }
+    print_stuck(sagas, older_than);
+    print_overdue(overdue, overdue_after);
+}
+
+fn print_stuck(sagas: &[SagaRecord], older_than: Duration) {
     let threshold = humantime::format_duration(older_than);
     if sagas.is_empty() {
         out!("no saga has been running or compensating without progress for {threshold}");
@@ -416,6 +433,29 @@ pub(crate) fn stuck(sagas: &[SagaRecord], older_than: Duration, as_json: bool) {
     out!(
         "{} saga(s) without progress for {threshold}. Make one runnable again with `saga resume ID`, \
          or close it with `saga fail ID --reason ..` after compensating by hand.",
+        sagas.len()
+    );
+}
+
+fn print_overdue(sagas: &[SagaRecord], after: Duration) {
+    let threshold = humantime::format_duration(after);
+    if sagas.is_empty() {
+        out!("no waiting saga is overdue by more than {threshold}");
+        return;
+    }
+    for saga in sagas {
+        let due = saga
+            .wake_at
+            .map_or_else(|| "-".to_owned(), |t| format!("{} ({})", time(t), age(t)));
+        out!(
+            "Overdue wait: {}, due {due}, before step `{}`",
+            saga.saga_id,
+            saga.current_step.as_deref().unwrap_or("?"),
+        );
+    }
+    out!(
+        "{} waiting saga(s) overdue by more than {threshold}: no runner with their definition \
+         registered is claiming them (is one running, with recovery on?).",
         sagas.len()
     );
 }

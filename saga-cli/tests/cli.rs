@@ -14,7 +14,7 @@ use saga_runtime::prelude::*;
 use saga_runtime::{AuditRecord, SagaRecord};
 use serde_json::Value;
 use support::stores::{TempDir, postgres_url, unique};
-use support::{Action, Input, Pivoted, Script, Scripted};
+use support::{Action, Held, Input, Pivoted, Script, Scripted};
 
 struct Run {
     code: i32,
@@ -74,6 +74,7 @@ async fn fill(store: Arc<dyn SagaStore>) {
         .unwrap();
     let scripted = orchestrator.register(Scripted(script.clone()));
     let pivoted = orchestrator.register(Pivoted(script.clone()));
+    let held = orchestrator.register(Held(script.clone()));
     let config = SagaConfig::new("orders")
         .user_id("u-1")
         .ip_address("10.0.0.9");
@@ -114,6 +115,14 @@ async fn fill(store: Arc<dyn SagaStore>) {
             .unwrap()
             .state(),
         SagaState::Parked
+    );
+    // Waiting for a day (and, below, overdue by two hours).
+    assert_eq!(
+        held.execute_with_id("wait-1", &SagaConfig::new("holds"), Input { id: 6 })
+            .await
+            .unwrap()
+            .state(),
+        SagaState::Waiting
     );
     // Stuck: enqueued, and (below) not touched for two hours.
     assert!(
@@ -180,7 +189,7 @@ where
     assert_eq!(limited.as_array().unwrap().len(), 2);
     let recent: Value =
         serde_json::from_str(&ok(url, &["list", "--json", "--since", "10m"])).unwrap();
-    assert_eq!(recent.as_array().unwrap().len(), 5);
+    assert_eq!(recent.as_array().unwrap().len(), 6);
     let run = saga(url, &["list", "--state", "exploded"]);
     assert_eq!(run.code, 2, "a usage error");
     assert!(run.stderr.contains("unknown saga state `exploded`"));
@@ -269,6 +278,35 @@ where
         "{stuck}"
     );
     assert!(ok(url, &["stuck", "--older-than", "3h"]).contains("no saga has been running"));
+    // A wait due tomorrow is not overdue; one due two hours ago is.
+    assert!(
+        stuck.contains("no waiting saga is overdue by more than 1m"),
+        "{stuck}"
+    );
+    let show = ok(url, &["show", "wait-1"]);
+    assert!(
+        show.contains("waiting") && show.contains("wakes") && show.contains("in 23h"),
+        "{show}"
+    );
+    assert!(ok(url, &["list", "--state", "waiting"]).contains("wait-1"));
+    age(
+        "saga_checkpoints",
+        "wake_at",
+        "saga_id = 'wait-1'".into(),
+        2,
+    )
+    .await;
+    let overdue = ok(url, &["stuck"]);
+    assert!(overdue.contains("Overdue wait: wait-1, due "), "{overdue}");
+    assert!(overdue.contains("before step `release`"), "{overdue}");
+    let json: Value = serde_json::from_str(&ok(url, &["stuck", "--json"])).unwrap();
+    let stuck_states: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["state"].as_str())
+        .collect();
+    assert_eq!(stuck_states, ["running", "waiting"]);
 
     // cancel: refused for a finished saga (and nothing changes), accepted for a running one.
     let before = load(&store, "ok-1").await;

@@ -224,6 +224,17 @@ impl Scripted {
     }
 }
 
+/// A step that waits a day before it starts.
+pub struct Held(pub Arc<Script>);
+
+#[saga(name = "held", input = Input)]
+impl Held {
+    #[step(delay = "24h")]
+    async fn release(&self, ctx: &StepContext) -> Result<u32, StepError> {
+        self.0.act("release", ctx).await
+    }
+}
+
 /// A compensated step, a pivot, then a step that can only go forward.
 pub struct Pivoted(pub Arc<Script>);
 

@@ -300,6 +300,9 @@ impl SagaMetrics {
         ) else {
             return TypeMetrics(None);
         };
+        // Rare events, resolved when they happen; their series start at zero here.
+        let _ = c.waits.get_metric_with_label_values(&labels);
+        let _ = c.wakes.get_metric_with_label_values(&labels);
         let steps = definition
             .steps()
             .iter()

@@ -74,6 +74,8 @@ pub struct SagaQuery {
     pub created_since: Option<SystemTime>,
     /// Only last written before this time (the seed's stuck-saga query).
     pub updated_before: Option<SystemTime>,
+    /// Only waiting sagas due before this time (overdue waits).
+    pub due_before: Option<SystemTime>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -113,6 +115,14 @@ impl SagaQuery {
         self
     }
 
+    /// Only waiting sagas due before `time`: with a time a little in the past, the waits
+    /// no runner has woken although they are due (`saga stuck`).
+    #[must_use]
+    pub fn due_before(mut self, time: SystemTime) -> Self {
+        self.due_before = Some(time);
+        self
+    }
+
     /// At most `limit` rows.
     #[must_use]
     pub fn limit(mut self, limit: u32) -> Self {
@@ -130,6 +140,9 @@ impl SagaQuery {
                 .is_none_or(|t| *t == record.saga_type)
             && self.created_since.is_none_or(|t| record.created_at >= t)
             && self.updated_before.is_none_or(|t| record.updated_at < t)
+            && self.due_before.is_none_or(|t| {
+                record.state == SagaState::Waiting && record.wake_at.is_some_and(|w| w < t)
+            })
     }
 }
 

@@ -80,6 +80,12 @@ pub(super) async fn list(pool: &PgPool, q: &SagaQuery) -> Result<Vec<SagaRecord>
             .push_bind(to_micros(before))
             .push(" * interval '1 microsecond'");
     }
+    if let Some(before) = q.due_before {
+        query
+            .push(" AND state = 'waiting' AND wake_at < 'epoch'::timestamptz + ")
+            .push_bind(to_micros(before))
+            .push(" * interval '1 microsecond'");
+    }
     query.push(" ORDER BY saga_checkpoints.created_at DESC, saga_id");
     if let Some(limit) = q.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));

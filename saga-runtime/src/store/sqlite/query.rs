@@ -71,6 +71,11 @@ pub(super) async fn list(pool: &SqlitePool, q: &SagaQuery) -> Result<Vec<SagaRec
     if let Some(before) = q.updated_before {
         query.push(" AND updated_at < ").push_bind(to_text(before));
     }
+    if let Some(before) = q.due_before {
+        query
+            .push(" AND state = 'waiting' AND wake_at < ")
+            .push_bind(to_text(before));
+    }
     query.push(" ORDER BY created_at DESC, saga_id");
     if let Some(limit) = q.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));

@@ -264,7 +264,8 @@ async fn a_postgres_schema_of_the_previous_version_is_migrated_and_resumed() {
         [
             "ix_saga_checkpoints_saga_id",
             "ix_saga_checkpoints_state",
-            "ix_saga_checkpoints_updated_at"
+            "ix_saga_checkpoints_updated_at",
+            "ix_saga_checkpoints_wake_at"
         ]
     );
     resume_and_check(store).await;

@@ -75,7 +75,10 @@ async fn seed_sql_on_sqlite() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tables, ["saga_audit_logs", "saga_checkpoints"]);
+    assert_eq!(
+        tables,
+        ["saga_audit_logs", "saga_checkpoints", "saga_signals"]
+    );
     sqlx::raw_sql(SEED_INDEXES).execute(&pool).await.unwrap();
     for index in INDEX_NAMES {
         let found: i64 = sqlx::query_scalar(
@@ -163,7 +166,10 @@ async fn seed_sql_on_postgres() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tables, ["saga_audit_logs", "saga_checkpoints"]);
+    assert_eq!(
+        tables,
+        ["saga_audit_logs", "saga_checkpoints", "saga_signals"]
+    );
     sqlx::raw_sql(SEED_INDEXES).execute(&pool).await.unwrap();
     for index in INDEX_NAMES {
         let found: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1")

@@ -7,5 +7,6 @@ fn ui() {
     cases.compile_fail("tests/ui/parse/*.rs");
     cases.compile_fail("tests/ui/validate/*.rs");
     cases.compile_fail("tests/ui/typeck/*.rs");
+    cases.compile_fail("tests/ui/signal/*.rs");
     cases.pass("tests/ui/pass/*.rs");
 }

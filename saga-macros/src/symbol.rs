@@ -11,6 +11,8 @@ pub(crate) const VIS: &str = "vis";
 pub(crate) const SAGA_KEYS: &[&str] = &[NAME, INPUT, CRATE, CONTEXT, STATE, VIS];
 
 pub(crate) const STEP: &str = "step";
+/// The attribute that marks a step parameter as a signal.
+pub(crate) const SIGNAL: &str = "signal";
 
 pub(crate) const TIMEOUT: &str = "timeout";
 pub(crate) const RETRIES: &str = "retries";

@@ -6,7 +6,8 @@ pub use std::time::Duration;
 
 pub use crate::context::StepContext;
 pub use crate::definition::{
-    BackoffSpec, BoxFuture, CompensationSpec, Definition, Saga, SagaState, StateOf, StepSpec,
+    BackoffSpec, BoxFuture, CompensationSpec, Definition, NoSignal, Saga, SagaState, SignalOf,
+    StateOf, StepSpec,
 };
 pub use crate::error::StepError;
 
@@ -42,6 +43,47 @@ impl<T> BindsAs<T> for T {
 #[inline]
 pub fn bind<A: BindsAs<B>, B: ?Sized>(value: &A) -> &B {
     value.bind()
+}
+
+/// A signal's payload type: sent as JSON and read back into the step's parameter.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a signal: its payload is stored as JSON",
+    label = "a `#[signal]` parameter's type must implement `Serialize` and `DeserializeOwned`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` on it"
+)]
+pub trait SignalPayload: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> SignalPayload for T {}
+
+/// The payload of `T` as JSON.
+///
+/// # Errors
+/// What serde said.
+pub fn signal_to_json<T: SignalPayload>(payload: &T) -> Result<String, String> {
+    serde_json::to_string(payload).map_err(|e| e.to_string())
+}
+
+/// Whether `payload` decodes into `T`.
+///
+/// # Errors
+/// What serde said.
+pub fn check_signal<T: SignalPayload>(payload: &str) -> Result<(), String> {
+    serde_json::from_str::<T>(payload)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// The step's signal, decoded for its parameter. The runner checked it before the attempt,
+/// so an error here means the runtime and the step disagree.
+///
+/// # Errors
+/// A permanent [`StepError`] if there is no payload or it does not decode.
+pub fn signal_payload<T: SignalPayload>(step_context: &StepContext) -> Result<T, StepError> {
+    let payload = step_context
+        .signal_payload()
+        .ok_or_else(|| StepError::permanent("the step ran without its signal"))?;
+    serde_json::from_str(payload)
+        .map_err(|e| StepError::permanent(format!("its signal does not decode: {e}")))
 }
 
 /// What a compensation's `Ok` holds: `()`, and nothing else.

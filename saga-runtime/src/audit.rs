@@ -48,6 +48,11 @@ pub enum EventType {
     SagaWaiting,
     /// A runner claimed a waiting saga that was due (or cancelled) and goes on.
     SagaWoken,
+    /// A signal was delivered to the saga (and stored until its step takes it).
+    SignalReceived,
+    /// A signal's payload did not decode into its type: it was set aside, and the step
+    /// keeps waiting.
+    SignalRejected,
     /// Someone asked for the saga to be cancelled.
     CancelRequested,
     /// An operator made a parked, stuck or failed-compensation saga runnable again.
@@ -60,7 +65,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 23] = [
+    pub const ALL: [EventType; 25] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -80,6 +85,8 @@ impl EventType {
         EventType::SagaParked,
         EventType::SagaWaiting,
         EventType::SagaWoken,
+        EventType::SignalReceived,
+        EventType::SignalRejected,
         EventType::CancelRequested,
         EventType::OperatorResumed,
         EventType::OperatorFailed,
@@ -109,6 +116,8 @@ impl EventType {
             EventType::SagaParked => "saga_parked",
             EventType::SagaWaiting => "saga_waiting",
             EventType::SagaWoken => "saga_woken",
+            EventType::SignalReceived => "signal_received",
+            EventType::SignalRejected => "signal_rejected",
             EventType::CancelRequested => "cancel_requested",
             EventType::OperatorResumed => "operator_resumed",
             EventType::OperatorFailed => "operator_failed",

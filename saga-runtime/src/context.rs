@@ -32,6 +32,8 @@ pub struct StepContext {
     attempt: u32,
     deadline: Instant,
     user_id: Option<Arc<str>>,
+    /// The payload of the signal the step waited for (JSON), for its `#[signal]` parameter.
+    signal: Option<Arc<str>>,
 }
 
 impl StepContext {
@@ -50,7 +52,19 @@ impl StepContext {
             attempt,
             deadline,
             user_id,
+            signal: None,
         }
+    }
+
+    /// The same context, carrying the payload of the step's signal.
+    pub(crate) fn with_signal(mut self, payload: Arc<str>) -> Self {
+        self.signal = Some(payload);
+        self
+    }
+
+    /// The payload of the step's signal (JSON), read by the generated dispatch.
+    pub(crate) fn signal_payload(&self) -> Option<&str> {
+        self.signal.as_deref()
     }
 
     /// The saga's id.

@@ -27,6 +27,11 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     type Context: Serialize + DeserializeOwned + Send + Sync + 'static;
     /// The generated state enum: which step is next, which compensation, or how it ended.
     type State: StateOf;
+    /// The signals its steps wait for, as a generated enum with one variant per `#[signal]`
+    /// parameter ([`NoSignal`] for a saga without any): what
+    /// [`Executor::signal`](crate::Executor::signal) sends, so that a payload of the wrong
+    /// type does not compile.
+    type Signal: SignalOf;
 
     /// Names, order and policies of the steps.
     const DEFINITION: &'static Definition;
@@ -90,6 +95,13 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
         step_context: &'a StepContext,
     ) -> BoxFuture<'a, Result<crate::__private::StepOutput, StepError>>;
 
+    /// Whether `payload` decodes into the type of step `step`'s signal.
+    ///
+    /// # Errors
+    /// What serde said.
+    #[doc(hidden)]
+    fn check_signal(step: usize, payload: &str) -> Result<(), String>;
+
     /// Runs one attempt of the compensation of step `step`.
     #[doc(hidden)]
     fn run_compensation<'a>(
@@ -98,6 +110,32 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
         context: &'a Self::Context,
         step_context: &'a StepContext,
     ) -> BoxFuture<'a, Result<(), StepError>>;
+}
+
+/// Implemented by generated signal enums: a signal's name and its payload as JSON.
+pub trait SignalOf: Send + Sync + 'static {
+    /// The signal's name: its `#[signal]` parameter's.
+    fn name(&self) -> &'static str;
+
+    /// The payload as JSON.
+    ///
+    /// # Errors
+    /// What serde said (a map with non-string keys, a failing `Serialize`).
+    fn to_json(&self) -> Result<String, String>;
+}
+
+/// The signals of a saga that waits for none: there is nothing to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSignal {}
+
+impl SignalOf for NoSignal {
+    fn name(&self) -> &'static str {
+        match *self {}
+    }
+
+    fn to_json(&self) -> Result<String, String> {
+        match *self {}
+    }
 }
 
 /// Implemented by generated state enums: the runtime state and step index they stand for.
@@ -116,6 +154,8 @@ pub struct Definition {
     pub fingerprint: &'static str,
     #[doc(hidden)]
     pub steps: &'static [StepSpec],
+    #[doc(hidden)]
+    pub signals: &'static [&'static str],
 }
 
 impl Definition {
@@ -137,6 +177,12 @@ impl Definition {
     #[must_use]
     pub fn steps(&self) -> &'static [StepSpec] {
         self.steps
+    }
+
+    /// The names of the signals its steps wait for, in step order.
+    #[must_use]
+    pub fn signals(&self) -> &'static [&'static str] {
+        self.signals
     }
 
     /// Whether every step waits for every earlier one, so that the steps run one at a time
@@ -175,6 +221,8 @@ pub struct StepSpec {
     pub depends_on: &'static [usize],
     #[doc(hidden)]
     pub delay: Option<Duration>,
+    #[doc(hidden)]
+    pub signal: Option<&'static str>,
     #[doc(hidden)]
     pub compensation: Option<CompensationSpec>,
 }
@@ -229,6 +277,13 @@ impl StepSpec {
     #[must_use]
     pub fn delay(&self) -> Option<Duration> {
         self.delay
+    }
+
+    /// The signal the step waits for (its `#[signal]` parameter's name), if any: its body
+    /// runs once the signal has arrived, and its `timeout` is the deadline of the wait.
+    #[must_use]
+    pub fn signal(&self) -> Option<&'static str> {
+        self.signal
     }
 
     /// The step's compensation, if it has one.

@@ -409,6 +409,16 @@ pub enum StoreError {
         /// What was attempted.
         action: &'static str,
     },
+    /// A signal the saga's definition does not accept.
+    #[error("saga `{saga_id}` accepts no signal `{name}`; {}", accepted_names(.accepted))]
+    UnknownSignal {
+        /// The saga.
+        saga_id: String,
+        /// The name given.
+        name: String,
+        /// The names it accepts.
+        accepted: Vec<String>,
+    },
     /// A value given to the store is invalid (a URL, a setting).
     #[error("invalid {what}: {reason}")]
     Invalid {
@@ -512,6 +522,14 @@ pub(crate) fn transient_sqlstate(code: &str) -> bool {
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn transient_sqlite_code(code: i32) -> bool {
     matches!(code & 0xff, 5 | 6)
+}
+
+fn accepted_names(names: &[String]) -> String {
+    if names.is_empty() {
+        "it accepts none".to_owned()
+    } else {
+        format!("it accepts {}", names.join(", "))
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use saga_runtime::audit::{AuditHeader, AuditRecord, NewEvent};
 use saga_runtime::prelude::*;
 use saga_runtime::store::{
-    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
-    SagaQuery, SagaRecord, Saved, StateCount,
+    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, NewSignal,
+    PendingSignal, PruneReport, SagaQuery, SagaRecord, Saved, Sent, StateCount,
 };
 use saga_runtime::{RunnerStore, SagaStore, StoreError};
 
@@ -177,9 +177,40 @@ impl RunnerStore for Watched {
             result
         })
     }
+
+    fn next_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PendingSignal>, StoreError>> {
+        self.inner.next_signal(saga_id, name)
+    }
+
+    fn reject_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        id: i64,
+        header: &'a AuditHeader,
+        event: NewEvent,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let sent = unix_ms();
+            let result = self.inner.reject_signal(saga_id, id, header, event).await;
+            self.verdict("reject_signal", sent, &result, |()| false);
+            result
+        })
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.wakes()
+    }
 }
 
 impl SagaStore for Watched {
+    fn send_signal(&self, signal: NewSignal) -> BoxFuture<'_, Result<Sent, StoreError>> {
+        self.inner.send_signal(signal)
+    }
+
     fn audit_log<'a>(
         &'a self,
         query: &'a AuditQuery,

@@ -6,6 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned as _;
 
+use super::signal;
 use super::tokens::{at, private, respan};
 use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
 
@@ -13,9 +14,11 @@ use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
 /// is `context`'s).
 pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
     let state = state_enum(plan);
+    let signals = signal::enum_tokens(plan);
     let saga_impl = saga_impl(plan);
     quote! {
         #state
+        #signals
         #saga_impl
     }
 }
@@ -81,6 +84,12 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let fingerprint = &plan.fingerprint;
 
     let specs = plan.steps.iter().map(|step| step_spec(&p, step));
+    let signal_type = signal::type_tokens(plan);
+    let signal_names = plan
+        .steps
+        .iter()
+        .filter_map(|step| signal::of(step).map(|param| param.ident.to_string()));
+    let signal_checks = signal::check_arms(plan);
     let fields: Vec<&Ident> = plan.steps.iter().map(|step| &step.ident).collect();
     let outputs: Vec<&syn::Type> = plan.steps.iter().map(|step| &step.output).collect();
     let indices: Vec<usize> = (0..plan.steps.len()).collect();
@@ -156,12 +165,24 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
                 type Input = #input;
                 type Context = #context;
                 type State = #state;
+                type Signal = #signal_type;
 
                 const DEFINITION: &'static #p::Definition = &#p::Definition {
                     name: #name,
                     fingerprint: #fingerprint,
                     steps: &[#(#specs),*],
+                    signals: &[#(#signal_names),*],
                 };
+
+                fn check_signal(
+                    step: usize,
+                    payload: &str,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    match step {
+                        #(#signal_checks)*
+                        _ => ::core::result::Result::Ok(()),
+                    }
+                }
 
                 fn new_context(input: Self::Input) -> Self::Context {
                     #context {
@@ -221,7 +242,8 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
 
                 fn state_of(state: #p::SagaState, step: usize) -> ::core::option::Option<Self::State> {
                     match state {
-                        #p::SagaState::Running => match step {
+                        // Waiting: the step it waits to start is next.
+                        #p::SagaState::Running | #p::SagaState::Waiting => match step {
                             #(#running_states)*
                             _ => ::core::option::Option::None,
                         },
@@ -302,6 +324,17 @@ fn call(plan: &SagaPlan, method: &Ident, params: &[ParamPlan], is_step: bool) ->
                 quote_spanned!(at(span)=> #bind(&__saga_ctx.input))
             }
             Binding::StepContext => quote_spanned!(at(span)=> __saga_sctx),
+            Binding::Signal => {
+                let read = respan(quote!(#p::signal_payload::<#referent>), at(span));
+                return quote_spanned! {at(span)=>
+                    let #ident: #referent = match #read(__saga_sctx) {
+                        ::core::result::Result::Ok(__saga_value) => __saga_value,
+                        ::core::result::Result::Err(__saga_error) => {
+                            return ::core::result::Result::Err(__saga_error);
+                        }
+                    };
+                };
+            }
             Binding::Output(index) => {
                 let Some(step) = plan.steps.get(index) else {
                     // Unreachable: validate binds outputs to existing steps only.
@@ -347,6 +380,10 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
     let name = &step.name;
     let timeout = millis(p, step.timeout_ms);
     let delay = millis(p, step.delay.map(|d| d.value));
+    let signal = option(signal::of(step).map(|param| {
+        let name = param.ident.to_string();
+        quote!(#name)
+    }));
     let retries = option(step.retries.map(|r| quote!(#r)));
     let initial = millis(p, step.backoff_initial_ms);
     let max = millis(p, step.backoff_max_ms);
@@ -384,6 +421,7 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
             concurrent: #concurrent,
             depends_on: &[#(#depends_on),*],
             delay: #delay,
+            signal: #signal,
             compensation: #compensation,
         }
     }

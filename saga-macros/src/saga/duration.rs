@@ -1,8 +1,8 @@
-//! Duration strings in attributes: `"500ms"`, `"30s"`, `"1h30m"`.
+//! Duration strings in attributes: `"500ms"`, `"30s"`, `"1h30m"`, `"2d"`.
 
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h30m"` into milliseconds.
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"` into milliseconds.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    let hint = "expected a number followed by `ms`, `s`, `m` or `h`, such as \"500ms\"";
+    let hint = "expected a number followed by `ms`, `s`, `m`, `h` or `d`, such as \"500ms\"";
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(format!("empty string; {hint}"));
@@ -27,6 +27,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
             "s" | "sec" => 1_000,
             "m" | "min" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             "" => return Err(format!("`{text}` has no unit; {hint}")),
             unit => return Err(format!("unknown unit `{unit}` in `{text}`; {hint}")),
         };
@@ -49,6 +50,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(30_000));
         assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
         assert_eq!(parse_duration(" 2m 5s "), Ok(125_000));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("ms").is_err());

@@ -105,12 +105,21 @@ pub(crate) fn generate(model: &SagaModel) -> TokenStream {
                 type Input = #input;
                 type Context = #context;
                 type State = #state;
+                type Signal = #p::NoSignal;
 
                 const DEFINITION: &'static #p::Definition = &#p::Definition {
                     name: #name,
                     fingerprint: "",
                     steps: &[],
+                    signals: &[],
                 };
+
+                fn check_signal(
+                    _: usize,
+                    _: &str,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    ::core::result::Result::Err(::std::string::String::new())
+                }
 
                 fn new_context(input: Self::Input) -> Self::Context {
                     #context { input, #(#field_inits)* }

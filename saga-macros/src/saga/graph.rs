@@ -22,7 +22,7 @@ pub(crate) fn depends_on(steps: &mut [StepPlan], after: &[Vec<usize>]) {
             let mut deps: Vec<usize> = (0..group_start).collect();
             deps.extend(step.params.iter().filter_map(|param| match param.binding {
                 Binding::Output(source) => Some(source),
-                Binding::Input | Binding::StepContext => None,
+                Binding::Input | Binding::StepContext | Binding::Signal => None,
             }));
             deps.extend(after.get(index).into_iter().flatten().copied());
             deps.extend((group_start..index).filter(|&earlier| steps[earlier].pivot));

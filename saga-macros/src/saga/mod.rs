@@ -8,6 +8,7 @@ mod fallback;
 mod graph;
 mod model;
 pub(crate) mod parse;
+mod signal;
 mod tokens;
 mod validate;
 
@@ -128,9 +129,17 @@ fn step_attr_uses(item: &ItemImpl) -> TokenStream {
     }
 }
 
-/// Removes `#[step]` from every item of the impl: the saga consumed them.
+/// Removes `#[step]` from every item of the impl, and `#[signal]` from every parameter: the
+/// saga consumed them.
 fn strip_step_attrs(item: &mut ItemImpl) {
     for impl_item in &mut item.items {
+        if let ImplItem::Fn(f) = impl_item {
+            for input in &mut f.sig.inputs {
+                if let syn::FnArg::Typed(pat_type) = input {
+                    pat_type.attrs.retain(|attr| !model::is_signal_attr(attr));
+                }
+            }
+        }
         let attrs = match impl_item {
             ImplItem::Fn(f) => &mut f.attrs,
             ImplItem::Const(c) => &mut c.attrs,

@@ -19,6 +19,8 @@ pub(crate) struct SagaModel {
     pub(crate) krate: Path,
     pub(crate) context_ident: Ident,
     pub(crate) state_ident: Ident,
+    /// The generated signal enum (only for a saga whose steps wait for signals).
+    pub(crate) signal_ident: Ident,
     /// The visibility of the generated context and state types.
     pub(crate) vis: syn::Visibility,
     pub(crate) self_ty: Type,
@@ -77,6 +79,8 @@ pub(crate) struct ParamModel {
     pub(crate) referent: Option<Type>,
     /// Whether `T` names `StepContext`.
     pub(crate) is_step_context: bool,
+    /// The span of its `#[signal]` attribute, if it has one.
+    pub(crate) signal: Option<Span>,
 }
 
 /// Builds the model of `item`, recording shape errors that do not need other methods.
@@ -104,6 +108,7 @@ pub(crate) fn from_syn(args: SagaArgs, item: &ItemImpl, errors: &mut Errors) -> 
     let state_ident = args
         .state
         .unwrap_or_else(|| Ident::new(&format!("{}State", unraw(&base)), base.span()));
+    let signal_ident = Ident::new(&format!("{}Signal", unraw(&base)), base.span());
     let krate = args
         .krate
         .unwrap_or_else(|| syn::parse_quote!(::saga_runtime));
@@ -153,6 +158,7 @@ pub(crate) fn from_syn(args: SagaArgs, item: &ItemImpl, errors: &mut Errors) -> 
         krate,
         context_ident,
         state_ident,
+        signal_ident,
         vis: args.vis.unwrap_or_else(|| syn::parse_quote!(pub)),
         self_ty: (*item.self_ty).clone(),
         self_span,
@@ -167,6 +173,11 @@ pub(crate) fn is_step_attr(attr: &syn::Attribute) -> bool {
         .segments
         .last()
         .is_some_and(|segment| segment.ident == symbol::STEP)
+}
+
+/// Whether `attr` is `#[signal]` (on a step parameter).
+pub(crate) fn is_signal_attr(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident(symbol::SIGNAL)
 }
 
 fn item_attrs(item: &ImplItem) -> &[syn::Attribute] {
@@ -251,11 +262,17 @@ fn fn_model(func: &ImplItemFn, errors: &mut Errors) -> FnModel {
             }
             _ => (None, false),
         };
+        let signal = pat_type
+            .attrs
+            .iter()
+            .find(|attr| is_signal_attr(attr))
+            .map(|attr| attr.path().span());
         params.push(ParamModel {
             ident,
             ty: (*pat_type.ty).clone(),
             referent,
             is_step_context,
+            signal,
         });
     }
     FnModel {

@@ -7,6 +7,7 @@ use syn::{Ident, Path, Type};
 
 use super::graph;
 use super::model::{self, FnModel, Output, Receiver, SagaModel, StepModel};
+use super::signal;
 use crate::diag::{self, Errors};
 use crate::symbol;
 
@@ -18,6 +19,7 @@ pub(crate) struct SagaPlan {
     pub(crate) krate: Path,
     pub(crate) context_ident: Ident,
     pub(crate) state_ident: Ident,
+    pub(crate) signal_ident: Ident,
     pub(crate) vis: syn::Visibility,
     pub(crate) self_ty: Type,
     pub(crate) steps: Vec<StepPlan>,
@@ -74,6 +76,8 @@ pub(crate) enum Binding {
     Input,
     Output(usize),
     StepContext,
+    /// A `#[signal]` parameter, taken by value: `referent` is its type.
+    Signal,
 }
 
 /// Names of the state variants that do not belong to a step.
@@ -125,6 +129,7 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
     let mut steps = steps;
     graph::depends_on(&mut steps, &after);
     graph::check_delays(&steps, errors);
+    signal::check(&steps, errors);
     if !errors.is_empty() {
         return None;
     }
@@ -135,6 +140,7 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
         krate: model.krate,
         context_ident: model.context_ident,
         state_ident: model.state_ident,
+        signal_ident: model.signal_ident,
         vis: model.vis,
         self_ty: model.self_ty,
         steps,
@@ -439,6 +445,13 @@ fn bind_params(
             ok = false;
             continue;
         };
+        if let Some(span) = param.signal {
+            match signal::bind(ident, param, span, is_compensation, errors) {
+                Some(plan) => plans.push(plan),
+                None => ok = false,
+            }
+            continue;
+        }
         let Some(referent) = &param.referent else {
             errors.spanned(
                 &param.ty,

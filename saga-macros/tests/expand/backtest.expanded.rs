@@ -337,6 +337,7 @@ const _: () = {
         type Input = BacktestInput;
         type Context = BacktestWorkflowContext;
         type State = BacktestWorkflowState;
+        type Signal = ::saga_runtime::__private::NoSignal;
         const DEFINITION: &'static ::saga_runtime::__private::Definition = &::saga_runtime::__private::Definition {
             name: "backtest_workflow",
             fingerprint: "9895abdfebf01a3c",
@@ -357,6 +358,7 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "delete_backtest",
                         uses_own_output: true,
@@ -380,6 +382,7 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[0usize],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "cleanup_strategy",
                         uses_own_output: false,
@@ -388,7 +391,16 @@ const _: () = {
                     }),
                 },
             ],
+            signals: &[],
         };
+        fn check_signal(
+            step: usize,
+            payload: &str,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            match step {
+                _ => ::core::result::Result::Ok(()),
+            }
+        }
         fn new_context(input: Self::Input) -> Self::Context {
             BacktestWorkflowContext {
                 input,
@@ -459,7 +471,8 @@ const _: () = {
             step: usize,
         ) -> ::core::option::Option<Self::State> {
             match state {
-                ::saga_runtime::__private::SagaState::Running => {
+                ::saga_runtime::__private::SagaState::Running
+                | ::saga_runtime::__private::SagaState::Waiting => {
                     match step {
                         0usize => {
                             ::core::option::Option::Some(

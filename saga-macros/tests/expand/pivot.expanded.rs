@@ -365,6 +365,7 @@ const _: () = {
         type Input = Order;
         type Context = CheckoutContext;
         type State = CheckoutState;
+        type Signal = ::saga_runtime::__private::NoSignal;
         const DEFINITION: &'static ::saga_runtime::__private::Definition = &::saga_runtime::__private::Definition {
             name: "order",
             fingerprint: "e4b5dba2ff236805",
@@ -383,6 +384,7 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "release",
                         uses_own_output: false,
@@ -406,6 +408,7 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[0usize],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
                 ::saga_runtime::__private::StepSpec {
@@ -422,10 +425,20 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[0usize, 1usize],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
             ],
+            signals: &[],
         };
+        fn check_signal(
+            step: usize,
+            payload: &str,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            match step {
+                _ => ::core::result::Result::Ok(()),
+            }
+        }
         fn new_context(input: Self::Input) -> Self::Context {
             CheckoutContext {
                 input,
@@ -506,7 +519,8 @@ const _: () = {
             step: usize,
         ) -> ::core::option::Option<Self::State> {
             match state {
-                ::saga_runtime::__private::SagaState::Running => {
+                ::saga_runtime::__private::SagaState::Running
+                | ::saga_runtime::__private::SagaState::Waiting => {
                     match step {
                         0usize => ::core::option::Option::Some(CheckoutState::Reserve),
                         1usize => ::core::option::Option::Some(CheckoutState::Charge),

@@ -244,6 +244,7 @@ const _: () = {
         type Input = Order;
         type Context = Data;
         type State = Phase;
+        type Signal = renamed::__private::NoSignal;
         const DEFINITION: &'static renamed::__private::Definition = &renamed::__private::Definition {
             name: "renamed",
             fingerprint: "0e2a2ad873cd5c95",
@@ -262,10 +263,20 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::None,
                 },
             ],
+            signals: &[],
         };
+        fn check_signal(
+            step: usize,
+            payload: &str,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            match step {
+                _ => ::core::result::Result::Ok(()),
+            }
+        }
         fn new_context(input: Self::Input) -> Self::Context {
             Data {
                 input,
@@ -322,7 +333,8 @@ const _: () = {
             step: usize,
         ) -> ::core::option::Option<Self::State> {
             match state {
-                renamed::__private::SagaState::Running => {
+                renamed::__private::SagaState::Running
+                | renamed::__private::SagaState::Waiting => {
                     match step {
                         0usize => ::core::option::Option::Some(Phase::Only),
                         _ => ::core::option::Option::None,

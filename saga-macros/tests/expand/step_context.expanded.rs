@@ -261,6 +261,7 @@ const _: () = {
         type Input = Order;
         type Context = PaymentsContext;
         type State = PaymentsState;
+        type Signal = ::saga_runtime::__private::NoSignal;
         const DEFINITION: &'static ::saga_runtime::__private::Definition = &::saga_runtime::__private::Definition {
             name: "payments",
             fingerprint: "cc681a31ad99311c",
@@ -279,6 +280,7 @@ const _: () = {
                     concurrent: false,
                     depends_on: &[],
                     delay: ::core::option::Option::None,
+                    signal: ::core::option::Option::None,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "refund",
                         uses_own_output: true,
@@ -287,7 +289,16 @@ const _: () = {
                     }),
                 },
             ],
+            signals: &[],
         };
+        fn check_signal(
+            step: usize,
+            payload: &str,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            match step {
+                _ => ::core::result::Result::Ok(()),
+            }
+        }
         fn new_context(input: Self::Input) -> Self::Context {
             PaymentsContext {
                 input,
@@ -344,7 +355,8 @@ const _: () = {
             step: usize,
         ) -> ::core::option::Option<Self::State> {
             match state {
-                ::saga_runtime::__private::SagaState::Running => {
+                ::saga_runtime::__private::SagaState::Running
+                | ::saga_runtime::__private::SagaState::Waiting => {
                     match step {
                         0usize => ::core::option::Option::Some(PaymentsState::Pay),
                         _ => ::core::option::Option::None,

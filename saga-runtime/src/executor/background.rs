@@ -1,5 +1,6 @@
 //! The background loops of a runner: lease renewal, the state counts behind the metrics,
-//! and recovery of sagas whose owner stopped. Each holds only a weak reference, so they end
+//! recovery of sagas whose owner stopped (and of waiting sagas that are due), and claims
+//! of sagas a signal woke. Each holds only a weak reference, so they end
 //! with the orchestrator.
 
 use std::sync::{Arc, Weak};
@@ -34,6 +35,12 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
         });
     }
 
+    if inner.settings.recovery
+        && let Some(wakes) = inner.store.wakes()
+    {
+        on_wake(inner, wakes);
+    }
+
     if inner.settings.recovery {
         periodic(
             inner,
@@ -66,6 +73,25 @@ where
             }
             let Some(inner) = weak.upgrade() else { return };
             job(inner).await;
+        }
+    });
+}
+
+/// Claims due sagas whenever the store says a signal made one due, rather than at the next
+/// recovery pass; several signals in a row give one pass.
+fn on_wake(inner: &Arc<Inner>, mut wakes: tokio::sync::watch::Receiver<u64>) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let mut stop = inner.shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = wakes.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(error) = recover_once(&inner, false).await {
+                tracing::warn!(%error, "claiming signalled sagas failed");
+            }
         }
     });
 }

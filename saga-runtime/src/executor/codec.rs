@@ -217,6 +217,7 @@ mod tests {
             concurrent: false,
             depends_on: &[],
             delay: None,
+            signal: None,
             compensation: if compensated {
                 Some(CompensationSpec {
                     name: "undo",
@@ -239,6 +240,7 @@ mod tests {
             step("c", true),
             step("d", true),
         ],
+        signals: &[],
     };
 
     fn row(state: SagaState, step_index: u32, attempt: u32) -> SagaRecord {
@@ -260,6 +262,8 @@ mod tests {
             owner: None,
             lease_expires_at: None,
             wake_at: None,
+            waiting_for: None,
+            signals: Vec::new(),
             recovery_count: 0,
             parked_from: None,
             cancel_requested: None,

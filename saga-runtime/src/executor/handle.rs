@@ -18,12 +18,12 @@ use crate::error::{SagaError, StoreError};
 use crate::status::StepStatus;
 use crate::store::{Claim, Created, NewSaga, SagaRecord};
 
-/// The delay of the saga's first step, if it has one.
-fn first_delay<S: Saga>() -> Option<std::time::Duration> {
+/// Whether the saga's first step waits before its first attempt (a delay, a signal).
+fn first_waits<S: Saga>() -> bool {
     S::DEFINITION
         .steps()
         .first()
-        .and_then(crate::definition::StepSpec::delay)
+        .is_some_and(|step| step.delay().is_some() || step.signal().is_some())
 }
 
 /// A fresh saga id: 128 random bits as a UUID-shaped string, what [`Executor::execute`]
@@ -214,7 +214,7 @@ impl<S: Saga> Executor<S> {
             steps,
             state: SagaState::Running,
             step: 0,
-            attempt: u32::from(first_delay::<S>().is_none()),
+            attempt: u32::from(!first_waits::<S>()),
             version,
             failure: None,
         };
@@ -258,9 +258,9 @@ impl<S: Saga> Executor<S> {
             .unwrap_or_else(|| S::DEFINITION.name().to_owned());
         let first_step = S::DEFINITION.steps().first().map_or("", |s| s.name());
         let mut steps = vec![StepStatus::not_started(); S::DEFINITION.steps().len()];
-        // A first step with a delay does not start yet: the run's first write puts the
-        // saga to wait.
-        let starts = owned && first_delay::<S>().is_none();
+        // A first step with a delay or a signal does not start yet: the run's first write
+        // puts the saga to wait (or, for a signal that arrived before, starts it).
+        let starts = owned && !first_waits::<S>();
         if starts && let Some(first) = steps.first_mut() {
             *first = StepStatus::running(1);
         }
@@ -290,6 +290,7 @@ impl<S: Saga> Executor<S> {
             }),
             owner: owned.then(|| inner.runner_id.clone()),
             lease: inner.settings.lease,
+            signals: S::DEFINITION.signals(),
             events,
         };
         Ok((new, ctx))

@@ -3,7 +3,7 @@
 //!
 //! Modules, each calling only those listed after it: `orchestrator` (builder, settings
 //! checks, the background loops it starts), `handle` (the typed [`Executor`], and
-//! `Orchestrator::register`), `background` (lease renewal, state counts, recovery), `run`
+//! `Orchestrator::register`), `signal` (sending signals), `background` (lease renewal, state counts, recovery), `run`
 //! (the state machine of one saga), `writer` (every store write and its retry), `outcome`,
 //! `codec` (rows to typed sagas), `inner` (what they share), `settings`, `active`.
 
@@ -16,6 +16,7 @@ mod orchestrator;
 mod outcome;
 mod run;
 mod settings;
+mod signal;
 mod writer;
 
 pub use self::handle::{Executor, Waited, new_saga_id};

@@ -59,5 +59,7 @@ impl TypeMetrics {
     pub(crate) fn recovered(&self) {}
     pub(crate) fn waiting(&self) {}
     pub(crate) fn woken(&self) {}
+    pub(crate) fn signal_taken(&self) {}
+    pub(crate) fn signal_rejected(&self) {}
     pub(crate) fn parked(&self) {}
 }

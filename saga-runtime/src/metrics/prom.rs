@@ -47,6 +47,7 @@ const STEP_BUCKETS: &[f64] = &[
 /// | `saga_waits_total` | counter | `saga_type` (a saga began to wait, durably) |
 /// | `saga_wakes_total` | counter | `saga_type` (a runner woke a waiting saga) |
 /// | `saga_wait_overdue_current` | gauge | `saga_type` (waiting, due longer ago than `overdue_after`) |
+/// | `saga_signals_total` | counter | `saga_type`, `outcome` (`taken` by its step, or `rejected`: its payload did not decode) |
 ///
 /// The three store gauges are refreshed by each runner's background loop from the shared
 /// database, so several runners export the same values: aggregate them with `max`.
@@ -81,6 +82,7 @@ struct Collectors {
     waits: IntCounterVec,
     wakes: IntCounterVec,
     overdue: IntGaugeVec,
+    signals: IntCounterVec,
     /// Resolved handles per saga type: one lookup per saga instead of one per step.
     by_type: Mutex<HashMap<String, Arc<TypeHandles>>>,
 }
@@ -181,6 +183,11 @@ impl SagaMetrics {
                 "Times a runner woke a waiting saga that was due or cancelled.",
                 &["saga_type"],
             )?,
+            signals: counter(
+                "saga_signals_total",
+                "Signals taken by the step that waited for them, or rejected (undecodable payload).",
+                &["saga_type", "outcome"],
+            )?,
             overdue: IntGaugeVec::new(
                 Opts::new(
                     "saga_wait_overdue_current",
@@ -207,6 +214,7 @@ impl SagaMetrics {
         registry.register(Box::new(collectors.waits.clone()))?;
         registry.register(Box::new(collectors.wakes.clone()))?;
         registry.register(Box::new(collectors.overdue.clone()))?;
+        registry.register(Box::new(collectors.signals.clone()))?;
         Ok(SagaMetrics {
             inner: Some(Arc::new(collectors)),
         })
@@ -444,6 +452,25 @@ impl TypeMetrics {
                 .collectors
                 .waits
                 .get_metric_with_label_values(&[h.saga_type.as_str()])
+        {
+            counter.inc();
+        }
+    }
+
+    pub(crate) fn signal_taken(&self) {
+        self.signal("taken");
+    }
+
+    pub(crate) fn signal_rejected(&self) {
+        self.signal("rejected");
+    }
+
+    fn signal(&self, outcome: &str) {
+        if let Some(h) = &self.0
+            && let Ok(counter) = h
+                .collectors
+                .signals
+                .get_metric_with_label_values(&[h.saga_type.as_str(), outcome])
         {
             counter.inc();
         }

@@ -39,7 +39,10 @@ pub use open::{open, redact};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
-pub use protocol::{Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, Saved};
+pub use protocol::{
+    Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, NewSignal, PendingSignal,
+    Saved, Sent,
+};
 pub use records::{Actor, EventCount, PruneReport, SagaQuery, SagaRecord, StateCount};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -117,6 +120,30 @@ pub trait RunnerStore: Send + Sync + fmt::Debug + 'static {
         header: &'a AuditHeader,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The oldest signal `name` of saga `saga_id` that is neither consumed nor rejected.
+    fn next_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PendingSignal>, StoreError>>;
+
+    /// Marks signal `id` rejected (its payload does not decode), so that it is never taken
+    /// again, and appends `event` (`signal_rejected`) in the same transaction.
+    fn reject_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        id: i64,
+        header: &'a AuditHeader,
+        event: NewEvent,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A channel whose value changes whenever a signal may have made a waiting saga due, so
+    /// that runners claim it at once rather than at their next recovery pass. `None` (the
+    /// default): runners only poll.
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A store people and tools can ask about sagas and act on: queries and operator actions,
@@ -191,6 +218,15 @@ pub trait SagaStore: RunnerStore {
         dry_run: bool,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<PruneReport, StoreError>>;
+
+    /// Delivers a signal: stores it (kept until the saga's step takes it, however early it
+    /// arrives), writes `signal_received`, and makes the saga due at once if it waits for
+    /// it. A signal with the key of an earlier one is a [`Sent::Duplicate`], not stored.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::InvalidState`] for a saga that has ended;
+    /// [`StoreError::UnknownSignal`] for a name its definition does not accept.
+    fn send_signal(&self, signal: NewSignal) -> BoxFuture<'_, Result<Sent, StoreError>>;
 
     /// Counts audit events since `since`, by saga type and event type.
     fn event_counts(&self, since: SystemTime)

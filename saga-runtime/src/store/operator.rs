@@ -110,3 +110,31 @@ pub(crate) fn pruned(
     ));
     (header, event)
 }
+
+/// The checks every store makes before it stores a signal: the saga has not ended and
+/// accepts the name.
+pub(crate) fn check_signal(record: &SagaRecord, name: &str) -> Result<(), StoreError> {
+    if record.state.is_finished() {
+        return Err(StoreError::InvalidState {
+            saga_id: record.saga_id.clone(),
+            state: record.state,
+            action: "signal it",
+        });
+    }
+    if !record.signals.iter().any(|accepted| accepted == name) {
+        return Err(StoreError::UnknownSignal {
+            saga_id: record.saga_id.clone(),
+            name: name.to_owned(),
+            accepted: record.signals.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The `signal_received` event of a stored signal.
+pub(crate) fn received(id: i64, signal: &super::NewSignal) -> NewEvent {
+    let details = serde_json::json!({ "signal_id": id, "key": signal.key }).to_string();
+    NewEvent::now(EventType::SignalReceived)
+        .step(crate::text::clean(&signal.name).into_owned())
+        .details(details)
+}

@@ -35,6 +35,8 @@ pub struct NewSaga {
     pub owner: Option<Arc<str>>,
     /// Lease length.
     pub lease: Duration,
+    /// The names of the signals its definition accepts (its `#[signal]` parameters).
+    pub signals: &'static [&'static str],
     /// Audit events to write with it.
     pub events: Vec<NewEvent>,
 }
@@ -61,6 +63,7 @@ impl NewSaga {
             header,
             owner: None,
             lease: Duration::ZERO,
+            signals: &[],
             events: Vec::new(),
         }
     }
@@ -119,6 +122,11 @@ pub struct Checkpoint {
     /// For [`SagaState::Waiting`]: how long from now until the saga is due (`wake_at`).
     /// A waiting saga has no owner and no lease: the store clears both.
     pub wake_after: Option<Duration>,
+    /// For [`SagaState::Waiting`]: the signal it waits for, if any; sending that signal
+    /// makes it due at once.
+    pub waiting_for: Option<&'static str>,
+    /// A signal the write consumes (its step ended): it is never taken again.
+    pub consume_signal: Option<i64>,
     /// Type label, user and IP address for the audit rows.
     pub header: Arc<AuditHeader>,
     /// Audit events, written in the same transaction.
@@ -155,6 +163,8 @@ impl Checkpoint {
             clear_cancel: false,
             lease: Duration::ZERO,
             wake_after: None,
+            waiting_for: None,
+            consume_signal: None,
             header,
             events: Vec::new(),
         }
@@ -244,3 +254,73 @@ impl ClaimExpired {
 /// Decides, before a claim, whether a runner can resume a row (fingerprint, decodable
 /// context). Rows it refuses are left untouched.
 pub type ClaimFilter<'a> = &'a (dyn Fn(&SagaRecord) -> bool + Send + Sync);
+
+/// A signal to deliver to a saga (see `#[signal]`). Made by the runtime or the CLI; a store
+/// reads its fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewSignal {
+    /// The saga.
+    pub saga_id: String,
+    /// The signal's name: a `#[signal]` parameter of one of the saga's steps.
+    pub name: String,
+    /// The payload, as JSON.
+    pub payload: String,
+    /// A key that makes sending idempotent: a second signal with the same saga, name and
+    /// key is a duplicate, and is not stored.
+    pub key: Option<String>,
+    /// Who sends it (the audit row's user and address).
+    pub sender: super::Actor,
+}
+
+impl NewSignal {
+    /// Signal `name` with `payload` (JSON) for saga `saga_id`, from `sender`, without a key.
+    #[must_use]
+    pub fn new(
+        saga_id: impl Into<String>,
+        name: impl Into<String>,
+        payload: impl Into<String>,
+        sender: super::Actor,
+    ) -> Self {
+        NewSignal {
+            saga_id: saga_id.into(),
+            name: name.into(),
+            payload: payload.into(),
+            key: None,
+            sender,
+        }
+    }
+
+    /// The same signal, de-duplicated by `key`.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+/// What [`SagaStore::send_signal`](super::SagaStore::send_signal) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sent {
+    /// Stored, under this id; if the saga was waiting for it, it is due now.
+    Delivered {
+        /// The signal's id.
+        id: i64,
+    },
+    /// A signal with the same key was sent before; nothing was stored.
+    Duplicate {
+        /// The earlier signal's id.
+        id: i64,
+    },
+}
+
+/// A signal that has arrived and has not been consumed or rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingSignal {
+    /// Its id: signals of one name are taken in id order.
+    pub id: i64,
+    /// The payload, as JSON.
+    pub payload: String,
+}

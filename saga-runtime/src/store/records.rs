@@ -46,6 +46,10 @@ pub struct SagaRecord {
     pub lease_expires_at: Option<SystemTime>,
     /// For a `waiting` saga: when it is due, and any runner may claim it and go on.
     pub wake_at: Option<SystemTime>,
+    /// For a `waiting` saga: the signal it waits for, if any.
+    pub waiting_for: Option<String>,
+    /// The names of the signals its definition accepts.
+    pub signals: Vec<String>,
     /// Claims since the last progress; past the limit the saga is parked.
     pub recovery_count: u32,
     /// For a parked saga: the state it was parked in.

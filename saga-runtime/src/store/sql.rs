@@ -67,6 +67,9 @@ pub(crate) struct RawRecord {
     pub(crate) owner: Option<String>,
     pub(crate) lease_expires_at: Option<SystemTime>,
     pub(crate) wake_at: Option<SystemTime>,
+    pub(crate) waiting_for: Option<String>,
+    /// The accepted signal names as a JSON array, `None` for none.
+    pub(crate) signals: Option<String>,
     pub(crate) recovery_count: i64,
     pub(crate) parked_from: Option<String>,
     pub(crate) cancel_requested: Option<String>,
@@ -96,6 +99,12 @@ fn state(saga_id: &str, column: &str, value: &str) -> Result<SagaState, StoreErr
 impl RawRecord {
     pub(crate) fn validate(self) -> Result<SagaRecord, StoreError> {
         let id = self.saga_id.as_str();
+        let signals = match &self.signals {
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| corrupt(id, format!("`signals`: {e}")))?
+            }
+            None => Vec::new(),
+        };
         Ok(SagaRecord {
             state: state(id, "state", &self.state)?,
             step_index: count(id, "step_index", self.step_index)?,
@@ -120,6 +129,8 @@ impl RawRecord {
             owner: self.owner,
             lease_expires_at: self.lease_expires_at,
             wake_at: self.wake_at,
+            waiting_for: self.waiting_for,
+            signals,
             cancel_requested: self.cancel_requested,
             user_id: self.user_id,
             ip_address: self.ip_address,
@@ -263,4 +274,10 @@ impl OperatorChange {
             event,
         })
     }
+}
+
+/// The `signals` column of a new saga: its accepted names as a JSON array, `None` for none.
+pub(crate) fn signal_names(names: &[&str]) -> Option<String> {
+    // A list of strings: serialization cannot fail.
+    (!names.is_empty()).then(|| serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned()))
 }

@@ -23,15 +23,16 @@ impl<S: Saga> Run<'_, S> {
         let Some(spec) = Self::steps().get(self.step) else {
             return Err(self.corrupt(format!("no step at index {}", self.step)));
         };
-        if let Some(delay) = spec.delay
-            && self.status(self.step).run == RunStatus::NotStarted
-        {
-            // A new saga whose first step has a delay: it waits before its first attempt.
-            let draft = self.wait_draft(self.step, 0, delay, Why::Delay, Vec::new());
-            return match self.wait(draft).await? {
-                None => Ok(()),
-                Some(reason) => self.cancelled(reason, self.step, false, Vec::new()).await,
-            };
+        if spec.signal.is_some() || self.status(self.step).run == RunStatus::NotStarted {
+            // A new saga whose first step waits first (a delay, a signal), or an attempt
+            // whose signal has not been taken (it was interrupted before it began).
+            let attempts = self.status(self.step).attempt.saturating_sub(1);
+            if let Ok(draft) = self.must_wait(self.step, attempts, Vec::new()).await? {
+                return match self.wait(draft).await? {
+                    None => Ok(()),
+                    Some(reason) => self.cancelled(reason, self.step, false, Vec::new()).await,
+                };
+            }
         }
         let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
         let attempt = self.attempt;
@@ -43,6 +44,12 @@ impl<S: Saga> Run<'_, S> {
             Instant::now() + policy.timeout,
             self.user_id.clone(),
         );
+        let step_context = match &self.signal {
+            Some(taken) if taken.step == self.step => {
+                step_context.with_signal(taken.payload.clone())
+            }
+            _ => step_context,
+        };
         let began = self.metrics.is_enabled().then(Instant::now);
         let span = tracing::info_span!("saga.step", step = spec.name, attempt);
         let result = run_attempt(
@@ -112,26 +119,27 @@ impl<S: Saga> Run<'_, S> {
             self.state = SagaState::Completed;
             return Ok(());
         }
-        let refused = if let Some(delay) = Self::steps().get(next).and_then(StepSpec::delay) {
-            let mut draft = self
-                .wait_draft(next, 0, delay, Why::Delay, events)
-                .status(step, done);
-            draft.context = Some(context);
-            draft.progress = true;
-            self.wait(draft).await?
-        } else {
-            let next_name = Self::steps().get(next).map_or("", StepSpec::name);
-            self.event(&mut events, || {
-                NewEvent::now(EventType::StepStarted)
-                    .step(next_name)
-                    .attempt(1)
-            });
-            let mut draft = Draft::new(SagaState::Running, next, 1, events)
-                .status(step, done)
-                .status(next, StepStatus::running(1));
-            draft.context = Some(context);
-            draft.progress = true;
-            self.write_forward(draft).await?
+        let refused = match self.must_wait(next, 0, events).await? {
+            Ok(draft) => {
+                let mut draft = draft.status(step, done);
+                draft.context = Some(context);
+                draft.progress = true;
+                self.wait(draft).await?
+            }
+            Err(mut events) => {
+                let next_name = Self::steps().get(next).map_or("", StepSpec::name);
+                self.event(&mut events, || {
+                    NewEvent::now(EventType::StepStarted)
+                        .step(next_name)
+                        .attempt(1)
+                });
+                let mut draft = Draft::new(SagaState::Running, next, 1, events)
+                    .status(step, done)
+                    .status(next, StepStatus::running(1));
+                draft.context = Some(context);
+                draft.progress = true;
+                self.write_forward(draft).await?
+            }
         };
         match refused {
             None if self.state == SagaState::Waiting => Ok(()),

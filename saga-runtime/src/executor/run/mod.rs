@@ -66,7 +66,8 @@ pub(crate) async fn resume_claimed<S: Saga>(
     };
     let mut run = Run::new(inner, saga, guard, id, header, config, position);
     // Boxed, both: the recovered saga's future then holds one run, not the union of both.
-    Box::pin(run.resume_after_claim(record.recovery_count)).await?;
+    let signal_wait = record.waiting_for.is_some();
+    Box::pin(run.resume_after_claim(record.recovery_count, signal_wait)).await?;
     Box::pin(run.drive()).await
 }
 

@@ -8,7 +8,6 @@ use crate::error::SagaError;
 use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
 use super::state::Run;
-use super::wait::Why;
 use super::write::Draft;
 
 impl<S: Saga> Run<'_, S> {
@@ -16,10 +15,11 @@ impl<S: Saga> Run<'_, S> {
     pub(super) async fn resume_after_claim(
         &mut self,
         recovery_count: u32,
+        signal_wait: bool,
     ) -> Result<(), SagaError> {
         if self.state == SagaState::Waiting {
-            // Due (or cancelled): a wake, not a recovery.
-            return self.wake().await;
+            // Due, signalled or cancelled: a wake, not a recovery.
+            return self.wake(signal_wait).await;
         }
         let mut events = Vec::new();
         let current = self.status(self.step);
@@ -76,16 +76,18 @@ impl<S: Saga> Run<'_, S> {
                     });
                     return self.give_up(step, message, true, events).await;
                 }
-                if let Some(delay) = spec.delay
-                    && self.status(step).run == RunStatus::NotStarted
-                {
-                    // Picked up before its first attempt: the step's delay comes first.
+                if self.status(step).run == RunStatus::NotStarted {
+                    // Picked up before its first attempt: its delay or signal comes first.
                     let recovered_events = events.clone();
-                    let draft = self.wait_draft(step, 0, delay, Why::Delay, events);
-                    if let Some(reason) = self.wait(draft).await? {
-                        return self.cancelled(reason, step, false, recovered_events).await;
+                    match self.must_wait(step, 0, events).await? {
+                        Ok(draft) => {
+                            if let Some(reason) = self.wait(draft).await? {
+                                return self.cancelled(reason, step, false, recovered_events).await;
+                            }
+                            return Ok(());
+                        }
+                        Err(back) => events = back,
                     }
-                    return Ok(());
                 }
                 self.event(&mut events, || {
                     NewEvent::now(EventType::StepStarted)

@@ -38,6 +38,8 @@ pub(crate) struct Run<'a, S: Saga> {
     pub(super) version: i64,
     pub(super) failure: Option<Failure>,
     pub(super) rng: Rng,
+    /// The signal taken for the current step, until the step ends.
+    pub(super) signal: Option<super::wait::Taken>,
 }
 
 /// Where a run starts: the state of a saga just created, or of a row just claimed.
@@ -86,6 +88,7 @@ impl<'a, S: Saga> Run<'a, S> {
             attempt: position.attempt,
             version: position.version,
             failure: position.failure,
+            signal: None,
         }
     }
 

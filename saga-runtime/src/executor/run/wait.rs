@@ -1,10 +1,13 @@
-//! Waiting durably (DESIGN.md §7.3): a step's `delay`, or a retry delay longer than the
-//! lease, writes the saga `waiting` with a `wake_at`, held by no runner, and ends its task.
-//! Any runner claims it once it is due (or cancelled) and wakes it here.
+//! Waiting durably (DESIGN.md §7.3): a step's `delay`, its `#[signal]`, or a retry delay
+//! longer than the lease writes the saga `waiting` with a `wake_at`, held by no runner, and
+//! ends its task. Any runner claims it once it is due, signalled or cancelled, and wakes it
+//! here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{EventType, NewEvent};
+use crate::backoff::Policy;
 use crate::definition::{Saga, SagaState};
 use crate::error::SagaError;
 use crate::status::{RunStatus, StepStatus};
@@ -19,6 +22,16 @@ pub(super) enum Why {
     Delay,
     /// A retry whose delay is longer than the lease.
     Retry,
+    /// The step's signal, until the step's timeout.
+    Signal(&'static str),
+}
+
+/// A signal taken for a step: held until the step ends, when the write that records it
+/// consumes the signal.
+pub(crate) struct Taken {
+    pub(super) step: usize,
+    pub(super) id: i64,
+    pub(super) payload: Arc<str>,
 }
 
 impl<S: Saga> Run<'_, S> {
@@ -34,22 +47,91 @@ impl<S: Saga> Run<'_, S> {
     ) -> Draft {
         let name = Self::steps().get(step).map_or("", |spec| spec.name);
         self.event(&mut events, || {
-            let why = match why {
-                Why::Delay => "delay",
-                Why::Retry => "retry",
+            let details = match why {
+                Why::Delay => serde_json::json!({ "for": "delay", "delay_ms": delay.as_millis() }),
+                Why::Retry => serde_json::json!({ "for": "retry", "delay_ms": delay.as_millis() }),
+                Why::Signal(signal) => serde_json::json!({
+                    "for": "signal", "signal": signal, "deadline_ms": delay.as_millis()
+                }),
             };
             NewEvent::now(EventType::SagaWaiting)
                 .step(name)
                 .attempt(attempts.saturating_add(1))
-                .details(format!(
-                    r#"{{"for":"{why}","delay_ms":{}}}"#,
-                    delay.as_millis()
-                ))
+                .details(details.to_string())
         });
         let mut draft = Draft::new(SagaState::Waiting, step, attempts, events)
             .status(step, StepStatus::waiting(attempts));
         draft.wake_after = Some(delay);
+        if let Why::Signal(signal) = why {
+            draft.waiting_for = Some(signal);
+        }
         draft
+    }
+
+    /// Before attempt `attempts + 1` of step `step` starts: the wait it needs first (its
+    /// delay, before a first attempt; its signal, until one has arrived), or `Err` with
+    /// `events` given back when it can start now.
+    pub(super) async fn must_wait(
+        &mut self,
+        step: usize,
+        attempts: u32,
+        events: Vec<NewEvent>,
+    ) -> Result<Result<Draft, Vec<NewEvent>>, SagaError> {
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        if let Some(delay) = spec.delay
+            && attempts == 0
+            && self.status(step).run == RunStatus::NotStarted
+        {
+            return Ok(Ok(self.wait_draft(step, 0, delay, Why::Delay, events)));
+        }
+        if let Some(signal) = spec.signal
+            && !self.take_signal(step, signal).await?
+        {
+            let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+            let draft =
+                self.wait_draft(step, attempts, policy.timeout, Why::Signal(signal), events);
+            return Ok(Ok(draft));
+        }
+        Ok(Err(events))
+    }
+
+    /// Takes the oldest pending signal of step `step` whose payload decodes; rejects (with
+    /// `signal_rejected`) those that do not. Whether the step has its signal now.
+    async fn take_signal(&mut self, step: usize, name: &'static str) -> Result<bool, SagaError> {
+        if self.signal.as_ref().is_some_and(|taken| taken.step == step) {
+            return Ok(true);
+        }
+        loop {
+            let Some(pending) = self.inner.store.next_signal(&self.id, name).await? else {
+                return Ok(false);
+            };
+            match S::check_signal(step, &pending.payload) {
+                Ok(()) => {
+                    tracing::info!(signal = name, id = pending.id, "signal taken");
+                    self.metrics.signal_taken();
+                    self.signal = Some(Taken {
+                        step,
+                        id: pending.id,
+                        payload: pending.payload.into(),
+                    });
+                    return Ok(true);
+                }
+                Err(reason) => {
+                    tracing::warn!(signal = name, id = pending.id, %reason, "signal rejected");
+                    self.metrics.signal_rejected();
+                    let event = NewEvent::now(EventType::SignalRejected)
+                        .step(name)
+                        .error(format!("its payload does not decode: {reason}"))
+                        .details(serde_json::json!({ "signal_id": pending.id }).to_string());
+                    self.inner
+                        .store
+                        .reject_signal(&self.id, pending.id, &self.header, event)
+                        .await?;
+                }
+            }
+        }
     }
 
     /// Writes `draft` (from [`Run::wait_draft`]) and lets go of the saga: the run ends here,
@@ -68,9 +150,11 @@ impl<S: Saga> Run<'_, S> {
         Ok(None)
     }
 
-    /// After a claim of a waiting saga that was due, cancelled or resumed by hand: starts
-    /// the attempt it waited for, or compensates if a cancellation is pending.
-    pub(super) async fn wake(&mut self) -> Result<(), SagaError> {
+    /// After a claim of a waiting saga that was due, signalled, cancelled or resumed by
+    /// hand: starts the attempt it waited for, waits again (for the step's signal, after
+    /// its delay), fails the attempt whose signal did not come in time, or compensates if
+    /// a cancellation is pending.
+    pub(super) async fn wake(&mut self, signal_wait: bool) -> Result<(), SagaError> {
         let step = self.step;
         let Some(spec) = Self::steps().get(step) else {
             return Err(self.corrupt(format!("no step at index {step}")));
@@ -89,13 +173,33 @@ impl<S: Saga> Run<'_, S> {
                 .step(spec.name)
                 .attempt(next)
         });
+        self.metrics.woken();
         let woken = events.clone();
+        if let Some(signal) = spec.signal
+            && !self.take_signal(step, signal).await?
+        {
+            if signal_wait {
+                return self.signal_missed(step, next, signal, events).await;
+            }
+            // Its delay has passed; now its signal.
+            let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+            let draft = self.wait_draft(
+                step,
+                status.attempt,
+                policy.timeout,
+                Why::Signal(signal),
+                events,
+            );
+            if let Some(reason) = self.wait(draft).await? {
+                return self.cancelled(reason, step, true, woken).await;
+            }
+            return Ok(());
+        }
         self.event(&mut events, || {
             NewEvent::now(EventType::StepStarted)
                 .step(spec.name)
                 .attempt(next)
         });
-        self.metrics.woken();
         let draft = Draft::new(SagaState::Running, step, next, events)
             .status(step, StepStatus::running(next));
         if let Some(reason) = self.write_forward(draft).await? {
@@ -105,6 +209,46 @@ impl<S: Saga> Run<'_, S> {
         tracing::info!(step = spec.name, attempt = next, "saga woken");
         self.state = SagaState::Running;
         self.attempt = next;
+        Ok(())
+    }
+
+    /// The deadline of attempt `attempt`'s wait for `signal` passed without it: the attempt
+    /// timed out, and had no effect (its body never ran). Another attempt waits again, with
+    /// a new deadline; past the retry budget the step fails for good.
+    async fn signal_missed(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        signal: &'static str,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let Some(spec) = Self::steps().get(step) else {
+            return Err(self.corrupt(format!("no step at index {step}")));
+        };
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        let message = format!(
+            "no signal `{signal}` within {}",
+            humantime::format_duration(policy.timeout)
+        );
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepTimedOut)
+                .step(spec.name)
+                .attempt(attempt)
+                .error(message.clone())
+        });
+        self.metrics.step_failed(step, "signal_timeout");
+        // The attempt counts as started, so that it ends as failed (with no effect).
+        if let Some(slot) = self.steps.get_mut(step) {
+            *slot = StepStatus::running(attempt);
+        }
+        if attempt >= policy.max_attempts && !self.pivot_passed() {
+            return self.give_up(step, message, false, events).await;
+        }
+        let woken: Vec<NewEvent> = events.clone();
+        let draft = self.wait_draft(step, attempt, policy.timeout, Why::Signal(signal), events);
+        if let Some(reason) = self.wait(draft).await? {
+            return self.cancelled(reason, step, false, woken).await;
+        }
         Ok(())
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct Draft {
     pub(super) clear_cancel: bool,
     /// For a `waiting` saga: how long until it is due.
     pub(super) wake_after: Option<std::time::Duration>,
+    /// For a saga waiting for a signal: its name.
+    pub(super) waiting_for: Option<&'static str>,
 }
 
 impl Draft {
@@ -42,6 +44,7 @@ impl Draft {
             unless_cancelled: false,
             clear_cancel: !matches!(state, SagaState::Running | SagaState::Waiting),
             wake_after: None,
+            waiting_for: None,
         }
     }
 
@@ -117,6 +120,12 @@ impl<S: Saga> Run<'_, S> {
         let wrote_context = draft.context.is_some();
         let mut steps = self.steps.clone();
         draft.changes.apply(&mut steps);
+        // The step whose signal was taken has ended: this write consumes the signal.
+        let consume_signal = self
+            .signal
+            .as_ref()
+            .filter(|taken| steps.get(taken.step).is_some_and(StepStatus::has_ended))
+            .map(|taken| taken.id);
         let (error, failed_step) = match &self.failure {
             Some(f) => (Some(f.message.clone()), f.step.clone()),
             None => (None, None),
@@ -139,6 +148,8 @@ impl<S: Saga> Run<'_, S> {
             clear_cancel: draft.clear_cancel,
             lease: self.inner.settings.lease,
             wake_after: draft.wake_after,
+            waiting_for: draft.waiting_for,
+            consume_signal,
             header: self.header.clone(),
             events: draft.events,
         };
@@ -151,6 +162,9 @@ impl<S: Saga> Run<'_, S> {
                     self.ctx_dirty = false;
                 }
                 self.guard.touch();
+                if consume_signal.is_some() {
+                    self.signal = None;
+                }
                 Ok(None)
             }
             Ok(Saved::Cancelled { reason }) => Ok(Some(reason)),
@@ -184,6 +198,7 @@ impl<S: Saga> Run<'_, S> {
             unless_cancelled: false,
             clear_cancel: true,
             wake_after: draft.wake_after,
+            waiting_for: draft.waiting_for,
         });
         let draft = Draft {
             unless_cancelled: true,

@@ -231,6 +231,13 @@ impl SagaStore for MemoryStore {
         ready(Ok(report))
     }
 
+    fn send_signal(
+        &self,
+        signal: crate::store::NewSignal,
+    ) -> BoxFuture<'_, Result<crate::store::Sent, StoreError>> {
+        self.send(signal)
+    }
+
     fn event_counts(
         &self,
         since: SystemTime,

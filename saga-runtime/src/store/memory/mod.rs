@@ -19,6 +19,7 @@ use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
 
 mod admin;
+mod signals;
 
 const SHARDS: usize = 16;
 
@@ -41,6 +42,9 @@ struct Shared {
     next_audit_id: AtomicI64,
     /// Where the wake clock starts: wall time then, and tokio's clock then.
     epoch: (SystemTime, tokio::time::Instant),
+    next_signal_id: AtomicI64,
+    /// Bumped whenever a signal makes a saga due.
+    wakes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Shared {
@@ -49,6 +53,8 @@ impl Default for Shared {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_audit_id: AtomicI64::new(0),
             epoch: (SystemTime::now(), tokio::time::Instant::now()),
+            next_signal_id: AtomicI64::new(0),
+            wakes: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -57,6 +63,8 @@ impl Default for Shared {
 struct Shard {
     sagas: HashMap<String, SagaRecord>,
     audit: Vec<StoredEvent>,
+    /// Signals of this shard's sagas, in id order.
+    signals: Vec<signals::StoredSignal>,
 }
 
 /// An audit event as written; its header is shared by every event of the saga's run.
@@ -220,6 +228,8 @@ impl RunnerStore for MemoryStore {
                 now
             }),
             wake_at: None,
+            waiting_for: None,
+            signals: saga.signals.iter().map(|&name| name.to_owned()).collect(),
             recovery_count: 0,
             parked_from: None,
             cancel_requested: None,
@@ -271,12 +281,14 @@ impl RunnerStore for MemoryStore {
                 row.owner = None;
                 row.lease_expires_at = None;
                 row.wake_at = checkpoint.wake_after.map(|d| later(wake_clock, d));
+                row.waiting_for = checkpoint.waiting_for.map(str::to_owned);
             } else {
                 if row.owner.as_deref() != Some(&*checkpoint.owner) {
                     row.owner = Some(checkpoint.owner.to_string());
                 }
                 row.lease_expires_at = Some(later(now, checkpoint.lease));
                 row.wake_at = None;
+                row.waiting_for = None;
             }
             if checkpoint.progress {
                 row.recovery_count = 0;
@@ -291,6 +303,9 @@ impl RunnerStore for MemoryStore {
             })
         })();
         if matches!(result, Ok(Saved::Written { .. })) {
+            if let Some(id) = checkpoint.consume_signal {
+                signals::consume(&mut shard, id);
+            }
             self.push_events(
                 &mut shard,
                 &checkpoint.saga_id,
@@ -422,6 +437,28 @@ impl RunnerStore for MemoryStore {
             events,
         );
         ready(Ok(()))
+    }
+
+    fn next_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::PendingSignal>, StoreError>> {
+        self.next(saga_id, name)
+    }
+
+    fn reject_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        id: i64,
+        header: &'a AuditHeader,
+        event: NewEvent,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.reject(saga_id, id, header, event)
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.wake_receiver())
     }
 }
 

@@ -26,14 +26,16 @@ const BATCH: &str = "\
 WITH c AS (
   INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, step_index,
     current_step, attempt, step_status, context, config, version, owner, lease_expires_at,
-    recovery_count, user_id, ip_address, created_at, updated_at)
+    recovery_count, user_id, ip_address, created_at, updated_at, signals)
   SELECT v.saga_id, v.saga_type, v.definition, v.fingerprint, 'running', 0, v.first_step,
     v.attempt, v.step_status, v.context, v.config, 1, v.owner,
-    now() + v.lease_us * interval '1 microsecond', 0, v.user_id, v.ip_address, now(), now()
+    now() + v.lease_us * interval '1 microsecond', 0, v.user_id, v.ip_address, now(), now(),
+    v.signals
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
-    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $38::text[])
+    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $38::text[],
+    $41::text[])
     AS v(saga_id, saga_type, definition, fingerprint, first_step, attempt, context, config,
-      owner, lease_us, user_id, ip_address, step_status)
+      owner, lease_us, user_id, ip_address, step_status, signals)
   ON CONFLICT (saga_id) DO NOTHING
   RETURNING saga_id
 ), u AS (
@@ -45,19 +47,24 @@ WITH c AS (
     lease_expires_at = CASE WHEN v.state = 'waiting' THEN NULL
       ELSE now() + v.lease_us * interval '1 microsecond' END,
     wake_at = CASE WHEN v.state = 'waiting' THEN now() + v.wake_us * interval '1 microsecond' END,
+    waiting_for = CASE WHEN v.state = 'waiting' THEN v.waiting_for END,
     recovery_count = CASE WHEN v.progress THEN 0 ELSE s.recovery_count END,
     parked_from = v.parked_from,
     cancel_requested = CASE WHEN v.clear_cancel THEN NULL ELSE s.cancel_requested END,
     updated_at = now()
   FROM unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::text[], $18::int4[],
     $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::bool[], $25::text[],
-    $26::bool[], $27::bool[], $39::text[], $40::int8[])
+    $26::bool[], $27::bool[], $39::text[], $40::int8[], $42::text[], $43::int8[])
     AS v(saga_id, expected_version, state, step_index, current_step, attempt, context, error,
       failed_step, owner, lease_us, progress, parked_from, clear_cancel, unless_cancelled,
-      step_status, wake_us)
+      step_status, wake_us, waiting_for, consume_signal)
   WHERE s.saga_id = ANY($13) AND s.saga_id = v.saga_id AND s.version = v.expected_version
     AND (NOT v.unless_cancelled OR s.cancel_requested IS NULL)
   RETURNING s.saga_id, s.version
+), g AS (
+  UPDATE saga_signals SET consumed_at = now()
+  FROM unnest($13::text[], $43::int8[]) AS x(saga_id, id)
+  WHERE saga_signals.id = x.id AND x.saga_id IN (SELECT saga_id FROM u)
 ), a AS (
   INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt,
     error_message, details, user_id, ip_address, timestamp)
@@ -328,6 +335,13 @@ async fn run(
         .bind(
             s.iter()
                 .map(|cp| cp.wake_after.map(micros))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(texts(&c, |s| crate::store::sql::signal_names(s.signals)))
+        .bind(texts(&s, |cp| cp.waiting_for.map(str::to_owned)))
+        .bind(
+            s.iter()
+                .map(|cp| cp.consume_signal)
                 .collect::<Vec<Option<i64>>>(),
         )
         .fetch_all(&mut *conn)

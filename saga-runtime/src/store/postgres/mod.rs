@@ -12,13 +12,15 @@ mod lease;
 mod operator;
 mod query;
 mod rows;
+mod signals;
 
 use self::batch::PostgresBatch;
 use super::batch::{Committer, GroupCommit, GroupCommitStats};
 use super::sql::{self, OperatorChange, database_error};
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
-    RunnerStore, SagaQuery, SagaRecord, SagaStore, Saved, StateCount,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, NewSignal,
+    PendingSignal, PruneReport, RunnerStore, SagaQuery, SagaRecord, SagaStore, Saved, Sent,
+    StateCount,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::BoxFuture;
@@ -73,6 +75,10 @@ const WRITERS: usize = 2;
 pub struct PostgresStore {
     pool: PgPool,
     committer: Arc<Committer>,
+    /// Bumped on every `saga_wake` notification (a signal made a saga due), once a runner
+    /// asks for it: the listener starts then.
+    wakes: Arc<tokio::sync::watch::Sender<u64>>,
+    listening: Arc<std::sync::Once>,
 }
 
 /// Builds a [`PostgresStore`]; the defaults are the seed's "Connection Pooling" values.
@@ -247,6 +253,8 @@ impl PostgresStore {
         PostgresStore {
             pool,
             committer: Arc::new(committer),
+            wakes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            listening: Arc::new(std::sync::Once::new()),
         }
     }
 
@@ -353,6 +361,33 @@ impl RunnerStore for PostgresStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(query::append_audit(&self.pool, saga_id, header, events))
     }
+
+    fn next_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PendingSignal>, StoreError>> {
+        Box::pin(signals::next(&self.pool, saga_id, name))
+    }
+
+    fn reject_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        id: i64,
+        header: &'a AuditHeader,
+        event: NewEvent,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(signals::reject(&self.pool, saga_id, id, header, event))
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return None;
+        }
+        self.listening
+            .call_once(|| signals::listen(self.pool.clone(), &self.wakes));
+        Some(self.wakes.subscribe())
+    }
 }
 
 impl SagaStore for PostgresStore {
@@ -416,6 +451,17 @@ impl SagaStore for PostgresStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
         Box::pin(operator::prune(&self.pool, before, dry_run, actor))
+    }
+
+    fn send_signal(&self, signal: NewSignal) -> BoxFuture<'_, Result<Sent, StoreError>> {
+        Box::pin(async move {
+            let (sent, woken) = signals::send(&self.pool, signal).await?;
+            if woken {
+                // This process's runners at once; the others through the notification.
+                self.wakes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Ok(sent)
+        })
     }
 
     fn event_counts(

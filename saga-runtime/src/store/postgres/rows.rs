@@ -19,7 +19,8 @@ pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, s
     context::text AS context, config::text AS config, error, failed_step, version, owner, \
     (extract(epoch FROM lease_expires_at) * 1000000)::int8 AS lease_expires_at, \
     (extract(epoch FROM wake_at) * 1000000)::int8 AS wake_at, \
-    recovery_count::int8 AS recovery_count, parked_from, cancel_requested, user_id, ip_address, \
+    recovery_count::int8 AS recovery_count, parked_from, cancel_requested, waiting_for, signals, \
+    user_id, ip_address, \
     (extract(epoch FROM created_at) * 1000000)::int8 AS created_at, \
     (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_at";
 
@@ -43,6 +44,8 @@ pub(super) fn record(row: &PgRow) -> Result<SagaRecord, StoreError> {
     RawRecord {
         lease_expires_at: micros("lease_expires_at")?,
         wake_at: micros("wake_at")?,
+        waiting_for: row.try_get("waiting_for")?,
+        signals: row.try_get("signals")?,
         created_at: required("created_at")?,
         updated_at: required("updated_at")?,
         saga_type: row.try_get("saga_type")?,

@@ -53,7 +53,8 @@ async fn write(
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO saga_checkpoints (saga_id, saga_type, definition, fingerprint, state, \
              step_index, current_step, attempt, step_status, context, config, version, owner, \
-             lease_expires_at, recovery_count, user_id, ip_address, created_at, updated_at) ",
+             lease_expires_at, recovery_count, user_id, ip_address, created_at, updated_at, \
+             signals) ",
         );
         query.push_values(chunk, |mut row, (_, saga)| {
             let lease_until = if saga.owner.is_some() {
@@ -79,7 +80,8 @@ async fn write(
                 .push_bind(&saga.header.user_id)
                 .push_bind(&saga.header.ip_address)
                 .push_bind(now_text.clone())
-                .push_bind(now_text.clone());
+                .push_bind(now_text.clone())
+                .push_bind(crate::store::sql::signal_names(saga.signals));
         });
         query.push(" ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id");
         let ids: Vec<String> = query
@@ -142,7 +144,7 @@ async fn write(
              current_step = v.current_step, attempt = v.attempt, step_status = v.step_status, \
              context = COALESCE(v.context, saga_checkpoints.context), error = v.error, \
              failed_step = v.failed_step, version = saga_checkpoints.version + 1, owner = v.owner, \
-             lease_expires_at = v.lease_until, wake_at = v.wake_at, \
+             lease_expires_at = v.lease_until, wake_at = v.wake_at, waiting_for = v.waiting_for, \
              recovery_count = CASE WHEN v.progress THEN 0 ELSE saga_checkpoints.recovery_count END, \
              parked_from = v.parked_from, \
              cancel_requested = CASE WHEN v.clear_cancel THEN NULL ELSE saga_checkpoints.cancel_requested END, \
@@ -152,7 +154,7 @@ async fn write(
              column8 AS error, column9 AS failed_step, column10 AS owner, column11 AS lease_until, \
              column12 AS progress, column13 AS parked_from, column14 AS clear_cancel, \
              column15 AS unless_cancelled, column16 AS now, column17 AS step_status, \
-             column18 AS wake_at FROM (",
+             column18 AS wake_at, column19 AS waiting_for FROM (",
         );
         query.push_values(chunk, |mut row, (_, cp)| {
             // Nobody holds a waiting saga: no owner, no lease, and when it is due.
@@ -177,7 +179,8 @@ async fn write(
                 .push_bind(cp.unless_cancelled)
                 .push_bind(now_text.clone())
                 .push_bind(crate::status::encode(&cp.steps))
-                .push_bind(wake_at);
+                .push_bind(wake_at)
+                .push_bind(waiting.then_some(cp.waiting_for).flatten());
         });
         query.push(
             ")) AS v WHERE saga_checkpoints.saga_id = v.saga_id \
@@ -228,6 +231,27 @@ async fn write(
                 found.get(&*cp.saga_id),
             ));
         }
+    }
+
+    // The signals consumed by checkpoints that were written, in the same transaction.
+    let consumed: Vec<i64> = saves
+        .iter()
+        .filter(|(_, cp)| written.contains_key(&*cp.saga_id))
+        .filter_map(|(_, cp)| cp.consume_signal)
+        .collect();
+    if !consumed.is_empty() {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE saga_signals SET consumed_at = ");
+        query.push_bind(now_text.clone()).push(" WHERE id IN (");
+        let mut ids = query.separated(", ");
+        for id in &consumed {
+            ids.push_bind(*id);
+        }
+        query.push(")");
+        query
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
     }
 
     // The audit rows of every write that took effect, in the same transaction.

@@ -13,13 +13,15 @@ mod lease;
 mod operator;
 mod query;
 mod rows;
+mod signals;
 
 use self::batch::SqliteBatch;
 use super::batch::{Committer, GroupCommit, GroupCommitStats};
 use super::sql::{self, OperatorChange, database_error};
 use super::{
-    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, PruneReport,
-    RunnerStore, SagaQuery, SagaRecord, SagaStore, Saved, StateCount,
+    Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, NewSignal,
+    PendingSignal, PruneReport, RunnerStore, SagaQuery, SagaRecord, SagaStore, Saved, Sent,
+    StateCount,
 };
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::BoxFuture;
@@ -63,6 +65,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub struct SqliteStore {
     pool: SqlitePool,
     committer: Arc<Committer>,
+    /// Bumped when a signal sent through this store makes a saga due (runners in other
+    /// processes find it at their next recovery pass).
+    wakes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Builds a [`SqliteStore`]; the same shape as
@@ -216,6 +221,7 @@ impl SqliteStore {
         SqliteStore {
             pool,
             committer: Arc::new(committer),
+            wakes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -311,6 +317,28 @@ impl RunnerStore for SqliteStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(query::append_audit(&self.pool, saga_id, header, events))
     }
+
+    fn next_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PendingSignal>, StoreError>> {
+        Box::pin(signals::next(&self.pool, saga_id, name))
+    }
+
+    fn reject_signal<'a>(
+        &'a self,
+        saga_id: &'a str,
+        id: i64,
+        header: &'a AuditHeader,
+        event: NewEvent,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(signals::reject(&self.pool, saga_id, id, header, event))
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.wakes.subscribe())
+    }
 }
 
 impl SagaStore for SqliteStore {
@@ -374,6 +402,16 @@ impl SagaStore for SqliteStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
         Box::pin(operator::prune(&self.pool, before, dry_run, actor))
+    }
+
+    fn send_signal(&self, signal: NewSignal) -> BoxFuture<'_, Result<Sent, StoreError>> {
+        Box::pin(async move {
+            let (sent, woken) = signals::send(&self.pool, signal).await?;
+            if woken {
+                self.wakes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Ok(sent)
+        })
     }
 
     fn event_counts(

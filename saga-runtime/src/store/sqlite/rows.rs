@@ -15,7 +15,7 @@ use crate::store::time::{from_text, to_text};
 /// The columns of `saga_checkpoints`, in [`record`]'s order.
 pub(super) const COLUMNS: &str = "saga_id, saga_type, definition, fingerprint, state, step_index, current_step, \
     attempt, step_status, context, config, error, failed_step, version, owner, lease_expires_at, wake_at, recovery_count, \
-    parked_from, cancel_requested, user_id, ip_address, created_at, updated_at";
+    parked_from, cancel_requested, waiting_for, signals, user_id, ip_address, created_at, updated_at";
 
 pub(super) fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     let saga_id: String = row.try_get("saga_id")?;
@@ -37,6 +37,8 @@ pub(super) fn record(row: &SqliteRow) -> Result<SagaRecord, StoreError> {
     RawRecord {
         lease_expires_at: time("lease_expires_at")?,
         wake_at: time("wake_at")?,
+        waiting_for: row.try_get("waiting_for")?,
+        signals: row.try_get("signals")?,
         created_at: required("created_at")?,
         updated_at: required("updated_at")?,
         saga_type: row.try_get("saga_type")?,

@@ -1,0 +1,323 @@
+//! Typed signals (DESIGN.md §7.3): a step with a `#[signal]` parameter runs once its signal
+//! has arrived, the saga held by no runner meanwhile; signals that arrive early are kept,
+//! each is taken once, a key de-duplicates, a payload that does not decode is rejected and
+//! the step keeps waiting, and the step's timeout is the deadline of the wait. On every
+//! store.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_runtime::prelude::*;
+use saga_runtime::store::{Actor, NewSignal, Sent};
+use saga_runtime::{SagaState, SagaStore, StoreError};
+use support::audit_trail;
+use support::stores::{Backend, Harness};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    pub cents: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    pub by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Approved(pub String);
+
+/// Book an expense, wait for a manager's approval (one second, twice), then pay.
+pub struct Expense;
+
+#[saga(name = "expense", input = Claim)]
+impl Expense {
+    #[step(compensate = "unbook")]
+    async fn book(&self, input: &Claim) -> Result<u64, StepError> {
+        Ok(input.cents)
+    }
+
+    async fn unbook(&self, book: &u64) -> Result<(), StepError> {
+        let _ = book;
+        Ok(())
+    }
+
+    #[step(timeout = "1s", retries = 1)]
+    async fn approve(
+        &self,
+        book: &u64,
+        #[signal] approval: Approval,
+    ) -> Result<Approved, StepError> {
+        Ok(Approved(format!("{} approved {book}", approval.by)))
+    }
+
+    #[step]
+    async fn pay(&self, approve: &Approved) -> Result<usize, StepError> {
+        Ok(approve.0.len())
+    }
+}
+
+fn runner(store: Arc<dyn SagaStore>) -> (Orchestrator, saga_runtime::Executor<Expense>) {
+    let orchestrator = Orchestrator::builder(store)
+        .lease(Duration::from_secs(30))
+        .recovery(false)
+        .build()
+        .expect("orchestrator");
+    let expenses = orchestrator.register(Expense);
+    (orchestrator, expenses)
+}
+
+fn approval(by: &str) -> ExpenseSignal {
+    ExpenseSignal::Approval(Approval { by: by.to_owned() })
+}
+
+async fn start(expenses: &saga_runtime::Executor<Expense>, id: &str) {
+    let outcome = expenses
+        .execute_with_id(id, &SagaConfig::default(), Claim { cents: 4200 })
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Waiting, "{outcome:?}");
+}
+
+async fn a_signal_wakes_the_step_that_waits_for_it(h: &Harness) {
+    let (orchestrator, expenses) = runner(h.reopen());
+    start(&expenses, "e-1").await;
+    let row = h.store.load("e-1").await.unwrap().unwrap();
+    assert_eq!(row.waiting_for.as_deref(), Some("approval"));
+    assert_eq!(row.signals, ["approval"]);
+    assert_eq!(row.owner, None);
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 0, "not due");
+
+    let sent = expenses.signal("e-1", approval("ada")).await.unwrap();
+    assert!(matches!(sent, Sent::Delivered { .. }), "{sent:?}");
+    assert_eq!(
+        orchestrator.recover_expired().await.unwrap(),
+        1,
+        "due at once"
+    );
+    let outcome = expenses.outcome("e-1").await.unwrap().unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        outcome.context().approve,
+        Some(Approved("ada approved 4200".into()))
+    );
+    assert!(
+        h.store
+            .next_signal("e-1", "approval")
+            .await
+            .unwrap()
+            .is_none(),
+        "consumed"
+    );
+    assert_eq!(
+        audit_trail(&orchestrator, "e-1").await,
+        [
+            "saga_started",
+            "step_started:book:1",
+            "step_completed:book:1",
+            "saga_waiting:approve:1",
+            "signal_received:approval",
+            "saga_woken:approve:1",
+            "step_started:approve:1",
+            "step_completed:approve:1",
+            "step_started:pay:1",
+            "step_completed:pay:1",
+            "saga_completed"
+        ]
+    );
+    // A saga that has ended takes no more signals.
+    let late = expenses.signal("e-1", approval("bob")).await.unwrap_err();
+    assert!(
+        late.to_string().contains("is completed; cannot signal it"),
+        "{late}"
+    );
+}
+
+async fn an_early_signal_is_kept_and_a_key_counts_once(h: &Harness) {
+    let (orchestrator, expenses) = runner(h.reopen());
+    assert!(
+        expenses
+            .enqueue("e-2", &SagaConfig::default(), Claim { cents: 7 })
+            .await
+            .unwrap()
+    );
+    let first = expenses
+        .signal_with_key("e-2", approval("ada"), "webhook-1")
+        .await
+        .unwrap();
+    let again = expenses
+        .signal_with_key("e-2", approval("mallory"), "webhook-1")
+        .await
+        .unwrap();
+    let (Sent::Delivered { id }, Sent::Duplicate { id: earlier }) = (first, again) else {
+        panic!("{first:?} then {again:?}");
+    };
+    assert_eq!(id, earlier);
+    // Before the saga has even started: it runs straight through.
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    let outcome = expenses.outcome("e-2").await.unwrap().unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(
+        outcome.context().approve,
+        Some(Approved("ada approved 7".into()))
+    );
+    let trail = audit_trail(&orchestrator, "e-2").await;
+    assert!(
+        !trail.iter().any(|e| e.starts_with("saga_waiting")),
+        "{trail:?}"
+    );
+}
+
+async fn bad_names_and_payloads_are_refused(h: &Harness) {
+    let (orchestrator, expenses) = runner(h.reopen());
+    start(&expenses, "e-3").await;
+    let ops = Actor::new("ops");
+    let unknown = orchestrator
+        .send_signal(NewSignal::new(
+            "e-3",
+            "aproval",
+            r#"{"by":"x"}"#,
+            ops.clone(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, SagaError::Store(StoreError::UnknownSignal { .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        unknown.to_string(),
+        "saga `e-3` accepts no signal `aproval`; it accepts approval"
+    );
+    let not_json = orchestrator
+        .send_signal(NewSignal::new("e-3", "approval", "{by", ops.clone()))
+        .await
+        .unwrap_err();
+    assert!(not_json.to_string().contains("not JSON"), "{not_json}");
+    let missing = orchestrator
+        .send_signal(NewSignal::new("nobody", "approval", "{}", ops.clone()))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("not found"), "{missing}");
+
+    // JSON of the wrong shape is delivered, then rejected by the runner: the step waits on.
+    let wrong = orchestrator
+        .send_signal(NewSignal::new(
+            "e-3",
+            "approval",
+            r#"{"by":5}"#,
+            ops.clone(),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(wrong, Sent::Delivered { .. }));
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    let row = h.store.load("e-3").await.unwrap().unwrap();
+    assert_eq!(row.state, SagaState::Waiting);
+    let trail = audit_trail(&orchestrator, "e-3").await;
+    assert!(
+        trail.contains(&"signal_rejected:approval".to_owned()),
+        "{trail:?}"
+    );
+    orchestrator
+        .send_signal(NewSignal::new(
+            "e-3",
+            "approval",
+            "{\"by\":\"Zoë \\u0000 <b>\"}",
+            ops,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    let outcome = expenses.outcome("e-3").await.unwrap().unwrap();
+    assert_eq!(
+        outcome.context().approve,
+        Some(Approved("Zoë \0 <b> approved 4200".into()))
+    );
+}
+
+async fn a_signal_that_never_comes_fails_the_step_and_compensates(h: &Harness) {
+    let (orchestrator, expenses) = runner(h.reopen());
+    start(&expenses, "e-4").await;
+    // Attempt 1's deadline passes: it timed out (its body never ran), and attempt 2 waits.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    let row = h.store.load("e-4").await.unwrap().unwrap();
+    assert_eq!(row.state, SagaState::Waiting);
+    assert_eq!(row.steps[1].to_string(), "waiting (for attempt 2)");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    let outcome = expenses.outcome("e-4").await.unwrap().unwrap();
+    assert_eq!(outcome.state(), SagaState::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.error().unwrap().to_string(),
+        "step `approve`: no signal `approval` within 1s"
+    );
+    let row = h.store.load("e-4").await.unwrap().unwrap();
+    assert_eq!(
+        row.steps
+            .iter()
+            .map(saga_runtime::StepStatus::phase)
+            .collect::<Vec<_>>(),
+        ["compensated", "failed", "not_started"]
+    );
+    let trail = audit_trail(&orchestrator, "e-4").await;
+    for event in [
+        "step_timed_out:approve:1",
+        "saga_waiting:approve:2",
+        "step_timed_out:approve:2",
+        "compensation_executed:book:1",
+        "saga_failed",
+    ] {
+        assert!(trail.contains(&event.to_owned()), "{event}: {trail:?}");
+    }
+}
+
+/// With the recovery loop on but slow, a signal still wakes its saga at once: the store
+/// tells the runner (LISTEN/NOTIFY on PostgreSQL, in process on the others).
+async fn a_signal_wakes_a_running_runner_at_once(h: &Harness) {
+    let orchestrator = Orchestrator::builder(h.reopen())
+        .recovery_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let expenses = orchestrator.register(Expense);
+    start(&expenses, "e-5").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = std::time::Instant::now();
+    expenses.signal("e-5", approval("ada")).await.unwrap();
+    loop {
+        let record = h.store.load("e-5").await.unwrap().unwrap();
+        if record.state == SagaState::Completed {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "not woken: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "{:?}: signalled to completed in {:?}",
+        h.backend,
+        sent.elapsed()
+    );
+    orchestrator.shutdown(Duration::from_secs(1)).await;
+}
+
+conformance!(
+    a_signal_wakes_the_step_that_waits_for_it,
+    an_early_signal_is_kept_and_a_key_counts_once,
+    bad_names_and_payloads_are_refused,
+    a_signal_that_never_comes_fails_the_step_and_compensates,
+    a_signal_wakes_a_running_runner_at_once,
+);
+
+#[test]
+fn the_definition_lists_its_signals() {
+    assert_eq!(Expense::DEFINITION.signals(), ["approval"]);
+    let step = &Expense::DEFINITION.steps()[1];
+    assert_eq!(step.signal(), Some("approval"));
+    assert_eq!(step.timeout(), Some(Duration::from_secs(1)));
+    let _ = Backend::Memory;
+}

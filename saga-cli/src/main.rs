@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use saga_runtime::store::{PostgresStore, SagaQuery, SqliteStore, redact};
+use saga_runtime::store::{NewSignal, PostgresStore, SagaQuery, Sent, SqliteStore, redact};
 use saga_runtime::{Actor, AuditQuery, SagaState, SagaStore, StoreError};
 
 /// Inspect and operate sagas stored in SQLite or PostgreSQL.
@@ -83,7 +83,23 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Make a parked, stuck or compensation_failed saga runnable again by the runners.
+    /// Deliver a signal to a saga: the step waiting for it runs once a runner takes it (a
+    /// payload that does not decode into the signal's type is rejected there).
+    Signal {
+        /// The saga's id.
+        id: String,
+        /// The signal's name (a `#[signal]` parameter of one of the saga's steps).
+        name: String,
+        /// The payload, as JSON: `saga signal ID NAME --json '{"by":"ada"}'` (or without
+        /// `--json`).
+        #[arg(value_name = "JSON")]
+        payload: String,
+        /// Send at most once under this key (a second send with it is ignored).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Make a parked, stuck or compensation_failed saga runnable again by the runners (a
+    /// waiting one wakes now).
     Resume {
         /// The saga's id.
         id: String,
@@ -295,6 +311,27 @@ async fn run(cli: Cli) -> Result<()> {
                 actor.user_id,
                 saga.current_step.as_deref().unwrap_or("?")
             );
+        }
+        Command::Signal {
+            id,
+            name,
+            payload,
+            key,
+        } => {
+            let mut signal = NewSignal::new(&id, &name, payload, actor.clone());
+            signal.key = key;
+            match store.send_signal(signal).await {
+                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+                Ok(Sent::Duplicate { id: earlier }) => out!(
+                    "signal `{name}` for saga {id} was already sent with this key (signal {earlier}); nothing sent"
+                ),
+                Ok(Sent::Delivered { id: signal_id }) => out!(
+                    "signal `{name}` delivered to saga {id} (signal {signal_id}) by {}; the step waiting for it runs once a runner takes it",
+                    actor.user_id
+                ),
+                Ok(_) => out!("signal `{name}` sent to saga {id}"),
+                Err(error) => return Err(error.into()),
+            }
         }
         Command::Resume { id, reason } => {
             let saga = match store.resume(&id, &reason, &actor).await {

@@ -14,7 +14,7 @@ use saga_runtime::prelude::*;
 use saga_runtime::{AuditRecord, SagaRecord};
 use serde_json::Value;
 use support::stores::{TempDir, postgres_url, unique};
-use support::{Action, Held, Input, Pivoted, Script, Scripted};
+use support::{Action, Gated, Held, Input, Pivoted, Script, Scripted};
 
 struct Run {
     code: i32,
@@ -75,6 +75,7 @@ async fn fill(store: Arc<dyn SagaStore>) {
     let scripted = orchestrator.register(Scripted(script.clone()));
     let pivoted = orchestrator.register(Pivoted(script.clone()));
     let held = orchestrator.register(Held(script.clone()));
+    let gated = orchestrator.register(Gated(script.clone()));
     let config = SagaConfig::new("orders")
         .user_id("u-1")
         .ip_address("10.0.0.9");
@@ -119,6 +120,15 @@ async fn fill(store: Arc<dyn SagaStore>) {
     // Waiting for a day (and, below, overdue by two hours).
     assert_eq!(
         held.execute_with_id("wait-1", &SagaConfig::new("holds"), Input { id: 6 })
+            .await
+            .unwrap()
+            .state(),
+        SagaState::Waiting
+    );
+    // Waiting for a signal.
+    assert_eq!(
+        gated
+            .execute_with_id("gate-1", &SagaConfig::new("gates"), Input { id: 7 })
             .await
             .unwrap()
             .state(),
@@ -189,7 +199,7 @@ where
     assert_eq!(limited.as_array().unwrap().len(), 2);
     let recent: Value =
         serde_json::from_str(&ok(url, &["list", "--json", "--since", "10m"])).unwrap();
-    assert_eq!(recent.as_array().unwrap().len(), 6);
+    assert_eq!(recent.as_array().unwrap().len(), 7);
     let run = saga(url, &["list", "--state", "exploded"]);
     assert_eq!(run.code, 2, "a usage error");
     assert!(run.stderr.contains("unknown saga state `exploded`"));
@@ -307,6 +317,49 @@ where
         .filter_map(|row| row["state"].as_str())
         .collect();
     assert_eq!(stuck_states, ["running", "waiting"]);
+
+    // signal: refused for an unknown name, a payload that is not JSON, a finished saga;
+    // delivered once per key.
+    fails(
+        url,
+        &["signal", "gate-1", "og", "--json", "1"],
+        "saga `gate-1` accepts no signal `og`; it accepts go",
+    );
+    fails(
+        url,
+        &["signal", "gate-1", "go", "--json", "{seven"],
+        "invalid signal: payload is not JSON",
+    );
+    fails(
+        url,
+        &["signal", "ok-1", "go", "--json", "1"],
+        "saga `ok-1` is completed; cannot signal it",
+    );
+    fails(url, &["signal", "nobody", "go", "--json", "1"], "not found");
+    let sent = ok(
+        url,
+        &["signal", "gate-1", "go", "--json", "35", "--key", "k-1"],
+    );
+    assert!(
+        sent.starts_with("signal `go` delivered to saga gate-1 (signal "),
+        "{sent}"
+    );
+    let again = ok(
+        url,
+        &["signal", "gate-1", "go", "--json", "36", "--key", "k-1"],
+    );
+    assert!(again.contains("was already sent with this key"), "{again}");
+    let received = events(&store, "gate-1", "signal_received").await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].user_id.as_deref(), Some("tester"));
+    assert_eq!(
+        store
+            .next_signal("gate-1", "go")
+            .await
+            .unwrap()
+            .map(|s| s.payload),
+        Some("35".to_owned())
+    );
 
     // cancel: refused for a finished saga (and nothing changes), accepted for a running one.
     let before = load(&store, "ok-1").await;

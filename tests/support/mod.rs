@@ -235,6 +235,17 @@ impl Held {
     }
 }
 
+/// A step that waits up to a day for a signal `go` (a number).
+pub struct Gated(pub Arc<Script>);
+
+#[saga(name = "gated", input = Input)]
+impl Gated {
+    #[step(timeout = "24h")]
+    async fn open(&self, #[signal] go: u32, ctx: &StepContext) -> Result<u32, StepError> {
+        self.0.act("open", ctx).await.map(|n| n + go)
+    }
+}
+
 /// A compensated step, a pivot, then a step that can only go forward.
 pub struct Pivoted(pub Arc<Script>);
 

@@ -90,32 +90,9 @@ impl Orchestrator {
     /// # Errors
     /// As [`Executor::signal`], and
     /// [`StoreError::UnknownSignal`](crate::StoreError::UnknownSignal) for a name the saga
-    /// does not accept, or [`SagaError::Config`] for a payload that is not JSON.
+    /// does not accept, or [`StoreError::Invalid`](crate::StoreError::Invalid) for a payload
+    /// that is not JSON (or over 1 MiB), or a name or key that holds NUL or is over 1 KiB.
     pub async fn send_signal(&self, signal: NewSignal) -> Result<Sent, SagaError> {
-        crate::text::check_label(&signal.saga_id)
-            .map_err(|reason| SagaError::config("saga id", reason))?;
-        crate::text::check_label(&signal.name)
-            .map_err(|reason| SagaError::config("signal name", reason))?;
-        if let Some(key) = &signal.key {
-            crate::text::check_label(key)
-                .map_err(|reason| SagaError::config("signal key", reason))?;
-        }
-        let limit = self.inner.settings.max_context_bytes;
-        if signal.payload.len() > limit {
-            return Err(SagaError::config(
-                "signal payload",
-                format!(
-                    "is {} bytes; at most {limit} are accepted",
-                    signal.payload.len()
-                ),
-            ));
-        }
-        if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&signal.payload) {
-            return Err(SagaError::config(
-                "signal payload",
-                format!("not JSON: {error}"),
-            ));
-        }
         Ok(self.inner.store.send_signal(signal).await?)
     }
 }

@@ -111,6 +111,32 @@ pub(crate) fn pruned(
     (header, event)
 }
 
+/// The largest signal payload accepted, in bytes.
+pub(crate) const MAX_SIGNAL_BYTES: usize = 1 << 20;
+
+/// Refuses a signal no store should keep: a name or key that is not a label, a payload that
+/// is not JSON or is larger than [`MAX_SIGNAL_BYTES`].
+pub(crate) fn validate_signal(signal: &super::NewSignal) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::Invalid {
+        what: "signal",
+        reason,
+    };
+    crate::text::check_label(&signal.saga_id).map_err(|r| invalid(format!("saga id {r}")))?;
+    crate::text::check_label(&signal.name).map_err(|r| invalid(format!("name {r}")))?;
+    if let Some(key) = &signal.key {
+        crate::text::check_label(key).map_err(|r| invalid(format!("key {r}")))?;
+    }
+    if signal.payload.len() > MAX_SIGNAL_BYTES {
+        return Err(invalid(format!(
+            "payload is {} bytes; at most {MAX_SIGNAL_BYTES} are accepted",
+            signal.payload.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&signal.payload)
+        .map_err(|e| invalid(format!("payload is not JSON: {e}")))?;
+    Ok(())
+}
+
 /// The checks every store makes before it stores a signal: the saga has not ended and
 /// accepts the name.
 pub(crate) fn check_signal(record: &SagaRecord, name: &str) -> Result<(), StoreError> {

@@ -31,6 +31,9 @@ pub(super) fn consume(shard: &mut super::Shard, id: i64) {
 
 impl MemoryStore {
     pub(super) fn send(&self, signal: NewSignal) -> BoxFuture<'_, Result<Sent, StoreError>> {
+        if let Err(error) = operator::validate_signal(&signal) {
+            return ready(Err(error));
+        }
         let wake_clock = self.wake_clock();
         let mut shard = self.shard(&signal.saga_id);
         let result = (|| {

@@ -22,6 +22,7 @@ const CHANNEL: &str = "saga_wake";
 /// Stores `signal` (unless its key was seen), writes `signal_received`, and makes the saga
 /// due now if it waits for it. `Ok((sent, woken))`.
 pub(super) async fn send(pool: &PgPool, signal: NewSignal) -> Result<(Sent, bool), StoreError> {
+    operator::validate_signal(&signal)?;
     let mut tx = pool.begin().await.map_err(database_error)?;
     // The row lock orders a signal against the saga's own writes.
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -16,6 +16,7 @@ use crate::store::{NewSignal, PendingSignal, Sent, operator};
 /// Stores `signal` (unless its key was seen), writes `signal_received`, and makes the saga
 /// due now if it waits for it. `Ok((sent, woken))`.
 pub(super) async fn send(pool: &SqlitePool, signal: NewSignal) -> Result<(Sent, bool), StoreError> {
+    operator::validate_signal(&signal)?;
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await

@@ -1,7 +1,9 @@
 //! Code shared by the examples and the integration tests: the seed's backtest workflow
-//! (`backtest`) and the web service around it (`web`). Not published.
+//! (`backtest`), an expense claim that waits for an approval (`expense`), and the web
+//! service around them (`web`). Not published.
 
 pub mod backtest;
+pub mod expense;
 pub mod web;
 
 /// The project's README, here so that `cargo test` compiles and runs its Rust blocks.

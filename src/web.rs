@@ -1,6 +1,8 @@
 //! The web service of `examples/web_service.rs`, the Rust counterpart of the seed's FastAPI
-//! app: `POST /backtests` runs a backtest saga per request, `GET /sagas/{id}` shows one
-//! saga and its audit history, `GET /metrics` serves the Prometheus registry.
+//! app: `POST /backtests` runs a backtest saga per request, `POST /expenses` starts an
+//! expense claim that waits for its approval, `POST /sagas/{id}/signals/{name}` delivers a
+//! signal (the approval), `GET /sagas/{id}` shows one saga and its audit history,
+//! `GET /metrics` serves the Prometheus registry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,17 +15,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use saga_runtime::prelude::*;
-use saga_runtime::{AuditRecord, Executor, SagaRecord, Waited};
+use saga_runtime::store::{NewSignal, Sent};
+use saga_runtime::{AuditRecord, Executor, SagaRecord, StoreError, Waited};
 use serde_json::{Value, json};
 
 use crate::backtest::{BacktestInput, BacktestWorkflow};
+use crate::expense::{Claim, FinanceDesk};
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
     pub orchestrator: Orchestrator,
     pub backtests: Executor<BacktestWorkflow>,
+    pub expenses: Executor<FinanceDesk>,
     pub registry: prometheus::Registry,
+    /// How long an expense claim waits for its approval.
+    pub approval_deadline: std::time::Duration,
     /// How long `POST /backtests` waits for the saga before answering 202 Accepted.
     pub wait: std::time::Duration,
 }
@@ -38,7 +45,9 @@ pub struct BacktestRequest {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/backtests", post(start_backtest))
+        .route("/expenses", post(start_expense))
         .route("/sagas/{id}", get(show_saga))
+        .route("/sagas/{id}/signals/{name}", post(send_signal))
         .route("/metrics", get(metrics))
         .with_state(app)
 }
@@ -122,6 +131,69 @@ async fn start_backtest(
     }
 }
 
+/// Starts an expense claim; it waits (durably) for `POST /sagas/{id}/signals/approval`.
+async fn start_expense(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<Claim>, JsonRejection>,
+) -> Response {
+    let Json(claim) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let mut config = SagaConfig::new("expense_claim")
+        .user_id(user_id(&headers))
+        .ip_address(peer.ip().to_string());
+    config.default_timeout = app.approval_deadline;
+    match app.expenses.execute(&config, claim).await {
+        Ok(outcome) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/sagas/{}", outcome.saga_id()))],
+            Json(json!({ "status": outcome.state(), "saga_id": outcome.saga_id() })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Delivers signal `name` with the request body (JSON) as its payload; an
+/// `Idempotency-Key` header makes a retried delivery count once.
+async fn send_signal(
+    State(app): State<Arc<App>>,
+    Path((id, name)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut sender = saga_runtime::Actor::new(user_id(&headers));
+    sender.ip_address = Some(peer.ip().to_string());
+    let mut signal = NewSignal::new(&id, &name, body, sender);
+    signal.key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match app.orchestrator.send_signal(signal).await {
+        Ok(Sent::Delivered { id: signal_id }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "delivered", "signal_id": signal_id })),
+        )
+            .into_response(),
+        Ok(Sent::Duplicate { id: signal_id }) => {
+            Json(json!({ "status": "duplicate", "signal_id": signal_id })).into_response()
+        }
+        Ok(other) => Json(json!({ "status": format!("{other:?}") })).into_response(),
+        Err(SagaError::Store(e @ StoreError::NotFound { .. })) => error(StatusCode::NOT_FOUND, e),
+        Err(SagaError::Store(e @ StoreError::InvalidState { .. })) => {
+            error(StatusCode::CONFLICT, e)
+        }
+        Err(SagaError::Store(
+            e @ (StoreError::UnknownSignal { .. } | StoreError::Invalid { .. }),
+        )) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 fn time(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
@@ -139,7 +211,7 @@ fn saga_json(record: &SagaRecord, history: Vec<AuditRecord>) -> Value {
         "updated_at": time(record.updated_at),
         "context": context,
         // What each step has done; names from the definition, which serves this type.
-        "steps": record.steps.iter().zip(BacktestWorkflow::DEFINITION.steps())
+        "steps": record.steps.iter().zip(definition(record).steps())
             .map(|(status, spec)| json!({
                 "step": spec.name(),
                 "status": status.phase(),
@@ -156,6 +228,15 @@ fn saga_json(record: &SagaRecord, history: Vec<AuditRecord>) -> Value {
             "timestamp": time(e.timestamp),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The definition of a stored saga, among those this service runs.
+fn definition(record: &SagaRecord) -> &'static saga_runtime::definition::Definition {
+    if record.definition == FinanceDesk::DEFINITION.name() {
+        FinanceDesk::DEFINITION
+    } else {
+        BacktestWorkflow::DEFINITION
+    }
 }
 
 async fn show_saga(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
@@ -199,10 +280,13 @@ pub fn app(
         .stats_interval(Some(stats_interval))
         .build()?;
     let backtests = orchestrator.register(workflow);
+    let expenses = orchestrator.register(FinanceDesk::default());
     Ok(Arc::new(App {
         orchestrator,
         backtests,
+        expenses,
         registry,
         wait: std::time::Duration::from_secs(10),
+        approval_deadline: std::time::Duration::from_secs(3600),
     }))
 }

@@ -427,6 +427,31 @@ impl<S: Saga> Executor<S> {
         }
     }
 
+    /// Waits until saga `saga_id` has ended, or needs a person (it is no longer running,
+    /// compensating or waiting), reading its row every `poll`: for a saga that waits, or
+    /// that another runner executes. Bound the wait with `tokio::time::timeout`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) (as [`SagaError::Store`]) if
+    /// there is no such saga; as [`Executor::outcome`].
+    pub async fn ended(
+        &self,
+        saga_id: &str,
+        poll: std::time::Duration,
+    ) -> Result<Outcome<S>, SagaError> {
+        loop {
+            let Some(record) = self.orchestrator.inner.store.load(saga_id).await? else {
+                return Err(SagaError::Store(crate::StoreError::NotFound {
+                    saga_id: saga_id.to_owned(),
+                }));
+            };
+            if !record.state.is_live() {
+                return Outcome::from_record(record, true);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     async fn existing(&self, saga_id: &str) -> Result<Outcome<S>, SagaError> {
         match self.orchestrator.inner.store.load(saga_id).await? {
             Some(record) => Outcome::from_record(record, true),

@@ -107,6 +107,15 @@ enum Command {
         #[arg(long, default_value = "resumed by an operator")]
         reason: String,
     },
+    /// Undo a completed saga: the next runner to take it compensates its steps, newest
+    /// first (refused past its pivot), and it ends failed with `undone: <reason>`.
+    Undo {
+        /// The saga's id.
+        id: String,
+        /// Why (written as the saga's error and to the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Close an unfinished saga as failed (after compensating by hand).
     Fail {
         /// The saga's id.
@@ -345,6 +354,17 @@ async fn run(cli: Cli) -> Result<()> {
                 saga.current_step.as_deref().unwrap_or("?"),
                 saga.attempt,
                 saga.definition
+            );
+        }
+        Command::Undo { id, reason } => {
+            let saga = match store.request_undo(&id, &reason, &actor).await {
+                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+                other => other?,
+            };
+            out!(
+                "undo of saga {} requested by {}; the next runner to take it compensates its steps, newest first (unless it passed its pivot)",
+                saga.saga_id,
+                actor.user_id
             );
         }
         Command::Fail { id, reason } => {

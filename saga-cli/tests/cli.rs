@@ -526,6 +526,44 @@ where
     let pruned = events(&store, "*", "operator_pruned").await;
     assert_eq!(pruned[0].user_id.as_deref(), Some("dora"));
 
+    // undo: refused unless completed; a completed saga is handed to the runners.
+    fails(
+        url,
+        &["undo", "park-1", "--reason", "x"],
+        "saga `park-1` is running; cannot undo it (only a completed saga can be undone)",
+    );
+    let orchestrator = Orchestrator::builder(store.clone())
+        .recovery(false)
+        .build()
+        .unwrap();
+    let scripted = orchestrator.register(Scripted(Script::new()));
+    let done = scripted
+        .execute_with_id("done-9", &SagaConfig::new("orders"), Input { id: 9 })
+        .await
+        .unwrap();
+    assert!(done.is_completed());
+    let undo = ok(
+        url,
+        &["undo", "done-9", "--reason", "sent back", "--user", "erin"],
+    );
+    assert!(
+        undo.starts_with("undo of saga done-9 requested by erin;"),
+        "{undo}"
+    );
+    // (It also takes over `stuck-1`, cancelled above and runnable since.)
+    assert!(orchestrator.recover_expired().await.unwrap() >= 1);
+    let undone = load(&store, "done-9").await;
+    assert_eq!(
+        (undone.state, undone.error.as_deref()),
+        (SagaState::Failed, Some("undone: sent back"))
+    );
+    assert_eq!(
+        events(&store, "done-9", "saga_undone").await[0]
+            .user_id
+            .as_deref(),
+        Some("erin")
+    );
+
     // Bad input: one clear line, exit 1.
     fails("mysql://somewhere/db", &["list"], "invalid database URL");
     fails(

@@ -53,6 +53,8 @@ pub enum EventType {
     /// A signal's payload did not decode into its type: it was set aside, and the step
     /// keeps waiting.
     SignalRejected,
+    /// Someone asked for a completed saga to be undone: compensated, newest step first.
+    SagaUndone,
     /// Someone asked for the saga to be cancelled.
     CancelRequested,
     /// An operator made a parked, stuck or failed-compensation saga runnable again.
@@ -65,7 +67,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 25] = [
+    pub const ALL: [EventType; 26] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -87,6 +89,7 @@ impl EventType {
         EventType::SagaWoken,
         EventType::SignalReceived,
         EventType::SignalRejected,
+        EventType::SagaUndone,
         EventType::CancelRequested,
         EventType::OperatorResumed,
         EventType::OperatorFailed,
@@ -118,6 +121,7 @@ impl EventType {
             EventType::SagaWoken => "saga_woken",
             EventType::SignalReceived => "signal_received",
             EventType::SignalRejected => "signal_rejected",
+            EventType::SagaUndone => "saga_undone",
             EventType::CancelRequested => "cancel_requested",
             EventType::OperatorResumed => "operator_resumed",
             EventType::OperatorFailed => "operator_failed",

@@ -304,6 +304,14 @@ pub enum SagaError {
         /// The limit.
         limit: usize,
     },
+    /// The saga passed its pivot, so its effects cannot be undone.
+    #[error("saga `{saga_id}` passed its pivot `{pivot}`, whose effects cannot be undone")]
+    Irreversible {
+        /// The saga.
+        saga_id: String,
+        /// The pivot step it passed.
+        pivot: &'static str,
+    },
     /// Another live runner holds the saga's lease.
     #[error("saga `{saga_id}` {}", leased_by(owner.as_deref()))]
     Leased {

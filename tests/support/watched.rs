@@ -211,6 +211,15 @@ impl SagaStore for Watched {
         self.inner.send_signal(signal)
     }
 
+    fn request_undo<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        self.inner.request_undo(saga_id, reason, actor)
+    }
+
     fn audit_log<'a>(
         &'a self,
         query: &'a AuditQuery,

@@ -3,7 +3,7 @@
 //!
 //! Modules, each calling only those listed after it: `orchestrator` (builder, settings
 //! checks, the background loops it starts), `handle` (the typed [`Executor`], and
-//! `Orchestrator::register`), `signal` (sending signals), `background` (lease renewal, state counts, recovery), `run`
+//! `Orchestrator::register`), `signal` (sending signals), `undo` (undoing a completed saga), `background` (lease renewal, state counts, recovery), `run`
 //! (the state machine of one saga), `writer` (every store write and its retry), `outcome`,
 //! `codec` (rows to typed sagas), `inner` (what they share), `settings`, `active`.
 
@@ -17,6 +17,7 @@ mod outcome;
 mod run;
 mod settings;
 mod signal;
+mod undo;
 mod writer;
 
 pub use self::handle::{Executor, Waited, new_saga_id};

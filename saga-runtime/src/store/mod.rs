@@ -209,6 +209,20 @@ pub trait SagaStore: RunnerStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
 
+    /// Operator action: undoes a completed saga. It becomes `compensating`, runnable by any
+    /// runner at once, with the error `undone: <reason>` and a `saga_undone` row; the runner
+    /// that takes it compensates its completed steps, newest first, and it ends `failed`
+    /// (or, past a pivot, the runner refuses and it stays `completed`).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] unless the saga is completed; [`StoreError::NotFound`].
+    fn request_undo<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
+
     /// Retention: deletes audit rows older than `before`, and finished sagas last written
     /// before it, and records who did it (an `operator_pruned` row with saga id `*`). With
     /// `dry_run`, only counts.

@@ -79,6 +79,23 @@ pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<NewEvent, St
         .details(format!(r#"{{"from":"{}"}}"#, row.state)))
 }
 
+/// `saga undo`: a completed saga is compensated, newest step first, by the runner that
+/// takes it next, and ends `failed` with the error `undone: <reason>`. (The runner refuses
+/// one past its pivot, which only the definition knows.)
+pub(crate) fn undo(row: &SagaRecord, reason: &str) -> Result<NewEvent, StoreError> {
+    if row.state != SagaState::Completed {
+        return Err(refuse(row, "undo it (only a completed saga can be undone)"));
+    }
+    Ok(NewEvent::now(EventType::SagaUndone)
+        .error(reason)
+        .details(r#"{"from":"completed"}"#))
+}
+
+/// The error an undone saga is left with.
+pub(crate) fn undone_error(reason: &str) -> String {
+    format!("undone: {}", clean(reason))
+}
+
 /// The audit header of an operator action: the saga's type, the operator as user.
 pub(crate) fn header(row: &SagaRecord, actor: &Actor) -> AuditHeader {
     AuditHeader {

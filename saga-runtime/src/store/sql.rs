@@ -263,6 +263,18 @@ impl OperatorChange {
         })
     }
 
+    /// `saga undo`: compensating, runnable at once, with the error `undone: <reason>`.
+    pub(crate) fn undo(row: &SagaRecord, reason: &str) -> Result<Self, StoreError> {
+        let event = super::operator::undo(row, reason)?;
+        Ok(OperatorChange {
+            set: "state = 'compensating', error = {1}, failed_step = NULL, attempt = 0, \
+                  recovery_count = 0, cancel_requested = NULL"
+                .to_owned(),
+            binds: vec![Some(super::operator::undone_error(reason))],
+            event,
+        })
+    }
+
     /// `saga fail`.
     pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<Self, StoreError> {
         let event = super::operator::mark_failed(row, reason)?;

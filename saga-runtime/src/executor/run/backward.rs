@@ -74,6 +74,35 @@ impl<S: Saga> Run<'_, S> {
         Ok(())
     }
 
+    /// After a claim of a completed saga someone asked to undo (`saga_undone`): compensates
+    /// its completed steps, newest first, so that it ends `failed` with the error
+    /// `undone: <reason>`; past a pivot it refuses, and the saga stays `completed`.
+    pub(super) async fn begin_undo(&mut self) -> Result<(), SagaError> {
+        let last = Self::steps().len().saturating_sub(1);
+        let pivot = Self::steps()
+            .iter()
+            .zip(&self.steps)
+            .find(|(spec, status)| spec.pivot && status.run == RunStatus::Completed)
+            .map(|(spec, _)| spec.name);
+        if let Some(pivot) = pivot {
+            tracing::warn!(pivot, "undo refused: the saga passed its pivot");
+            let mut events = Vec::new();
+            self.event(&mut events, || {
+                NewEvent::now(EventType::CancelIgnored).error(format!(
+                    "undo refused: the saga passed its pivot `{pivot}`, whose effects cannot be undone"
+                ))
+            });
+            self.failure = None;
+            let attempt = self.status(last).attempt;
+            self.write(Draft::new(SagaState::Completed, last, attempt, events))
+                .await?;
+            self.state = SagaState::Completed;
+            return Ok(());
+        }
+        tracing::info!("undoing a completed saga");
+        self.compensate_from(last, Vec::new()).await
+    }
+
     /// One attempt of the current compensation.
     pub(super) async fn backward(&mut self) -> Result<(), SagaError> {
         let step = self.step;

@@ -21,6 +21,16 @@ impl<S: Saga> Run<'_, S> {
             // Due, signalled or cancelled: a wake, not a recovery.
             return self.wake(signal_wait).await;
         }
+        if self.state == SagaState::Compensating
+            && !self.steps.is_empty()
+            && self
+                .steps
+                .iter()
+                .all(|s| s.compensation == CompensationStatus::None)
+        {
+            // Compensating, yet no compensation has started: someone asked to undo it.
+            return self.begin_undo().await;
+        }
         let mut events = Vec::new();
         let current = self.status(self.step);
         let interrupted = if self.state == SagaState::Compensating {

@@ -191,6 +191,35 @@ impl SagaStore for MemoryStore {
         }))
     }
 
+    fn request_undo<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        let mut shard = self.shard(saga_id);
+        let now = SystemTime::now();
+        let result = row_mut(&mut shard, saga_id).and_then(|row| {
+            let event = operator::undo(row, reason)?;
+            row.state = SagaState::Compensating;
+            row.error = Some(operator::undone_error(reason));
+            row.failed_step = None;
+            row.attempt = 0;
+            row.recovery_count = 0;
+            row.cancel_requested = None;
+            row.owner = None;
+            row.lease_expires_at = Some(now);
+            row.version += 1;
+            row.updated_at = now;
+            Ok((row.clone(), event))
+        });
+        ready(result.map(|(row, event)| {
+            let header = Arc::new(operator::header(&row, actor));
+            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
+            row
+        }))
+    }
+
     fn prune<'a>(
         &'a self,
         before: SystemTime,

@@ -395,6 +395,17 @@ impl SagaStore for SqliteStore {
         }))
     }
 
+    fn request_undo<'a>(
+        &'a self,
+        saga_id: &'a str,
+        reason: &'a str,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
+        Box::pin(operator::change(&self.pool, saga_id, actor, move |row| {
+            OperatorChange::undo(row, reason)
+        }))
+    }
+
     fn prune<'a>(
         &'a self,
         before: SystemTime,

@@ -132,6 +132,27 @@ async fn a_signal_wakes_the_step_that_waits_for_it(h: &Harness) {
         late.to_string().contains("is completed; cannot signal it"),
         "{late}"
     );
+    // Pruning the saga deletes its signals too.
+    let memory = h.backend == Backend::Memory;
+    assert_eq!(signal_rows(h).await, (!memory).then_some(1));
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let pruned = h
+        .store
+        .prune(later, false, &Actor::new("ops"))
+        .await
+        .unwrap();
+    assert_eq!(pruned.sagas, 1);
+    assert_eq!(signal_rows(h).await, (!memory).then_some(0));
+}
+
+/// Rows in `saga_signals` (`None` for the memory store, which has no table).
+async fn signal_rows(h: &Harness) -> Option<i64> {
+    let sql = "SELECT count(*) FROM saga_signals";
+    match &h.raw {
+        support::stores::Raw::Memory(_) => None,
+        support::stores::Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.ok(),
+        support::stores::Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.ok(),
+    }
 }
 
 async fn an_early_signal_is_kept_and_a_key_counts_once(h: &Harness) {

@@ -246,6 +246,9 @@ impl SagaStore for MemoryStore {
         if !dry_run {
             for shard in &mut guards {
                 shard.sagas.retain(|_, row| !old_saga(row));
+                // The signals of the sagas deleted go with them.
+                let Shard { sagas, signals, .. } = &mut **shard;
+                signals.retain(|signal| sagas.contains_key(signal.saga_id()));
                 shard.audit.retain(|a| a.event.timestamp >= before);
             }
             let (header, event) = operator::pruned(before, report, actor);

@@ -22,6 +22,13 @@ pub(super) struct StoredSignal {
     done: bool,
 }
 
+impl StoredSignal {
+    /// The saga it was sent to.
+    pub(super) fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+}
+
 /// Marks signal `id` consumed.
 pub(super) fn consume(shard: &mut super::Shard, id: i64) {
     if let Some(signal) = shard.signals.iter_mut().find(|s| s.id == id) {

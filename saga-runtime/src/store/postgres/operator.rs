@@ -140,6 +140,14 @@ pub(super) async fn prune(
         .await
         .map_err(database_error)?
         .rows_affected();
+        // The signals of the sagas deleted go with them.
+        sqlx::query(
+            "DELETE FROM saga_signals AS g WHERE NOT EXISTS \
+             (SELECT 1 FROM saga_checkpoints AS c WHERE c.saga_id = g.saga_id)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
         let audit = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM saga_audit_logs WHERE timestamp < {cutoff}"
         )))

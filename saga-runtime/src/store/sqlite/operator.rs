@@ -137,6 +137,14 @@ pub(super) async fn prune(
         .await
         .map_err(database_error)?
         .rows_affected();
+        // The signals of the sagas deleted go with them.
+        sqlx::query(
+            "DELETE FROM saga_signals WHERE NOT EXISTS \
+             (SELECT 1 FROM saga_checkpoints AS c WHERE c.saga_id = saga_signals.saga_id)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
         let audit = sqlx::query("DELETE FROM saga_audit_logs WHERE timestamp < ?")
             .bind(&before)
             .execute(&mut *tx)

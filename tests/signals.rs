@@ -342,3 +342,36 @@ fn the_definition_lists_its_signals() {
     assert_eq!(step.timeout(), Some(Duration::from_secs(1)));
     let _ = Backend::Memory;
 }
+
+/// The race the crash harness found: a signal sent while the write that puts its saga to
+/// wait is in flight. Its sender saw the saga still running, so it did not wake it; the
+/// runner, once its write is done, finds the signal and goes on. Without that, the saga
+/// waited until its deadline (here it would end `failed` after a second).
+#[tokio::test(start_paused = true)]
+async fn a_signal_sent_while_its_saga_is_being_put_to_wait_is_not_missed() {
+    let slow = support::watched::Watched {
+        inner: Arc::new(saga_runtime::MemoryStore::new()),
+        sink: Arc::new(|_, _, _| {}),
+        save_delay: Duration::from_millis(100),
+    };
+    let (_orchestrator, expenses) = runner(Arc::new(slow));
+    let run = {
+        let expenses = expenses.clone();
+        tokio::spawn(async move {
+            expenses
+                .execute_with_id("e-race", &SagaConfig::default(), Claim { cents: 5 })
+                .await
+        })
+    };
+    // `book` completes at once; the write that puts the saga to wait takes 100 ms.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let record = expenses.outcome("e-race").await.unwrap().unwrap();
+    assert_eq!(
+        record.state(),
+        SagaState::Running,
+        "the wait is not written yet"
+    );
+    expenses.signal("e-race", approval("ada")).await.unwrap();
+    let outcome = run.await.unwrap().unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+}

@@ -7,7 +7,7 @@ use saga_runtime::EventType;
 use saga_runtime::prelude::*;
 
 use super::ledger::{Ledger, Row};
-use super::{Args, STEPS};
+use super::{Args, STEPS, is_wait};
 
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -16,7 +16,12 @@ pub(crate) struct Tally {
     pub(crate) orphan_compensations: u64,
     pub(crate) double_outcomes: u64,
     pub(crate) ran_after_cancel: u64,
+    /// A waiting saga's signal stored more than once, or not taken exactly once by a step
+    /// that completed.
+    pub(crate) signal_errors: u64,
     pub(crate) recovered: u64,
+    /// Sagas the killed runner left waiting (a delay or a signal), woken by the recovery.
+    pub(crate) woken: u64,
     /// Effects applied twice because a crash interrupted their step (allowed).
     pub(crate) reapplied: u64,
     pub(crate) completed: u64,
@@ -33,6 +38,7 @@ impl Tally {
             + self.orphan_compensations
             + self.double_outcomes
             + self.ran_after_cancel
+            + self.signal_errors
     }
 }
 
@@ -182,6 +188,27 @@ pub(crate) async fn check(
                     id,
                     format!("{name} completed {completions} and undone {undone} times"),
                     &mut tally.duplicate_effects,
+                );
+            }
+        }
+
+        // A waiting saga's signal: stored once (one key), taken once exactly when `ship`
+        // completed (with its step's end), never rejected.
+        let index = id.rsplit('s').next().and_then(|n| n.parse::<u32>().ok());
+        if index.is_some_and(is_wait) {
+            let signals = ledger.signals(id).await?;
+            let consumed = signals.iter().filter(|(consumed, _)| *consumed).count();
+            let rejected = signals.iter().filter(|(_, rejected)| *rejected).count();
+            let shipped = count(EventType::StepCompleted, Some("ship")) == 1;
+            let sent = signals.len();
+            if sent > 1 || rejected > 0 || consumed != usize::from(shipped) {
+                violation(
+                    "signal",
+                    id,
+                    format!(
+                        "{sent} stored, {consumed} consumed, {rejected} rejected; ship completed: {shipped}"
+                    ),
+                    &mut tally.signal_errors,
                 );
             }
         }

@@ -124,6 +124,30 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// The signals stored for saga `saga_id`: `(consumed, rejected)` for each.
+    pub(crate) async fn signals(&self, saga_id: &str) -> Result<Vec<(bool, bool)>, String> {
+        let sql = "SELECT consumed_at IS NOT NULL, rejected_at IS NOT NULL FROM {table} \
+                   WHERE saga_id = $1 ORDER BY id";
+        match self {
+            Ledger::Sqlite(pool) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.replace("{table}", "saga_signals")))
+                    .bind(saga_id)
+                    .fetch_all(pool)
+                    .await
+            }
+            Ledger::Postgres(pool, schema) => {
+                let table = format!("\"{schema}\".saga_signals");
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.replace("{table}", &table)))
+                    .bind(saga_id)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .map_err(|e| format!("signals: {e}"))
+    }
+}
+
 pub(crate) struct Entry<'a> {
     pub(crate) trial: u32,
     pub(crate) saga_id: &'a str,

@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Each trial starts a child process (this program with `--child`) that runs a batch of
-//! four-step sagas: half of them a chain, half a fan-out whose middle two steps run at once
-//! (`fan.rs`). Their steps and compensations record what they do in a ledger table in
+//! four-step sagas: a third of them a chain, a third a fan-out whose middle two steps run
+//! at once (`fan.rs`), a third a chain that waits durably before its second step and for a
+//! signal at its third (`wait.rs`; the child signals them at random moments, the parent
+//! again after the kill, under one key). Their steps and compensations record what they do in a ledger table in
 //! the saga database: `start` when a step's body begins, `do` when its effect is applied,
 //! `undo` when a compensation applied its own, `cancel` when a step asked for its saga's
 //! cancellation. Steps sleep, fail transiently, fail for good or cancel their saga, all at
@@ -20,10 +22,13 @@
 //! - `double_outcomes`: one terminal event, and no saga both completed and compensated;
 //! - `duplicate_effects`: an effect is applied twice only when a crash interrupted the
 //!   step (an earlier copy by the killed runner, whose completion was never checkpointed);
-//! - `ran_after_cancel`: no step starts after its saga's cancellation was acknowledged.
+//! - `ran_after_cancel`: no step starts after its saga's cancellation was acknowledged;
+//! - `signal_errors`: a waiting saga's signal is stored once, and taken (consumed) once
+//!   exactly when its step ran to completion.
 //!
 //! The last line is `trials=N lost=0 duplicate_effects=0 orphan_compensations=0
-//! double_outcomes=0 recovered=M`; the exit status is non-zero on any violation.
+//! double_outcomes=0 signal_errors=0 recovered=M woken=W` (`woken`: sagas the killed
+//! runner left waiting); the exit status is non-zero on any violation.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -37,6 +42,7 @@ mod check;
 mod fan;
 mod ledger;
 mod saga;
+mod wait;
 
 use check::{Tally, check};
 use fan::ChaosFan;
@@ -44,6 +50,7 @@ use ledger::Ledger;
 use saga::{Chaos, ChaosInput};
 use saga_runtime::prelude::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wait::{ChaosWait, send_go};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
@@ -197,9 +204,14 @@ async fn open_store(
     }
 }
 
-/// Whether saga `index` of a trial is a fan-out (two of every four).
+/// Whether saga `index` of a trial is a fan-out (two of every six).
 fn is_fan(index: u32) -> bool {
-    index % 4 >= 2
+    matches!(index % 6, 2 | 3)
+}
+
+/// Whether saga `index` of a trial waits (two of every six).
+pub(crate) fn is_wait(index: u32) -> bool {
+    matches!(index % 6, 4 | 5)
 }
 
 fn saga_id(trial: u32, index: u32) -> String {
@@ -233,8 +245,24 @@ async fn child(args: &Args) -> Result<bool, String> {
         chaos
     };
     let chain = orchestrator.register(chaos(ledger.clone()));
-    let fan = orchestrator.register(ChaosFan(chaos(ledger)));
+    let fan = orchestrator.register(ChaosFan(chaos(ledger.clone())));
+    let waits = orchestrator.register(ChaosWait(chaos(ledger)));
     println!("ready");
+    // The waiting sagas' signals, at seeded random moments: some before the saga reaches
+    // the step that takes them, some while it waits.
+    for index in (0..args.sagas).filter(|i| is_wait(*i)) {
+        let (waits, id) = (waits.clone(), saga_id(args.trial, index));
+        let after = mix(
+            args.seed,
+            &[u64::from(args.trial), u64::from(index), 0x5167],
+        ) % 150;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            if let Err(error) = send_go(&waits, &id, index, 200).await {
+                eprintln!("chaos child: {error}");
+            }
+        });
+    }
     let config = SagaConfig::new("chaos");
     let mut tasks = Vec::new();
     for index in 0..args.sagas {
@@ -249,12 +277,19 @@ async fn child(args: &Args) -> Result<bool, String> {
         if queued {
             let acked = if input.fan {
                 fan.enqueue(id.clone(), &config, input).await
+            } else if is_wait(index) {
+                waits.enqueue(id.clone(), &config, input).await
             } else {
                 chain.enqueue(id.clone(), &config, input).await
             };
             if acked.map_err(|e| e.to_string())? {
                 println!("ack {id}");
             }
+        } else if is_wait(index) {
+            let (waits, config) = (waits.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                waits.execute_with_id(id, &config, input).await.map(drop)
+            }));
         } else if input.fan {
             let (fan, config) = (fan.clone(), config.clone());
             tasks.push(tokio::spawn(async move {
@@ -310,13 +345,15 @@ async fn parent(args: &Args) -> Result<bool, String> {
         tally.ran_after_cancel
     );
     println!(
-        "trials={} lost={} duplicate_effects={} orphan_compensations={} double_outcomes={} recovered={}",
+        "trials={} lost={} duplicate_effects={} orphan_compensations={} double_outcomes={} signal_errors={} recovered={} woken={}",
         args.trials,
         tally.lost,
         tally.duplicate_effects,
         tally.orphan_compensations,
         tally.double_outcomes,
-        tally.recovered
+        tally.signal_errors,
+        tally.recovered,
+        tally.woken
     );
     Ok(tally.violations() == 0)
 }
@@ -349,10 +386,12 @@ async fn trials(
     let started = Instant::now();
     for trial in 0..args.trials {
         let before = tally.violations();
+        let began = Instant::now();
         let recovered = one_trial(args, location, store, ledger, trial, &mut tally).await?;
         if args.verbose || tally.violations() > before {
             eprintln!(
-                "trial {trial}: recovered {recovered}, violations so far {}",
+                "trial {trial}: recovered {recovered} in {:.1}s, violations so far {}",
+                began.elapsed().as_secs_f64(),
                 tally.violations()
             );
         } else if (trial + 1) % 10 == 0 {
@@ -433,10 +472,12 @@ async fn one_trial(
     let ids: Vec<String> = (0..args.sagas).map(|i| saga_id(trial, i)).collect();
     let mut unfinished = 0;
     for id in &ids {
-        if let Some(record) = store.load(id).await.map_err(|e| e.to_string())?
-            && record.state.is_active()
-        {
-            unfinished += 1;
+        if let Some(record) = store.load(id).await.map_err(|e| e.to_string())? {
+            if record.state.is_active() {
+                unfinished += 1;
+            } else if record.state == SagaState::Waiting {
+                tally.woken += 1;
+            }
         }
     }
     tally.recovered += unfinished;
@@ -461,12 +502,17 @@ async fn one_trial(
     };
     recovery.register(chaos());
     recovery.register(ChaosFan(chaos()));
+    let waits = recovery.register(ChaosWait(chaos()));
+    // Each waiting saga's signal again: a duplicate if the child's was stored.
+    for index in (0..args.sagas).filter(|i| is_wait(*i)) {
+        send_go(&waits, &saga_id(trial, index), index, 1).await?;
+    }
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let mut active = 0;
         for id in &ids {
             if let Some(record) = store.load(id).await.map_err(|e| e.to_string())?
-                && record.state.is_active()
+                && record.state.is_live()
             {
                 active += 1;
             }

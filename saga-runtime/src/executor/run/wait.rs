@@ -138,7 +138,7 @@ impl<S: Saga> Run<'_, S> {
     /// `waiting`. `Ok(Some(reason))`: refused, nothing written, because a cancellation is
     /// pending; the caller acts on it as on any refused forward write.
     pub(super) async fn wait(&mut self, draft: Draft) -> Result<Option<String>, SagaError> {
-        let (step, attempt) = (draft.step, draft.attempt);
+        let (step, attempt, signal) = (draft.step, draft.attempt, draft.waiting_for);
         if let Some(reason) = self.write_forward(draft).await? {
             return Ok(Some(reason));
         }
@@ -147,7 +147,42 @@ impl<S: Saga> Run<'_, S> {
         self.step = step;
         self.attempt = attempt;
         self.state = SagaState::Waiting;
+        if let Some(signal) = signal {
+            // Boxed: it may wake the saga, which may wait again.
+            Box::pin(self.signalled_meanwhile(signal)).await?;
+        }
         Ok(None)
+    }
+
+    /// After the write that put the saga to wait for `signal`: a signal whose sender saw
+    /// the saga still running (before that write) did not wake it, but it committed before
+    /// the write did (the sender holds the saga's row until it commits), so it is visible
+    /// now. Take the saga back and go on; if another runner was quicker, it goes on there.
+    async fn signalled_meanwhile(&mut self, signal: &'static str) -> Result<(), SagaError> {
+        if self
+            .inner
+            .store
+            .next_signal(&self.id, signal)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let claim = crate::store::Claim::new(
+            self.id.to_string(),
+            self.inner.runner_id.clone(),
+            self.version,
+            self.inner.settings.lease,
+        );
+        match self.inner.store.claim(claim).await {
+            Ok(record) => {
+                tracing::info!(signal, "signalled while it was put to wait: going on");
+                self.version = record.version;
+                self.wake(true).await
+            }
+            Err(crate::error::StoreError::Fenced { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// After a claim of a waiting saga that was due, signalled, cancelled or resumed by

@@ -149,7 +149,18 @@ pub(crate) async fn recover_once(inner: &Arc<Inner>, wait: bool) -> Result<usize
                 None => false,
             }
         };
-        let batch = inner.settings.recovery_batch;
+        // Claim no more than there is room for: the rest waits in the database.
+        let room = inner
+            .settings
+            .max_in_flight
+            .saturating_sub(inner.active.len());
+        let batch = inner
+            .settings
+            .recovery_batch
+            .min(u32::try_from(room).unwrap_or(u32::MAX));
+        if batch == 0 {
+            return Ok(total);
+        }
         let claimed = inner
             .store
             .claim_expired(

@@ -178,6 +178,15 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// How many sagas may execute here before the recovery loop stops claiming more (the
+    /// sagas this runner started count too): a million timers falling due at once are then
+    /// worked through this many at a time, and the rest stay in the database for this
+    /// runner's next passes, or for other runners. Default 10,000.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.settings.max_in_flight = max.max(1);
+        self
+    }
+
     /// Recoveries without progress after which a saga is parked. Default 5.
     pub fn max_recoveries(mut self, max: u32) -> Self {
         self.settings.max_recoveries = max;

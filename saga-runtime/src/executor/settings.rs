@@ -13,6 +13,8 @@ pub(crate) struct Settings {
     pub(crate) recovery: bool,
     pub(crate) recovery_interval: Duration,
     pub(crate) recovery_batch: u32,
+    /// The recovery loop claims nothing more while this many sagas execute here.
+    pub(crate) max_in_flight: usize,
     pub(crate) max_recoveries: u32,
     pub(crate) max_context_bytes: usize,
     pub(crate) backoff: Backoff,
@@ -32,6 +34,7 @@ impl Default for Settings {
             recovery: true,
             recovery_interval: Duration::from_secs(5),
             recovery_batch: 100,
+            max_in_flight: 10_000,
             max_recoveries: 5,
             max_context_bytes: 1 << 20,
             backoff: Backoff::default(),

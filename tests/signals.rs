@@ -326,7 +326,60 @@ async fn a_signal_wakes_a_running_runner_at_once(h: &Harness) {
     orchestrator.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A saga waiting for a signal, cancelled: it wakes and compensates (its deadline did not
+/// pass, so no attempt timed out); resumed by hand: it looks again and waits on, with a new
+/// deadline, its attempt not spent.
+async fn cancel_and_resume_of_a_signal_wait(h: &Harness) {
+    let (orchestrator, expenses) = runner(h.reopen());
+    start(&expenses, "e-6").await;
+    start(&expenses, "e-7").await;
+    let ops = Actor::new("ops");
+    orchestrator
+        .cancel("e-6", "claim withdrawn", &ops)
+        .await
+        .unwrap();
+    h.store.resume("e-7", "look again", &ops).await.unwrap();
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 2);
+
+    let cancelled = expenses.outcome("e-6").await.unwrap().unwrap();
+    assert_eq!(cancelled.state(), SagaState::Failed);
+    assert_eq!(
+        cancelled.error().unwrap().message(),
+        "cancelled: claim withdrawn"
+    );
+    let trail = audit_trail(&orchestrator, "e-6").await;
+    assert!(
+        !trail.iter().any(|e| e.starts_with("step_timed_out")),
+        "{trail:?}"
+    );
+    assert!(
+        trail.contains(&"compensation_executed:book:1".to_owned()),
+        "{trail:?}"
+    );
+
+    let resumed = h.store.load("e-7").await.unwrap().unwrap();
+    assert_eq!(resumed.state, SagaState::Waiting);
+    assert_eq!(resumed.waiting_for.as_deref(), Some("approval"));
+    assert_eq!(resumed.steps[1].to_string(), "waiting (for attempt 1)");
+    let trail = audit_trail(&orchestrator, "e-7").await;
+    assert!(
+        !trail.iter().any(|e| e.starts_with("step_timed_out")),
+        "{trail:?}"
+    );
+    expenses.signal("e-7", approval("ada")).await.unwrap();
+    assert_eq!(orchestrator.recover_expired().await.unwrap(), 1);
+    assert!(
+        expenses
+            .outcome("e-7")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_completed()
+    );
+}
+
 conformance!(
+    cancel_and_resume_of_a_signal_wait,
     a_signal_wakes_the_step_that_waits_for_it,
     an_early_signal_is_kept_and_a_key_counts_once,
     bad_names_and_payloads_are_refused,

@@ -251,11 +251,13 @@ impl OperatorChange {
         // A row written before statuses were recorded keeps none: the executor derives them.
         let steps = (!resumed.steps.is_empty()).then(|| crate::status::encode(&resumed.steps));
         Ok(OperatorChange {
-            // A waiting saga wakes now (`{now}`: the backend's current time).
+            // A waiting saga wakes now (`{now}`: the backend's current time) and looks
+            // again for what it waits for: a signal wait starts over with a new deadline.
             set: format!(
                 "state = {{1}}, step_status = COALESCE({{2}}, step_status), attempt = {}, \
                  parked_from = NULL, recovery_count = 0, \
-                 wake_at = CASE WHEN state = 'waiting' THEN {{now}} ELSE wake_at END",
+                 wake_at = CASE WHEN state = 'waiting' THEN {{now}} ELSE wake_at END, \
+                 waiting_for = CASE WHEN state = 'waiting' THEN NULL ELSE waiting_for END",
                 resumed.attempt
             ),
             binds: vec![Some(resumed.state.as_str().to_owned()), steps],

@@ -66,8 +66,11 @@ pub(crate) async fn resume_claimed<S: Saga>(
     };
     let mut run = Run::new(inner, saga, guard, id, header, config, position);
     // Boxed, both: the recovered saga's future then holds one run, not the union of both.
-    let signal_wait = record.waiting_for.is_some();
-    Box::pin(run.resume_after_claim(record.recovery_count, signal_wait)).await?;
+    let woken = wait::Woken {
+        signal_wait: record.waiting_for.is_some(),
+        cancel: record.cancel_requested,
+    };
+    Box::pin(run.resume_after_claim(record.recovery_count, woken)).await?;
     Box::pin(run.drive()).await
 }
 

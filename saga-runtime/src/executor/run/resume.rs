@@ -15,11 +15,11 @@ impl<S: Saga> Run<'_, S> {
     pub(super) async fn resume_after_claim(
         &mut self,
         recovery_count: u32,
-        signal_wait: bool,
+        woken: super::wait::Woken,
     ) -> Result<(), SagaError> {
         if self.state == SagaState::Waiting {
             // Due, signalled or cancelled: a wake, not a recovery.
-            return self.wake(signal_wait).await;
+            return self.wake(woken).await;
         }
         if self.state == SagaState::Compensating
             && !self.steps.is_empty()

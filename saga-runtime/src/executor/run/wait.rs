@@ -26,6 +26,14 @@ pub(super) enum Why {
     Signal(&'static str),
 }
 
+/// What a claimed waiting row says about why it was woken.
+pub(super) struct Woken {
+    /// It waited for a signal (rather than a delay): without one, its deadline passed.
+    pub(super) signal_wait: bool,
+    /// A cancellation is pending (it was woken to compensate).
+    pub(super) cancel: Option<String>,
+}
+
 /// A signal taken for a step: held until the step ends, when the write that records it
 /// consumes the signal.
 pub(crate) struct Taken {
@@ -178,7 +186,11 @@ impl<S: Saga> Run<'_, S> {
             Ok(record) => {
                 tracing::info!(signal, "signalled while it was put to wait: going on");
                 self.version = record.version;
-                self.wake(true).await
+                let woken = Woken {
+                    signal_wait: true,
+                    cancel: record.cancel_requested,
+                };
+                self.wake(woken).await
             }
             Err(crate::error::StoreError::Fenced { .. }) => Ok(()),
             Err(error) => Err(error.into()),
@@ -189,7 +201,7 @@ impl<S: Saga> Run<'_, S> {
     /// hand: starts the attempt it waited for, waits again (for the step's signal, after
     /// its delay), fails the attempt whose signal did not come in time, or compensates if
     /// a cancellation is pending.
-    pub(super) async fn wake(&mut self, signal_wait: bool) -> Result<(), SagaError> {
+    pub(super) async fn wake(&mut self, why: Woken) -> Result<(), SagaError> {
         let step = self.step;
         let Some(spec) = Self::steps().get(step) else {
             return Err(self.corrupt(format!("no step at index {step}")));
@@ -213,7 +225,11 @@ impl<S: Saga> Run<'_, S> {
         if let Some(signal) = spec.signal
             && !self.take_signal(step, signal).await?
         {
-            if signal_wait {
+            if let Some(reason) = why.cancel {
+                // Woken to compensate: its deadline has not passed.
+                return self.cancelled(reason, step, true, events).await;
+            }
+            if why.signal_wait {
                 return self.signal_missed(step, next, signal, events).await;
             }
             // Its delay has passed; now its signal.

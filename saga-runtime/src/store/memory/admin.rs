@@ -144,7 +144,9 @@ impl SagaStore for MemoryStore {
         let result = row_mut(&mut shard, saga_id).and_then(|row| {
             let change = operator::resume(row, reason)?;
             if change.state == SagaState::Waiting {
+                // Due now, and a signal wait starts over with a new deadline.
                 row.wake_at = Some(wake_clock);
+                row.waiting_for = None;
             }
             row.state = change.state;
             row.attempt = change.attempt;

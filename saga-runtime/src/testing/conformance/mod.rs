@@ -3,8 +3,8 @@
 //! contract. Each case takes a fresh, empty, migrated store; [`run_all`] runs them all.
 //!
 //! Topics: `protocol` (create, checkpoint, fencing, step statuses, idempotent start, text),
-//! `lease` (claims, renewal, release) and `admin` (cancellation requests, operator actions,
-//! listing, counts, retention).
+//! `lease` (claims, renewal, release), `admin` (cancellation requests, operator actions,
+//! listing, counts, retention) and `waiting` (waiting rows, signals, undo requests).
 //!
 //! The cases write rows of a definition named `conformance` with three steps (`a`, `b`,
 //! `c`); no saga code runs. A case panics with what it expected, like any test.
@@ -12,6 +12,7 @@
 mod admin;
 mod lease;
 mod protocol;
+mod waiting;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,15 @@ pub const CASES: &[(&str, Case)] = &[
     ("cancellation_requests", admin::cancellation_requests),
     ("operator_actions", admin::operator_actions),
     ("listing_and_counts", admin::listing_and_counts),
+    (
+        "waits_are_held_by_nobody_until_due",
+        waiting::waits_are_held_by_nobody_until_due,
+    ),
+    (
+        "signals_are_kept_taken_and_consumed",
+        waiting::signals_are_kept_taken_and_consumed,
+    ),
+    ("undo_requests", waiting::undo_requests),
 ];
 
 /// Runs every case of [`CASES`], each on a store from `fresh`, and names the case that

@@ -1,0 +1,207 @@
+//! Sagas that wait: waiting rows held by nobody and claimed when due; signals kept, taken
+//! oldest first, rejected and consumed; undo requests.
+
+use std::time::Duration;
+
+use super::{DEFINITION, header, new_saga};
+use crate::definition::{BoxFuture, SagaState};
+use crate::error::StoreError;
+use crate::status::StepStatus;
+use crate::store::{Actor, Checkpoint, ClaimExpired, NewSignal, SagaRecord, SagaStore, Sent};
+
+fn claim_by(owner: &str) -> ClaimExpired {
+    ClaimExpired::new(owner, Duration::from_secs(30), vec![DEFINITION], 10)
+}
+
+fn accept_all(_: &SagaRecord) -> bool {
+    true
+}
+
+/// `a` completed; the saga waits, for `wake_after`, to start `b` (for `signal`, if given).
+fn waiting(
+    id: &str,
+    version: i64,
+    wake_after: Duration,
+    signal: Option<&'static str>,
+) -> Checkpoint {
+    let mut cp = Checkpoint::new(id, "a", version, SagaState::Waiting, header("conformance"));
+    cp.step_index = 1;
+    cp.current_step = Some("b");
+    cp.steps = vec![
+        StepStatus::completed(1, 1),
+        StepStatus::waiting(0),
+        StepStatus::not_started(),
+    ];
+    cp.progress = true;
+    cp.unless_cancelled = true;
+    cp.lease = Duration::from_secs(30);
+    cp.wake_after = Some(wake_after);
+    cp.waiting_for = signal;
+    cp
+}
+
+async fn load(store: &dyn SagaStore, id: &str) -> SagaRecord {
+    store.load(id).await.expect("load").expect("the saga")
+}
+
+pub(super) fn waits_are_held_by_nobody_until_due(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        for id in ["due", "later"] {
+            store
+                .create(new_saga(id, Some("a"), Duration::from_secs(30)))
+                .await
+                .expect("create");
+        }
+        store
+            .save(waiting("due", 1, Duration::ZERO, None))
+            .await
+            .expect("wait");
+        store
+            .save(waiting("later", 1, Duration::from_secs(3600), None))
+            .await
+            .expect("wait");
+        let row = load(store, "due").await;
+        assert_eq!(row.state, SagaState::Waiting);
+        assert_eq!(
+            (row.owner, row.lease_expires_at),
+            (None, None),
+            "held by nobody"
+        );
+        assert!(row.wake_at.is_some());
+        assert_eq!(load(store, "later").await.state, SagaState::Waiting);
+
+        let claimed = store
+            .claim_expired(claim_by("b"), &accept_all)
+            .await
+            .expect("claim");
+        let ids: Vec<&str> = claimed.iter().map(|r| r.saga_id.as_str()).collect();
+        assert_eq!(ids, ["due"], "only the due one");
+        let row = &claimed[0];
+        assert_eq!(
+            row.state,
+            SagaState::Waiting,
+            "stays waiting until its claimer writes"
+        );
+        assert_eq!(row.owner.as_deref(), Some("b"));
+        assert_eq!(row.recovery_count, 0, "a wake is no recovery");
+        assert!(
+            store
+                .claim_expired(claim_by("c"), &accept_all)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "the claimer's lease keeps others off"
+        );
+    })
+}
+
+pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let mut saga = new_saga("sig", Some("a"), Duration::from_secs(30));
+        saga.signals = &["go"];
+        store.create(saga).await.expect("create");
+        assert_eq!(load(store, "sig").await.signals, ["go"]);
+        let ops = Actor::new("ops");
+        let send = |name: &str, payload: &str, key: Option<&str>| {
+            let mut signal = NewSignal::new("sig", name, payload, ops.clone());
+            signal.key = key.map(str::to_owned);
+            store.send_signal(signal)
+        };
+        let unknown = send("og", "1", None).await.expect_err("unknown name");
+        assert!(
+            matches!(unknown, StoreError::UnknownSignal { .. }),
+            "{unknown}"
+        );
+        let not_json = send("go", "{", None).await.expect_err("not JSON");
+        assert!(matches!(not_json, StoreError::Invalid { .. }), "{not_json}");
+        // Kept before the saga waits for them, once per key, oldest first.
+        let Sent::Delivered { id: first } = send("go", "1", Some("k")).await.expect("send") else {
+            panic!("the first signal is delivered");
+        };
+        let again = send("go", "9", Some("k")).await.expect("send");
+        assert_eq!(again, Sent::Duplicate { id: first });
+        let Sent::Delivered { id: second } = send("go", "2", None).await.expect("send") else {
+            panic!("a signal without a key is delivered");
+        };
+        let next = store.next_signal("sig", "go").await.expect("next");
+        assert_eq!(
+            next.map(|s| (s.id, s.payload)),
+            Some((first, "1".to_owned()))
+        );
+        // Rejected: never taken again.
+        store
+            .reject_signal(
+                "sig",
+                first,
+                &header("conformance"),
+                crate::audit::NewEvent::now(crate::audit::EventType::SignalRejected),
+            )
+            .await
+            .expect("reject");
+        let next = store.next_signal("sig", "go").await.expect("next");
+        assert_eq!(next.map(|s| s.id), Some(second));
+        // Consumed by the checkpoint that ends its step.
+        let mut done = waiting("sig", 1, Duration::from_secs(3600), Some("go"));
+        done.consume_signal = Some(second);
+        store.save(done).await.expect("save");
+        assert_eq!(store.next_signal("sig", "go").await.expect("next"), None);
+        // A signal for a saga waiting for it makes it due at once.
+        assert!(
+            store
+                .claim_expired(claim_by("b"), &accept_all)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "not due yet"
+        );
+        send("go", "3", None).await.expect("send");
+        let claimed = store
+            .claim_expired(claim_by("b"), &accept_all)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "woken by its signal");
+        let missing = store
+            .send_signal(NewSignal::new("nobody", "go", "1", ops.clone()))
+            .await
+            .expect_err("no saga");
+        assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+    })
+}
+
+pub(super) fn undo_requests(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        store
+            .create(new_saga("undo", Some("a"), Duration::from_secs(30)))
+            .await
+            .expect("create");
+        let ops = Actor::new("ops");
+        let running = store
+            .request_undo("undo", "too soon", &ops)
+            .await
+            .expect_err("a running saga cannot be undone");
+        assert!(
+            matches!(running, StoreError::InvalidState { .. }),
+            "{running}"
+        );
+        let mut done = Checkpoint::new("undo", "a", 1, SagaState::Completed, header("conformance"));
+        done.steps = vec![
+            StepStatus::completed(1, 1),
+            StepStatus::completed(1, 2),
+            StepStatus::completed(1, 3),
+        ];
+        done.step_index = 2;
+        store.save(done).await.expect("complete");
+        let row = store
+            .request_undo("undo", "sent back", &ops)
+            .await
+            .expect("undo");
+        assert_eq!(row.state, SagaState::Compensating);
+        assert_eq!(row.error.as_deref(), Some("undone: sent back"));
+        assert_eq!(row.owner, None);
+        let claimed = store
+            .claim_expired(claim_by("b"), &accept_all)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "runnable at once");
+    })
+}

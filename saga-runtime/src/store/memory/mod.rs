@@ -247,6 +247,10 @@ impl RunnerStore for MemoryStore {
         let wake_clock = self.wake_clock();
         let mut shard = self.shard(&checkpoint.saga_id);
         let now = SystemTime::now();
+        // A saga put to wait for a signal that is already here is due at once.
+        let signalled = checkpoint
+            .waiting_for
+            .is_some_and(|name| signals::pending(&shard.signals, &checkpoint.saga_id, name));
         let result = (|| {
             let row = row_mut(&mut shard, &checkpoint.saga_id)?;
             if row.version != checkpoint.expected_version {
@@ -281,6 +285,9 @@ impl RunnerStore for MemoryStore {
                 row.owner = None;
                 row.lease_expires_at = None;
                 row.wake_at = checkpoint.wake_after.map(|d| later(wake_clock, d));
+                if signalled {
+                    row.wake_at = Some(wake_clock);
+                }
                 row.waiting_for = checkpoint.waiting_for.map(str::to_owned);
             } else {
                 if row.owner.as_deref() != Some(&*checkpoint.owner) {

@@ -29,6 +29,13 @@ impl StoredSignal {
     }
 }
 
+/// Whether a signal `name` for saga `saga_id` is neither consumed nor rejected.
+pub(super) fn pending(signals: &[StoredSignal], saga_id: &str, name: &str) -> bool {
+    signals
+        .iter()
+        .any(|s| !s.done && s.saga_id == saga_id && s.name == name)
+}
+
 /// Marks signal `id` consumed.
 pub(super) fn consume(shard: &mut super::Shard, id: i64) {
     if let Some(signal) = shard.signals.iter_mut().find(|s| s.id == id) {

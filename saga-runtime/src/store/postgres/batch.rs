@@ -46,7 +46,11 @@ WITH c AS (
     owner = CASE WHEN v.state = 'waiting' THEN NULL ELSE v.owner END,
     lease_expires_at = CASE WHEN v.state = 'waiting' THEN NULL
       ELSE now() + v.lease_us * interval '1 microsecond' END,
-    wake_at = CASE WHEN v.state = 'waiting' THEN now() + v.wake_us * interval '1 microsecond' END,
+    wake_at = CASE WHEN v.state <> 'waiting' THEN NULL
+      WHEN v.waiting_for IS NOT NULL AND EXISTS (SELECT 1 FROM saga_signals AS g
+        WHERE g.saga_id = v.saga_id AND g.name = v.waiting_for
+        AND g.consumed_at IS NULL AND g.rejected_at IS NULL) THEN now()
+      ELSE now() + v.wake_us * interval '1 microsecond' END,
     waiting_for = CASE WHEN v.state = 'waiting' THEN v.waiting_for END,
     recovery_count = CASE WHEN v.progress THEN 0 ELSE s.recovery_count END,
     parked_from = v.parked_from,

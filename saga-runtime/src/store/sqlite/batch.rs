@@ -144,7 +144,10 @@ async fn write(
              current_step = v.current_step, attempt = v.attempt, step_status = v.step_status, \
              context = COALESCE(v.context, saga_checkpoints.context), error = v.error, \
              failed_step = v.failed_step, version = saga_checkpoints.version + 1, owner = v.owner, \
-             lease_expires_at = v.lease_until, wake_at = v.wake_at, waiting_for = v.waiting_for, \
+             lease_expires_at = v.lease_until, waiting_for = v.waiting_for, \
+             wake_at = CASE WHEN v.waiting_for IS NOT NULL AND EXISTS (SELECT 1 FROM saga_signals AS g \
+               WHERE g.saga_id = v.saga_id AND g.name = v.waiting_for \
+               AND g.consumed_at IS NULL AND g.rejected_at IS NULL) THEN v.now ELSE v.wake_at END, \
              recovery_count = CASE WHEN v.progress THEN 0 ELSE saga_checkpoints.recovery_count END, \
              parked_from = v.parked_from, \
              cancel_requested = CASE WHEN v.clear_cancel THEN NULL ELSE saga_checkpoints.cancel_requested END, \

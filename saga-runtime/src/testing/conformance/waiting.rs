@@ -141,10 +141,14 @@ pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxF
         let next = store.next_signal("sig", "go").await.expect("next");
         assert_eq!(next.map(|s| s.id), Some(second));
         // Consumed by the checkpoint that ends its step.
-        let mut done = waiting("sig", 1, Duration::from_secs(3600), Some("go"));
+        let mut done = super::checkpoint("sig", "a", 1);
         done.consume_signal = Some(second);
         store.save(done).await.expect("save");
         assert_eq!(store.next_signal("sig", "go").await.expect("next"), None);
+        store
+            .save(waiting("sig", 2, Duration::from_secs(3600), Some("go")))
+            .await
+            .expect("wait");
         // A signal for a saga waiting for it makes it due at once.
         assert!(
             store
@@ -160,6 +164,25 @@ pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxF
             .await
             .expect("claim");
         assert_eq!(claimed.len(), 1, "woken by its signal");
+        // Put to wait for a signal that is already here (its sender saw the saga still
+        // running): due at once, whatever happens to the writer next.
+        let mut early = new_saga("early", Some("a"), Duration::from_secs(30));
+        early.signals = &["go"];
+        store.create(early).await.expect("create");
+        store
+            .send_signal(NewSignal::new("early", "go", "5", ops.clone()))
+            .await
+            .expect("send");
+        store
+            .save(waiting("early", 1, Duration::from_secs(3600), Some("go")))
+            .await
+            .expect("wait");
+        let claimed = store
+            .claim_expired(claim_by("c"), &accept_all)
+            .await
+            .expect("claim");
+        let ids: Vec<&str> = claimed.iter().map(|r| r.saga_id.as_str()).collect();
+        assert_eq!(ids, ["early"], "due at once: its signal was already there");
         let missing = store
             .send_signal(NewSignal::new("nobody", "go", "1", ops.clone()))
             .await

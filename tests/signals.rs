@@ -393,7 +393,6 @@ fn the_definition_lists_its_signals() {
     let step = &Expense::DEFINITION.steps()[1];
     assert_eq!(step.signal(), Some("approval"));
     assert_eq!(step.timeout(), Some(Duration::from_secs(1)));
-    let _ = Backend::Memory;
 }
 
 /// The race the crash harness found: a signal sent while the write that puts its saga to

@@ -139,9 +139,7 @@ impl SagaStore for MemoryStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
         let wake_clock = self.wake_clock();
-        let mut shard = self.shard(saga_id);
-        let now = SystemTime::now();
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
+        ready(self.operator_action(saga_id, actor, |row| {
             let change = operator::resume(row, reason)?;
             if change.state == SagaState::Waiting {
                 // Due now, and a signal wait starts over with a new deadline.
@@ -153,16 +151,7 @@ impl SagaStore for MemoryStore {
             row.steps = change.steps;
             row.parked_from = None;
             row.recovery_count = 0;
-            row.owner = None;
-            row.lease_expires_at = Some(now);
-            row.version += 1;
-            row.updated_at = now;
-            Ok((row.clone(), change.event))
-        });
-        ready(result.map(|(row, event)| {
-            let header = Arc::new(operator::header(&row, actor));
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-            row
+            Ok(change.event)
         }))
     }
 
@@ -172,24 +161,14 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut shard = self.shard(saga_id);
-        let now = SystemTime::now();
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
+        ready(self.operator_action(saga_id, actor, |row| {
             let event = operator::mark_failed(row, reason)?;
             row.state = SagaState::Failed;
             row.error = Some(crate::text::clean(reason).into_owned());
             row.parked_from = None;
             row.cancel_requested = None;
-            row.owner = None;
             row.wake_at = None;
-            row.version += 1;
-            row.updated_at = now;
-            Ok((row.clone(), event))
-        });
-        ready(result.map(|(row, event)| {
-            let header = Arc::new(operator::header(&row, actor));
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-            row
+            Ok(event)
         }))
     }
 
@@ -199,9 +178,7 @@ impl SagaStore for MemoryStore {
         reason: &'a str,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>> {
-        let mut shard = self.shard(saga_id);
-        let now = SystemTime::now();
-        let result = row_mut(&mut shard, saga_id).and_then(|row| {
+        ready(self.operator_action(saga_id, actor, |row| {
             let event = operator::undo(row, reason)?;
             row.state = SagaState::Compensating;
             row.error = Some(operator::undone_error(reason));
@@ -209,16 +186,7 @@ impl SagaStore for MemoryStore {
             row.attempt = 0;
             row.recovery_count = 0;
             row.cancel_requested = None;
-            row.owner = None;
-            row.lease_expires_at = Some(now);
-            row.version += 1;
-            row.updated_at = now;
-            Ok((row.clone(), event))
-        });
-        ready(result.map(|(row, event)| {
-            let header = Arc::new(operator::header(&row, actor));
-            self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
-            row
+            Ok(event)
         }))
     }
 
@@ -296,5 +264,31 @@ impl SagaStore for MemoryStore {
         }
         counts.sort_by(|a, b| (&a.saga_type, &a.event_type).cmp(&(&b.saga_type, &b.event_type)));
         ready(Ok(counts))
+    }
+}
+
+impl MemoryStore {
+    /// An operator action on one row, as the SQL stores apply it: `change` decides and
+    /// edits the row; then the row belongs to nobody, its lease ends now (any runner may
+    /// take it), its version moves (its owner is fenced off), and the action's audit row is
+    /// written with the operator as user.
+    fn operator_action(
+        &self,
+        saga_id: &str,
+        actor: &Actor,
+        change: impl FnOnce(&mut SagaRecord) -> Result<NewEvent, StoreError>,
+    ) -> Result<SagaRecord, StoreError> {
+        let mut shard = self.shard(saga_id);
+        let now = SystemTime::now();
+        let row = row_mut(&mut shard, saga_id)?;
+        let event = change(row)?;
+        row.owner = None;
+        row.lease_expires_at = Some(now);
+        row.version += 1;
+        row.updated_at = now;
+        let row = row.clone();
+        let header = Arc::new(operator::header(&row, actor));
+        self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
+        Ok(row)
     }
 }

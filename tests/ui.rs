@@ -8,5 +8,6 @@ fn ui() {
     cases.compile_fail("tests/ui/validate/*.rs");
     cases.compile_fail("tests/ui/typeck/*.rs");
     cases.compile_fail("tests/ui/signal/*.rs");
+    cases.compile_fail("tests/ui/child/*.rs");
     cases.pass("tests/ui/pass/*.rs");
 }

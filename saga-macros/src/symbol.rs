@@ -27,6 +27,7 @@ pub(crate) const PIVOT: &str = "pivot";
 pub(crate) const CONCURRENT: &str = "concurrent";
 pub(crate) const AFTER: &str = "after";
 pub(crate) const DELAY: &str = "delay";
+pub(crate) const CHILD: &str = "child";
 
 /// Keys of `#[step(...)]`, for did-you-mean suggestions.
 pub(crate) const STEP_KEYS: &[&str] = &[
@@ -43,6 +44,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     CONCURRENT,
     AFTER,
     DELAY,
+    CHILD,
 ];
 
 /// The parameter name that binds the saga's input.

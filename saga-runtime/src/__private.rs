@@ -86,6 +86,27 @@ pub fn signal_payload<T: SignalPayload>(step_context: &StepContext) -> Result<T,
         .map_err(|e| StepError::permanent(format!("its signal does not decode: {e}")))
 }
 
+pub use crate::child::{ChildRequest, Completed};
+
+/// The output of a child step's body: the child to start, boxed for the runtime.
+#[inline]
+pub fn child_start<T: ChildRequest>(child: T) -> StepOutput {
+    child.into_output()
+}
+
+/// The output of a child step whose child `saga_id` completed with `context` (as stored;
+/// `completed[i]`: whether its step `i` completed).
+///
+/// # Errors
+/// What serde said.
+pub fn child_output<C: Saga>(
+    saga_id: &str,
+    context: &str,
+    completed: Vec<bool>,
+) -> Result<StepOutput, String> {
+    crate::child::completed_output::<C>(saga_id, context, completed)
+}
+
 /// What a compensation's `Ok` holds: `()`, and nothing else.
 #[diagnostic::on_unimplemented(
     message = "a compensation must return `Result<(), E>`; this one returns `Result<{Self}, E>`",

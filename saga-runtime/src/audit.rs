@@ -55,6 +55,9 @@ pub enum EventType {
     SignalRejected,
     /// Someone asked for a completed saga to be undone: compensated, newest step first.
     SagaUndone,
+    /// A step started a child saga (or attached to the one an earlier attempt started) and
+    /// waits for it.
+    ChildStarted,
     /// Someone asked for the saga to be cancelled.
     CancelRequested,
     /// An operator made a parked, stuck or failed-compensation saga runnable again.
@@ -67,7 +70,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 26] = [
+    pub const ALL: [EventType; 27] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -90,6 +93,7 @@ impl EventType {
         EventType::SignalReceived,
         EventType::SignalRejected,
         EventType::SagaUndone,
+        EventType::ChildStarted,
         EventType::CancelRequested,
         EventType::OperatorResumed,
         EventType::OperatorFailed,
@@ -122,6 +126,7 @@ impl EventType {
             EventType::SignalReceived => "signal_received",
             EventType::SignalRejected => "signal_rejected",
             EventType::SagaUndone => "saga_undone",
+            EventType::ChildStarted => "child_started",
             EventType::CancelRequested => "cancel_requested",
             EventType::OperatorResumed => "operator_resumed",
             EventType::OperatorFailed => "operator_failed",

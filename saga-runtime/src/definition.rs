@@ -102,6 +102,19 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     fn check_signal(step: usize, payload: &str) -> Result<(), String>;
 
+    /// The output of child step `step` whose child `saga_id` completed with `context` (as
+    /// stored; `completed[i]`: whether its step `i` completed).
+    ///
+    /// # Errors
+    /// What serde said, or that step `step` is not a child step.
+    #[doc(hidden)]
+    fn child_output(
+        step: usize,
+        saga_id: &str,
+        context: &str,
+        completed: Vec<bool>,
+    ) -> Result<crate::__private::StepOutput, String>;
+
     /// Runs one attempt of the compensation of step `step`.
     #[doc(hidden)]
     fn run_compensation<'a>(
@@ -223,6 +236,9 @@ pub struct StepSpec {
     pub delay: Option<Duration>,
     #[doc(hidden)]
     pub signal: Option<&'static str>,
+    /// Whether it starts a child saga and waits for it (`#[step(child)]`).
+    #[doc(hidden)]
+    pub child: bool,
     #[doc(hidden)]
     pub compensation: Option<CompensationSpec>,
 }

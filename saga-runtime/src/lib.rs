@@ -5,6 +5,7 @@
 pub mod __private;
 pub mod audit;
 mod backoff;
+pub mod child;
 mod config;
 mod context;
 pub mod definition;
@@ -22,6 +23,7 @@ mod text;
 
 pub use audit::{AuditQuery, AuditRecord, EventType};
 pub use backoff::Backoff;
+pub use child::{Child, Completed};
 pub use config::SagaConfig;
 pub use context::StepContext;
 pub use definition::{Saga, SagaState, UnknownState};

@@ -12,6 +12,6 @@ pub use crate::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::SqliteStore;
 pub use crate::{
-    Actor, AuditQuery, MemoryStore, Orchestrator, Outcome, ResultExt, RunnerStore, Saga,
-    SagaConfig, SagaError, SagaState, SagaStore, StepContext, StepError,
+    Actor, AuditQuery, Child, Completed, MemoryStore, Orchestrator, Outcome, ResultExt,
+    RunnerStore, Saga, SagaConfig, SagaError, SagaState, SagaStore, StepContext, StepError,
 };

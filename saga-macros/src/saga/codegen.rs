@@ -6,9 +6,9 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned as _;
 
-use super::signal;
 use super::tokens::{at, private, respan};
 use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
+use super::{child, signal};
 
 /// The state enum and the `Saga` impl that go next to the user's impl (the context type
 /// is `context`'s).
@@ -37,9 +37,12 @@ fn state_enum(plan: &SagaPlan) -> TokenStream {
         quote!(#[doc = #doc] #variant,)
     });
     let compensating = plan.steps.iter().filter_map(|step| {
-        let comp = step.compensation.as_ref()?;
-        let variant = &comp.variant;
-        let doc = format!("`{}` is undoing step `{}`.", comp.name, step.name);
+        let variant = child::compensation_variant(step)?;
+        let comp = step
+            .compensation
+            .as_ref()
+            .map_or(child::UNDO, |comp| &comp.name);
+        let doc = format!("`{comp}` is undoing step `{}`.", step.name);
         Some(quote!(#[doc = #doc] #variant,))
     });
     quote! {
@@ -88,7 +91,14 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let signal_names = plan
         .steps
         .iter()
-        .filter_map(|step| signal::of(step).map(|param| param.ident.to_string()));
+        .filter_map(|step| signal::of(step).map(|param| param.ident.to_string()))
+        .chain(
+            plan.steps
+                .iter()
+                .filter(|step| step.child.is_some())
+                .map(child::signal_name),
+        );
+    let child_outputs = child::output_arms(plan);
     let signal_checks = signal::check_arms(plan);
     let fields: Vec<&Ident> = plan.steps.iter().map(|step| &step.ident).collect();
     let outputs: Vec<&syn::Type> = plan.steps.iter().map(|step| &step.output).collect();
@@ -96,11 +106,12 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let step_arms = plan.steps.iter().enumerate().map(|(index, step)| {
         let call = call(plan, &step.ident, &step.params, true);
         let convert = quote_spanned!(at(step.return_span)=> #p::into_step_error(__saga_error));
+        let output = child::output(plan, step);
         let body = quote! {
             let __saga_result = { #call };
             match __saga_result {
                 ::core::result::Result::Ok(__saga_output) => {
-                    ::core::result::Result::Ok(#p::step_output(__saga_output))
+                    ::core::result::Result::Ok(#output)
                 }
                 ::core::result::Result::Err(__saga_error) => {
                     ::core::result::Result::Err(#convert)
@@ -143,7 +154,7 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
         quote!(#index => ::core::option::Option::Some(#state::#variant),)
     });
     let compensating_states = plan.steps.iter().enumerate().filter_map(|(index, step)| {
-        let variant = &step.compensation.as_ref()?.variant;
+        let variant = child::compensation_variant(step)?;
         Some(quote!(#index => ::core::option::Option::Some(#state::#variant),))
     });
     let running_back = plan.steps.iter().enumerate().map(|(index, step)| {
@@ -151,7 +162,7 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
         quote!(#state::#variant => (#p::SagaState::Running, #index),)
     });
     let compensating_back = plan.steps.iter().enumerate().filter_map(|(index, step)| {
-        let variant = &step.compensation.as_ref()?.variant;
+        let variant = child::compensation_variant(step)?;
         Some(quote!(#state::#variant => (#p::SagaState::Compensating, #index),))
     });
 
@@ -181,6 +192,20 @@ fn saga_impl(plan: &SagaPlan) -> TokenStream {
                     match step {
                         #(#signal_checks)*
                         _ => ::core::result::Result::Ok(()),
+                    }
+                }
+
+                fn child_output(
+                    step: usize,
+                    saga_id: &str,
+                    context: &str,
+                    completed: ::std::vec::Vec<bool>,
+                ) -> ::core::result::Result<#p::StepOutput, ::std::string::String> {
+                    match step {
+                        #(#child_outputs)*
+                        _ => ::core::result::Result::Err(::std::format!(
+                            "step {step} does not start a child saga"
+                        )),
                     }
                 }
 
@@ -392,20 +417,39 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
     let pivot = step.pivot;
     let concurrent = step.concurrent;
     let depends_on = &step.depends_on;
-    let compensation = option(step.compensation.as_ref().map(|comp| {
-        let comp_name = &comp.name;
-        let uses_own_output = comp.uses_own_output;
-        let timeout = millis(p, comp.timeout_ms);
-        let retries = option(comp.retries.map(|r| quote!(#r)));
-        quote! {
-            #p::CompensationSpec {
-                name: #comp_name,
-                uses_own_output: #uses_own_output,
-                timeout: #timeout,
-                retries: #retries,
-            }
-        }
-    }));
+    let is_child = step.child.is_some();
+    let undo = child::UNDO;
+    let undo_retries = child::UNDO_RETRIES;
+    let compensation = option(
+        step.compensation
+            .as_ref()
+            .map(|comp| {
+                let comp_name = &comp.name;
+                let uses_own_output = comp.uses_own_output;
+                let timeout = millis(p, comp.timeout_ms);
+                let retries = option(comp.retries.map(|r| quote!(#r)));
+                quote! {
+                    #p::CompensationSpec {
+                        name: #comp_name,
+                        uses_own_output: #uses_own_output,
+                        timeout: #timeout,
+                        retries: #retries,
+                    }
+                }
+            })
+            .or_else(|| {
+                is_child.then(|| {
+                    quote! {
+                        #p::CompensationSpec {
+                            name: #undo,
+                            uses_own_output: false,
+                            timeout: ::core::option::Option::None,
+                            retries: ::core::option::Option::Some(#undo_retries),
+                        }
+                    }
+                })
+            }),
+    );
     quote! {
         #p::StepSpec {
             name: #name,
@@ -422,6 +466,7 @@ fn step_spec(p: &TokenStream, step: &StepPlan) -> TokenStream {
             depends_on: &[#(#depends_on),*],
             delay: #delay,
             signal: #signal,
+            child: #is_child,
             compensation: #compensation,
         }
     }

@@ -121,6 +121,15 @@ pub(crate) fn generate(model: &SagaModel) -> TokenStream {
                     ::core::result::Result::Err(::std::string::String::new())
                 }
 
+                fn child_output(
+                    _: usize,
+                    _: &str,
+                    _: &str,
+                    _: ::std::vec::Vec<bool>,
+                ) -> ::core::result::Result<#p::StepOutput, ::std::string::String> {
+                    ::core::result::Result::Err(::std::string::String::new())
+                }
+
                 fn new_context(input: Self::Input) -> Self::Context {
                     #context { input, #(#field_inits)* }
                 }

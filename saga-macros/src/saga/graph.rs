@@ -51,6 +51,15 @@ pub(crate) fn check_delays(steps: &[StepPlan], errors: &mut Errors) {
         return;
     }
     for step in steps {
+        if step.child.is_some() {
+            errors.at(
+                step.return_span,
+                format_args!(
+                    "child sagas are not supported yet in a saga with `concurrent` steps: `{}` would wait for its child while other steps may be running; a chain of steps can wait",
+                    step.name
+                ),
+            );
+        }
         if let Some(delay) = step.delay {
             errors.at(
                 delay.span,

@@ -1,6 +1,7 @@
 //! `#[saga]`: parse → model → validate → codegen. Everything below works on `proc_macro2`
 //! so that unit tests can call [`expand`] directly.
 
+mod child;
 mod codegen;
 mod context;
 mod duration;

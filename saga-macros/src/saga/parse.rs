@@ -53,6 +53,8 @@ pub(crate) struct StepArgs {
     pub(crate) after: Option<Vec<Ident>>,
     /// How long the step waits, durably, once it is ready to start.
     pub(crate) delay: Option<Spanned<u64>>,
+    /// The span of the `child` key when the step starts a child saga and waits for it.
+    pub(crate) child: Option<Span>,
 }
 
 /// Parses the tokens inside `#[saga(..)]`.
@@ -202,6 +204,11 @@ pub(crate) fn step_args(attr: &Attribute, errors: &mut Errors) -> StepArgs {
             symbol::CONCURRENT => {
                 if flag_value(&meta, errors, symbol::CONCURRENT)? {
                     set_once(&mut args.concurrent, meta.path.span(), &meta.path, errors);
+                }
+            }
+            symbol::CHILD => {
+                if flag_value(&meta, errors, symbol::CHILD)? {
+                    set_once(&mut args.child, meta.path.span(), &meta.path, errors);
                 }
             }
             symbol::AFTER => {

@@ -68,6 +68,15 @@ pub(crate) fn check(steps: &[StepPlan], errors: &mut Errors) {
                 ),
             );
         }
+        if step.child.is_some() {
+            errors.spanned(
+                &first.ident,
+                format_args!(
+                    "a `child` step waits for its child saga; `{}` cannot also wait for a signal",
+                    step.name
+                ),
+            );
+        }
         let name = model::unraw(&first.ident);
         if let Some((_, other)) = seen.iter().find(|(seen, _)| *seen == name) {
             errors.spanned(

@@ -30,7 +30,11 @@ pub(crate) struct StepPlan {
     pub(crate) name: String,
     /// The state-enum variant while this step is next or running.
     pub(crate) variant: Ident,
+    /// The type of its output in the context: what its body returns, or for a child step,
+    /// `Completed<S>`.
     pub(crate) output: Type,
+    /// For a `child` step: what its body returns (`Child<S>`).
+    pub(crate) child: Option<Type>,
     /// The span of the declared return type.
     pub(crate) return_span: Span,
     pub(crate) params: Vec<ParamPlan>,
@@ -278,13 +282,27 @@ fn step_plan(
         .as_ref()
         .and_then(|target| compensation_plan(model, index, step, target, errors));
 
+    if args.child.is_some() {
+        check_child(args, errors);
+    }
     let variant = Ident::new(&camel_case(&func.name), func.ident.span());
     let (output, return_span) = output?;
+    let (output, child) = match args.child {
+        Some(_) => {
+            let krate = &model.krate;
+            let completed: Type = syn::parse_quote_spanned! {return_span=>
+                #krate::__private::Completed<<#output as #krate::__private::ChildRequest>::Saga>
+            };
+            (completed, Some(output))
+        }
+        None => (output, None),
+    };
     Some(StepPlan {
         ident: func.ident.clone(),
         name: func.name.clone(),
         variant,
         output,
+        child,
         return_span,
         params: params?,
         timeout_ms: args.timeout.map(|t| t.value),
@@ -302,6 +320,23 @@ fn step_plan(
             (_, plan) => plan,
         },
     })
+}
+
+/// What a `child` step cannot also be: its compensation is the undoing of its child, and
+/// it waits for nothing else.
+fn check_child(args: &super::parse::StepArgs, errors: &mut Errors) {
+    if let Some(compensate) = &args.compensate {
+        errors.spanned(
+            compensate,
+            "a `child` step is compensated by undoing its child saga (as `Executor::undo` does); remove `compensate`",
+        );
+    }
+    if let Some(delay) = args.delay {
+        errors.at(
+            delay.span,
+            "`delay` is not supported yet on a `child` step; put the delay on a step before it",
+        );
+    }
 }
 
 /// The steps each step names in `after`, by index: only earlier steps, each reported where

@@ -359,6 +359,7 @@ const _: () = {
                     depends_on: &[],
                     delay: ::core::option::Option::None,
                     signal: ::core::option::Option::None,
+                    child: false,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "delete_backtest",
                         uses_own_output: true,
@@ -383,6 +384,7 @@ const _: () = {
                     depends_on: &[0usize],
                     delay: ::core::option::Option::None,
                     signal: ::core::option::Option::None,
+                    child: false,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "cleanup_strategy",
                         uses_own_output: false,
@@ -399,6 +401,23 @@ const _: () = {
         ) -> ::core::result::Result<(), ::std::string::String> {
             match step {
                 _ => ::core::result::Result::Ok(()),
+            }
+        }
+        fn child_output(
+            step: usize,
+            saga_id: &str,
+            context: &str,
+            completed: ::std::vec::Vec<bool>,
+        ) -> ::core::result::Result<
+            ::saga_runtime::__private::StepOutput,
+            ::std::string::String,
+        > {
+            match step {
+                _ => {
+                    ::core::result::Result::Err(
+                        ::std::format!("step {step} does not start a child saga"),
+                    )
+                }
             }
         }
         fn new_context(input: Self::Input) -> Self::Context {

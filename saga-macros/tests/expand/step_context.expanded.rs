@@ -281,6 +281,7 @@ const _: () = {
                     depends_on: &[],
                     delay: ::core::option::Option::None,
                     signal: ::core::option::Option::None,
+                    child: false,
                     compensation: ::core::option::Option::Some(::saga_runtime::__private::CompensationSpec {
                         name: "refund",
                         uses_own_output: true,
@@ -297,6 +298,23 @@ const _: () = {
         ) -> ::core::result::Result<(), ::std::string::String> {
             match step {
                 _ => ::core::result::Result::Ok(()),
+            }
+        }
+        fn child_output(
+            step: usize,
+            saga_id: &str,
+            context: &str,
+            completed: ::std::vec::Vec<bool>,
+        ) -> ::core::result::Result<
+            ::saga_runtime::__private::StepOutput,
+            ::std::string::String,
+        > {
+            match step {
+                _ => {
+                    ::core::result::Result::Err(
+                        ::std::format!("step {step} does not start a child saga"),
+                    )
+                }
             }
         }
         fn new_context(input: Self::Input) -> Self::Context {

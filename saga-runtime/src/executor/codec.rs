@@ -218,6 +218,7 @@ mod tests {
             depends_on: &[],
             delay: None,
             signal: None,
+            child: false,
             compensation: if compensated {
                 Some(CompensationSpec {
                     name: "undo",

@@ -185,7 +185,7 @@ impl<S: Saga> Executor<S> {
     }
 
     /// Creates the saga (or finds it), ready to run.
-    async fn start(
+    pub(super) async fn start(
         &self,
         id: Arc<str>,
         config: &SagaConfig,
@@ -374,6 +374,12 @@ impl<S: Saga> Executor<S> {
         if !record.state.is_active() {
             return Outcome::from_record(record, true);
         }
+        self.take_over(record).await
+    }
+
+    /// Claims saga `record` (active, or waiting and due) and runs it to its end here.
+    pub(super) async fn take_over(&self, record: SagaRecord) -> Result<Outcome<S>, SagaError> {
+        let inner = &self.orchestrator.inner;
         // Refuse what cannot be resumed before the claim changes the row.
         check_resumable::<S>(&record, inner.settings.max_context_bytes)?;
         let mine = record.owner.as_deref() == Some(&*inner.runner_id);
@@ -465,7 +471,7 @@ impl<S: Saga> Executor<S> {
 
 /// A saga ready to run, or one that had already ended.
 #[allow(clippy::large_enum_variant)] // returned once and taken apart at once, never stored
-enum Started<'a, S: Saga> {
+pub(super) enum Started<'a, S: Saga> {
     Run(Run<'a, S>),
     Ended(Outcome<S>),
 }
@@ -494,7 +500,36 @@ impl<S: Saga> fmt::Debug for Waited<S> {
 
 struct Registered<S>(Arc<S>);
 
+impl<S: Saga> Registered<S> {
+    fn executor(&self, inner: Arc<Inner>) -> Executor<S> {
+        Executor {
+            saga: self.0.clone(),
+            orchestrator: Orchestrator { inner },
+        }
+    }
+}
+
 impl<S: Saga> Resumable for Registered<S> {
+    fn start_child(
+        &self,
+        inner: Arc<Inner>,
+        id: Arc<str>,
+        config: SagaConfig,
+        input: Box<dyn std::any::Any + Send + Sync>,
+    ) -> BoxFuture<'static, Result<bool, SagaError>> {
+        Box::pin(self.executor(inner).start_child(id, config, input))
+    }
+
+    fn settle_child(
+        &self,
+        inner: Arc<Inner>,
+        id: String,
+        reason: String,
+    ) -> BoxFuture<'static, Result<(), SagaError>> {
+        let executor = self.executor(inner);
+        Box::pin(async move { executor.settle_child(&id, &reason).await })
+    }
+
     fn check(&self, record: &SagaRecord, max_context_bytes: usize) -> Result<(), SagaError> {
         check_resumable::<S>(record, max_context_bytes)
     }

@@ -15,6 +15,8 @@ use crate::store::{SagaRecord, SagaStore};
 
 /// The shared state behind an [`Orchestrator`](super::Orchestrator).
 pub(crate) struct Inner {
+    /// Itself, for what must outlive a borrow of it (a child saga's task).
+    pub(crate) me: std::sync::Weak<Inner>,
     pub(crate) store: Arc<dyn SagaStore>,
     /// Whether the store's writes can fail transiently (worth keeping a copy to retry).
     pub(crate) transient_store: bool,
@@ -25,6 +27,17 @@ pub(crate) struct Inner {
     pub(crate) active: Arc<Active>,
     pub(crate) sagas: RwLock<HashMap<&'static str, Arc<dyn Resumable>>>,
     pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl Inner {
+    /// The registered saga of definition `name`.
+    pub(crate) fn registered(&self, name: &str) -> Option<Arc<dyn Resumable>> {
+        self.sagas
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
 }
 
 impl fmt::Debug for Inner {
@@ -47,4 +60,22 @@ pub(crate) trait Resumable: Send + Sync {
         guard: ActiveGuard,
         record: SagaRecord,
     ) -> BoxFuture<'static, Result<SagaState, SagaError>>;
+
+    /// Creates child saga `id` with `input` and runs it in a task of its own; `Ok(false)`
+    /// if it existed already (see `Executor::start_child`).
+    fn start_child(
+        &self,
+        inner: Arc<Inner>,
+        id: Arc<str>,
+        config: crate::config::SagaConfig,
+        input: Box<dyn std::any::Any + Send + Sync>,
+    ) -> BoxFuture<'static, Result<bool, SagaError>>;
+
+    /// Undoes or cancels child saga `id` and runs it to its end (`Executor::settle_child`).
+    fn settle_child(
+        &self,
+        inner: Arc<Inner>,
+        id: String,
+        reason: String,
+    ) -> BoxFuture<'static, Result<(), SagaError>>;
 }

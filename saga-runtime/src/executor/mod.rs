@@ -9,6 +9,7 @@
 
 mod active;
 mod background;
+mod child;
 mod codec;
 mod handle;
 mod inner;

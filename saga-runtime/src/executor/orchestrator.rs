@@ -274,7 +274,8 @@ impl OrchestratorBuilder {
         crate::text::check_label(&runner_id)
             .map_err(|reason| SagaError::config("runner id", reason))?;
         let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             transient_store: self.store.can_fail_transiently(),
             store: self.store,
             runner_id: runner_id.into(),

@@ -132,12 +132,18 @@ impl<S: Saga> Run<'_, S> {
             compensation = comp.name,
             attempt
         );
-        let result = run_attempt(
-            self.saga.run_compensation(step, &self.ctx, &step_context),
-            policy.timeout,
-        )
-        .instrument(span)
-        .await;
+        let result = if spec.child {
+            run_attempt(Box::pin(self.settle_child(spec)), policy.timeout)
+                .instrument(span)
+                .await
+        } else {
+            run_attempt(
+                self.saga.run_compensation(step, &self.ctx, &step_context),
+                policy.timeout,
+            )
+            .instrument(span)
+            .await
+        };
         let mut events = Vec::new();
         match result {
             Ok(()) => {

@@ -28,10 +28,9 @@ impl<S: Saga> Run<'_, S> {
             // whose signal has not been taken (it was interrupted before it began).
             let attempts = self.status(self.step).attempt.saturating_sub(1);
             if let Ok(draft) = self.must_wait(self.step, attempts, Vec::new()).await? {
-                return match self.wait(draft).await? {
-                    None => Ok(()),
-                    Some(reason) => self.cancelled(reason, self.step, false, Vec::new()).await,
-                };
+                return self
+                    .wait_or_compensate(draft, self.step, false, Vec::new())
+                    .await;
             }
         }
         let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
@@ -65,6 +64,7 @@ impl<S: Saga> Run<'_, S> {
         match result {
             // Boxed: while a step runs, only the attempt's state is held, not the (larger)
             // state of the transitions that follow it.
+            Ok(output) if spec.child => Box::pin(self.start_child(spec, &policy, output)).await,
             Ok(output) => {
                 let step = self.step;
                 if !S::store_output(self.ctx_mut()?, step, output) {
@@ -73,15 +73,18 @@ impl<S: Saga> Run<'_, S> {
                         spec.name
                     )));
                 }
-                Box::pin(self.step_completed(spec)).await
+                Box::pin(self.step_completed(spec, Vec::new())).await
             }
             Err(failed) => Box::pin(self.step_failed(spec, &policy, failed)).await,
         }
     }
 
+    /// The current attempt of step `spec` completed (its output is in the context): write
+    /// that, with `events` before it, and go on.
     pub(super) async fn step_completed(
         &mut self,
         spec: &'static StepSpec,
+        mut events: Vec<NewEvent>,
     ) -> Result<(), SagaError> {
         tracing::info!(step = spec.name, attempt = self.attempt, "step completed");
         let step = self.step;
@@ -100,7 +103,6 @@ impl<S: Saga> Run<'_, S> {
             }
         };
         self.ctx_dirty = true;
-        let mut events = Vec::new();
         let attempt = self.attempt;
         self.event(&mut events, || {
             NewEvent::now(EventType::StepCompleted)
@@ -215,13 +217,9 @@ impl<S: Saga> Run<'_, S> {
             // Longer than a lease: wait durably rather than hold the saga meanwhile.
             let failure_events = events.clone();
             let draft = self.wait_draft(self.step, attempt, delay, Why::Retry, events);
-            return match self.wait(draft).await? {
-                None => Ok(()),
-                Some(reason) => {
-                    self.cancelled(reason, self.step, timed_out, failure_events)
-                        .await
-                }
-            };
+            return self
+                .wait_or_compensate(draft, self.step, timed_out, failure_events)
+                .await;
         }
         let failure_events = events.clone();
         let retrying = StepStatus {

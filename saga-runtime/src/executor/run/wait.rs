@@ -24,6 +24,8 @@ pub(super) enum Why {
     Retry,
     /// The step's signal, until the step's timeout.
     Signal(&'static str),
+    /// The step's child saga (told by the signal named here), until the step's timeout.
+    Child(&'static str),
 }
 
 /// What a claimed waiting row says about why it was woken.
@@ -54,6 +56,11 @@ impl<S: Saga> Run<'_, S> {
         mut events: Vec<NewEvent>,
     ) -> Draft {
         let name = Self::steps().get(step).map_or("", |spec| spec.name);
+        // A child step waits in its attempt (its body ran); the others before their next.
+        let attempt = match why {
+            Why::Child(_) => attempts,
+            _ => attempts.saturating_add(1),
+        };
         self.event(&mut events, || {
             let details = match why {
                 Why::Delay => serde_json::json!({ "for": "delay", "delay_ms": delay.as_millis() }),
@@ -61,16 +68,21 @@ impl<S: Saga> Run<'_, S> {
                 Why::Signal(signal) => serde_json::json!({
                     "for": "signal", "signal": signal, "deadline_ms": delay.as_millis()
                 }),
+                Why::Child(_) => serde_json::json!({
+                    "for": "child",
+                    "child": super::super::child::child_id(&self.id, name),
+                    "deadline_ms": delay.as_millis()
+                }),
             };
             NewEvent::now(EventType::SagaWaiting)
                 .step(name)
-                .attempt(attempts.saturating_add(1))
+                .attempt(attempt)
                 .details(details.to_string())
         });
         let mut draft = Draft::new(SagaState::Waiting, step, attempts, events)
             .status(step, StepStatus::waiting(attempts));
         draft.wake_after = Some(delay);
-        if let Why::Signal(signal) = why {
+        if let Why::Signal(signal) | Why::Child(signal) = why {
             draft.waiting_for = Some(signal);
         }
         draft
@@ -162,6 +174,41 @@ impl<S: Saga> Run<'_, S> {
         Ok(None)
     }
 
+    /// [`Run::wait`], and if a cancellation refused it, compensation from step `step`
+    /// (`unknown`: an attempt of it may have had an effect) with `events` before it.
+    pub(super) async fn wait_or_compensate(
+        &mut self,
+        draft: Draft,
+        step: usize,
+        unknown: bool,
+        events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        match self.wait(draft).await? {
+            None => Ok(()),
+            Some(reason) => self.cancelled(reason, step, unknown, events).await,
+        }
+    }
+
+    /// Attempt `attempt` of step `step` waited past its deadline: records it (`message`,
+    /// counted as `error_type`) in `events`.
+    pub(super) fn deadline_passed(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        message: &str,
+        error_type: &'static str,
+        events: &mut Vec<NewEvent>,
+    ) {
+        let name = Self::steps().get(step).map_or("", |spec| spec.name);
+        self.event(events, || {
+            NewEvent::now(EventType::StepTimedOut)
+                .step(name)
+                .attempt(attempt)
+                .error(message.to_owned())
+        });
+        self.metrics.step_failed(step, error_type);
+    }
+
     /// After the write that put the saga to wait for `signal`: a signal whose sender saw
     /// the saga still running (before that write) did not wake it, but it committed before
     /// the write did (the sender holds the saga's row until it commits), so it is visible
@@ -213,6 +260,9 @@ impl<S: Saga> Run<'_, S> {
                 spec.name
             )));
         }
+        if spec.child {
+            return self.wake_child(spec, status.attempt, why).await;
+        }
         let next = status.attempt.saturating_add(1);
         let mut events = Vec::new();
         self.event(&mut events, || {
@@ -241,10 +291,7 @@ impl<S: Saga> Run<'_, S> {
                 Why::Signal(signal),
                 events,
             );
-            if let Some(reason) = self.wait(draft).await? {
-                return self.cancelled(reason, step, true, woken).await;
-            }
-            return Ok(());
+            return self.wait_or_compensate(draft, step, true, woken).await;
         }
         self.event(&mut events, || {
             NewEvent::now(EventType::StepStarted)
@@ -281,13 +328,7 @@ impl<S: Saga> Run<'_, S> {
             "no signal `{signal}` within {}",
             humantime::format_duration(policy.timeout)
         );
-        self.event(&mut events, || {
-            NewEvent::now(EventType::StepTimedOut)
-                .step(spec.name)
-                .attempt(attempt)
-                .error(message.clone())
-        });
-        self.metrics.step_failed(step, "signal_timeout");
+        self.deadline_passed(step, attempt, &message, "signal_timeout", &mut events);
         // The attempt counts as started, so that it ends as failed (with no effect).
         if let Some(slot) = self.steps.get_mut(step) {
             *slot = StepStatus::running(attempt);
@@ -297,9 +338,6 @@ impl<S: Saga> Run<'_, S> {
         }
         let woken: Vec<NewEvent> = events.clone();
         let draft = self.wait_draft(step, attempt, policy.timeout, Why::Signal(signal), events);
-        if let Some(reason) = self.wait(draft).await? {
-            return self.cancelled(reason, step, false, woken).await;
-        }
-        Ok(())
+        self.wait_or_compensate(draft, step, false, woken).await
     }
 }

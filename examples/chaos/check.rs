@@ -7,7 +7,7 @@ use saga_runtime::EventType;
 use saga_runtime::prelude::*;
 
 use super::ledger::{Ledger, Row};
-use super::{Args, STEPS, is_wait};
+use super::{Args, STEPS, is_family, is_wait};
 
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -19,9 +19,18 @@ pub(crate) struct Tally {
     /// A waiting saga's signal stored more than once, or not taken exactly once by a step
     /// that completed.
     pub(crate) signal_errors: u64,
+    /// A parent's child started more than once, or its end told more than once.
+    pub(crate) child_errors: u64,
+    /// Parents whose child step completed (its child completed).
+    pub(crate) children: u64,
+    /// Of those, the ones no signal told (the parent found the end at its deadline).
+    pub(crate) children_told_late: u64,
     pub(crate) recovered: u64,
     /// Sagas the killed runner left waiting (a delay or a signal), woken by the recovery.
     pub(crate) woken: u64,
+    /// Waiting sagas woken over 3 s after their signal arrived while they waited (at their
+    /// 5 s deadline rather than by the signal): slow, not wrong, so not a violation.
+    pub(crate) late_wakes: u64,
     /// Effects applied twice because a crash interrupted their step (allowed).
     pub(crate) reapplied: u64,
     pub(crate) completed: u64,
@@ -39,6 +48,7 @@ impl Tally {
             + self.double_outcomes
             + self.ran_after_cancel
             + self.signal_errors
+            + self.child_errors
     }
 }
 
@@ -200,6 +210,12 @@ pub(crate) async fn check(
             let consumed = signals.iter().filter(|(consumed, _)| *consumed).count();
             let rejected = signals.iter().filter(|(_, rejected)| *rejected).count();
             let shipped = count(EventType::StepCompleted, Some("ship")) == 1;
+            if woken_late(&events) {
+                tally.late_wakes += 1;
+                if args.verbose {
+                    eprintln!("late wake {id}");
+                }
+            }
             let sent = signals.len();
             if sent > 1 || rejected > 0 || consumed != usize::from(shipped) {
                 violation(
@@ -211,6 +227,10 @@ pub(crate) async fn check(
                     &mut tally.signal_errors,
                 );
             }
+        }
+
+        if index.is_some_and(is_family) {
+            check_child(store, ledger, id, &events, tally, &violation).await?;
         }
 
         // Nothing starts after a cancellation was acknowledged.
@@ -235,4 +255,86 @@ pub(crate) async fn check(
         }
     }
     Ok(())
+}
+
+/// A parent's child saga: started once, its end told at most once.
+async fn check_child(
+    store: &Arc<dyn SagaStore>,
+    ledger: &Ledger,
+    id: &str,
+    events: &[saga_runtime::AuditRecord],
+    tally: &mut Tally,
+    violation: &impl Fn(&str, &str, String, &mut u64),
+) -> Result<(), String> {
+    let child = format!("{id}/ship");
+    let started = store
+        .audit_log(
+            &AuditQuery::new()
+                .saga_id(child.clone())
+                .event_type(EventType::SagaStarted.as_str()),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    let created = events
+        .iter()
+        .filter(|e| e.event() == Some(EventType::ChildStarted))
+        .filter(|e| {
+            e.details
+                .as_deref()
+                .is_some_and(|d| d.contains("\"created\":true"))
+        })
+        .count();
+    // Its end is told once per end (completed, then failed if its parent undid it); the
+    // write that ended the step (completed, or failed with its child) consumed one.
+    let signals = ledger.signals(id).await?;
+    let consumed = signals.iter().filter(|(consumed, _)| *consumed).count();
+    let shipped = events
+        .iter()
+        .filter(|e| e.event() == Some(EventType::StepCompleted))
+        .any(|e| e.step_name.as_deref() == Some("ship"));
+    if started > 1 || created > 1 || consumed > 1 {
+        violation(
+            "child",
+            id,
+            format!(
+                "child started {started} times, created {created} times; {consumed} end signals consumed, ship completed: {shipped}"
+            ),
+            &mut tally.child_errors,
+        );
+    }
+    if shipped {
+        tally.children += 1;
+        if consumed == 0 {
+            tally.children_told_late += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a saga waiting for its signal was woken over 3 s after the signal arrived.
+fn woken_late(events: &[saga_runtime::AuditRecord]) -> bool {
+    let at = |event: EventType| {
+        events
+            .iter()
+            .position(|e| e.event() == Some(event) && e.step_name.as_deref() != Some("charge"))
+    };
+    let (Some(received), Some(waiting)) =
+        (at(EventType::SignalReceived), at(EventType::SagaWaiting))
+    else {
+        return false;
+    };
+    // The wake that follows both the signal and the wait for it.
+    let since = received.max(waiting);
+    let Some(woken) = events[since..]
+        .iter()
+        .find(|e| e.event() == Some(EventType::SagaWoken))
+    else {
+        return false;
+    };
+    let arrived = events[received].timestamp.max(events[waiting].timestamp);
+    woken
+        .timestamp
+        .duration_since(arrived)
+        .is_ok_and(|gap| gap > std::time::Duration::from_secs(3))
 }

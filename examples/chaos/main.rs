@@ -6,15 +6,18 @@
 //! ```
 //!
 //! Each trial starts a child process (this program with `--child`) that runs a batch of
-//! four-step sagas: a third of them a chain, a third a fan-out whose middle two steps run
-//! at once (`fan.rs`), a third a chain that waits durably before its second step and for a
-//! signal at its third (`wait.rs`; the child signals them at random moments, the parent
-//! again after the kill, under one key). Their steps and compensations record what they do in a ledger table in
-//! the saga database: `start` when a step's body begins, `do` when its effect is applied,
-//! `undo` when a compensation applied its own, `cancel` when a step asked for its saga's
-//! cancellation. Steps sleep, fail transiently, fail for good or cancel their saga, all at
-//! seeded random. The parent kills the child with SIGKILL at a seeded random moment, starts
-//! a fresh runner that recovers what the child left, and then checks, for every saga:
+//! four-step sagas: a third of them a fan-out whose middle two steps run at once
+//! (`fan.rs`), a third a chain that waits durably before its second step and for a signal
+//! at its third (`wait.rs`; the child signals them at random moments, the parent again
+//! after the kill, under one key), a sixth a plain chain, and a sixth a parent whose middle
+//! two steps are a child saga that it starts and waits for (`family.rs`). Their steps and
+//! compensations record what they do in a ledger table in the saga database (a child saga
+//! under its parent's id): `start` when a step's body begins, `do` when its effect is
+//! applied, `undo` when a compensation applied its own, `cancel` when a step asked for its
+//! saga's cancellation. Steps sleep, fail transiently, fail for good or cancel their saga,
+//! all at seeded random. The parent kills the child with SIGKILL at a seeded random moment,
+//! starts a fresh runner that recovers what the child left, and then checks, for every
+//! saga:
 //!
 //! - `lost`: the saga ends completed, failed or parked, with every applied effect undone
 //!   if it failed and every effect applied if it completed;
@@ -24,11 +27,17 @@
 //!   step (an earlier copy by the killed runner, whose completion was never checkpointed);
 //! - `ran_after_cancel`: no step starts after its saga's cancellation was acknowledged;
 //! - `signal_errors`: a waiting saga's signal is stored once, and taken (consumed) once
-//!   exactly when its step ran to completion.
+//!   exactly when its step ran to completion;
+//! - `child_errors`: a parent's child saga was started once (one `saga_started`, at most
+//!   one `child_started` that created it), and told its parent of its end at most once.
 //!
 //! The last line is `trials=N lost=0 duplicate_effects=0 orphan_compensations=0
-//! double_outcomes=0 signal_errors=0 recovered=M woken=W` (`woken`: sagas the killed
-//! runner left waiting); the exit status is non-zero on any violation.
+//! double_outcomes=0 signal_errors=0 child_errors=0 recovered=M woken=W late_wakes=S
+//! children=C children_told_late=L` (`woken`: sagas the killed runner left waiting;
+//! `late_wakes`: waiting sagas woken over 3 s after their signal came; `children`:
+//! parents whose child ended; `children_told_late`: of those, the ones whose end no signal
+//! told, found by the parent at its deadline); the exit status is non-zero on any
+//! violation.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -39,12 +48,14 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 
 mod check;
+mod family;
 mod fan;
 mod ledger;
 mod saga;
 mod wait;
 
 use check::{Tally, check};
+use family::{ChaosKid, ChaosParent};
 use fan::ChaosFan;
 use ledger::Ledger;
 use saga::{Chaos, ChaosInput};
@@ -214,6 +225,11 @@ pub(crate) fn is_wait(index: u32) -> bool {
     matches!(index % 6, 4 | 5)
 }
 
+/// Whether saga `index` of a trial is a parent with a child saga (one of every six).
+pub(crate) fn is_family(index: u32) -> bool {
+    index % 6 == 1
+}
+
 fn saga_id(trial: u32, index: u32) -> String {
     format!("t{trial}-s{index}")
 }
@@ -246,7 +262,9 @@ async fn child(args: &Args) -> Result<bool, String> {
     };
     let chain = orchestrator.register(chaos(ledger.clone()));
     let fan = orchestrator.register(ChaosFan(chaos(ledger.clone())));
-    let waits = orchestrator.register(ChaosWait(chaos(ledger)));
+    let waits = orchestrator.register(ChaosWait(chaos(ledger.clone())));
+    let parents = orchestrator.register(ChaosParent(chaos(ledger.clone())));
+    orchestrator.register(ChaosKid(chaos(ledger)));
     println!("ready");
     // The waiting sagas' signals, at seeded random moments: some before the saga reaches
     // the step that takes them, some while it waits.
@@ -279,6 +297,8 @@ async fn child(args: &Args) -> Result<bool, String> {
                 fan.enqueue(id.clone(), &config, input).await
             } else if is_wait(index) {
                 waits.enqueue(id.clone(), &config, input).await
+            } else if is_family(index) {
+                parents.enqueue(id.clone(), &config, input).await
             } else {
                 chain.enqueue(id.clone(), &config, input).await
             };
@@ -289,6 +309,11 @@ async fn child(args: &Args) -> Result<bool, String> {
             let (waits, config) = (waits.clone(), config.clone());
             tasks.push(tokio::spawn(async move {
                 waits.execute_with_id(id, &config, input).await.map(drop)
+            }));
+        } else if is_family(index) {
+            let (parents, config) = (parents.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                parents.execute_with_id(id, &config, input).await.map(drop)
             }));
         } else if input.fan {
             let (fan, config) = (fan.clone(), config.clone());
@@ -345,15 +370,19 @@ async fn parent(args: &Args) -> Result<bool, String> {
         tally.ran_after_cancel
     );
     println!(
-        "trials={} lost={} duplicate_effects={} orphan_compensations={} double_outcomes={} signal_errors={} recovered={} woken={}",
+        "trials={} lost={} duplicate_effects={} orphan_compensations={} double_outcomes={} signal_errors={} child_errors={} recovered={} woken={} late_wakes={} children={} children_told_late={}",
         args.trials,
         tally.lost,
         tally.duplicate_effects,
         tally.orphan_compensations,
         tally.double_outcomes,
         tally.signal_errors,
+        tally.child_errors,
         tally.recovered,
-        tally.woken
+        tally.woken,
+        tally.late_wakes,
+        tally.children,
+        tally.children_told_late
     );
     Ok(tally.violations() == 0)
 }
@@ -503,6 +532,8 @@ async fn one_trial(
     recovery.register(chaos());
     recovery.register(ChaosFan(chaos()));
     let waits = recovery.register(ChaosWait(chaos()));
+    recovery.register(ChaosParent(chaos()));
+    recovery.register(ChaosKid(chaos()));
     // Each waiting saga's signal again: a duplicate if the child's was stored.
     for index in (0..args.sagas).filter(|i| is_wait(*i)) {
         send_go(&waits, &saga_id(trial, index), index, 1).await?;

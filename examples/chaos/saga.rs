@@ -133,6 +133,17 @@ impl Chaos {
     }
 }
 
+/// The saga a ledger entry belongs to: a child saga's (`<parent>/<step>`) is its parent's,
+/// so that the parent is checked with its child's effects. A child's step that cancels
+/// cancels the child and then its parent: the child alone could still complete (its last
+/// step was under way) and its parent go on, which the checks would rightly take for a
+/// step started after a cancellation.
+pub(crate) fn family(saga_id: &str) -> &str {
+    saga_id
+        .split_once('/')
+        .map_or(saga_id, |(parent, _)| parent)
+}
+
 impl Chaos {
     fn entry<'a>(
         &'a self,
@@ -143,7 +154,7 @@ impl Chaos {
     ) -> Entry<'a> {
         Entry {
             trial: input.trial,
-            saga_id: ctx.saga_id(),
+            saga_id: family(ctx.saga_id()),
             step,
             kind,
             runner: &self.runner,
@@ -202,10 +213,15 @@ impl Chaos {
             && plan.cancels
             && let Some(orchestrator) = self.orchestrator.get()
         {
-            orchestrator
-                .cancel(ctx.saga_id(), "customer cancelled", &Actor::new("chaos"))
-                .await
-                .map_err(|e| StepError::retryable(format!("cancel: {e}")))?;
+            // A child saga cancels itself, then its parent (see [`family`]).
+            let mut ids = vec![ctx.saga_id(), family(ctx.saga_id())];
+            ids.dedup();
+            for id in ids {
+                orchestrator
+                    .cancel(id, "customer cancelled", &Actor::new("chaos"))
+                    .await
+                    .map_err(|e| StepError::retryable(format!("cancel: {e}")))?;
+            }
             self.note(&self.entry(input, ctx, step, "cancel")).await?;
         }
         tokio::time::sleep(Duration::from_millis(

@@ -23,7 +23,8 @@ pub(crate) struct Tally {
     pub(crate) child_errors: u64,
     /// Parents whose child step completed (its child completed).
     pub(crate) children: u64,
-    /// Of those, the ones no signal told (the parent found the end at its deadline).
+    /// Of those, the ones whose parent went on over 3 s after the child completed (found
+    /// at its deadline, not told).
     pub(crate) children_told_late: u64,
     pub(crate) recovered: u64,
     /// Sagas the killed runner left waiting (a delay or a signal), woken by the recovery.
@@ -230,7 +231,7 @@ pub(crate) async fn check(
         }
 
         if index.is_some_and(is_family) {
-            check_child(store, ledger, id, &events, tally, &violation).await?;
+            check_child(store, ledger, id, &events, tally, &violation, args.verbose).await?;
         }
 
         // Nothing starts after a cancellation was acknowledged.
@@ -265,6 +266,7 @@ async fn check_child(
     events: &[saga_runtime::AuditRecord],
     tally: &mut Tally,
     violation: &impl Fn(&str, &str, String, &mut u64),
+    verbose: bool,
 ) -> Result<(), String> {
     let child = format!("{id}/ship");
     let started = store
@@ -305,8 +307,32 @@ async fn check_child(
     }
     if shipped {
         tally.children += 1;
-        if consumed == 0 {
+        // Late: the parent went on over 3 s after its child completed (at its deadline,
+        // rather than told by the child).
+        let ended = store
+            .audit_log(
+                &AuditQuery::new()
+                    .saga_id(child)
+                    .event_type(EventType::SagaCompleted.as_str()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let went_on = events
+            .iter()
+            .find(|e| {
+                e.event() == Some(EventType::StepCompleted)
+                    && e.step_name.as_deref() == Some("ship")
+            })
+            .map(|e| e.timestamp);
+        if let (Some(ended), Some(went_on)) = (ended.first(), went_on)
+            && went_on
+                .duration_since(ended.timestamp)
+                .is_ok_and(|gap| gap > std::time::Duration::from_secs(3))
+        {
             tally.children_told_late += 1;
+            if verbose {
+                eprintln!("late child {id}");
+            }
         }
     }
     Ok(())

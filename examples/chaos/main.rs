@@ -35,9 +35,9 @@
 //! double_outcomes=0 signal_errors=0 child_errors=0 recovered=M woken=W late_wakes=S
 //! children=C children_told_late=L` (`woken`: sagas the killed runner left waiting;
 //! `late_wakes`: waiting sagas woken over 3 s after their signal came; `children`:
-//! parents whose child ended; `children_told_late`: of those, the ones whose end no signal
-//! told, found by the parent at its deadline); the exit status is non-zero on any
-//! violation.
+//! parents whose child completed; `children_told_late`: of those, the ones whose parent
+//! went on over 3 s after its child completed, at its deadline rather than told); the exit
+//! status is non-zero on any violation.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -6,7 +6,6 @@ use std::any::Any;
 use std::sync::Arc;
 
 use super::handle::{Executor, Started};
-use super::inner::Inner;
 use crate::config::SagaConfig;
 use crate::definition::{Saga, SagaState};
 use crate::error::{SagaError, StoreError};
@@ -118,26 +117,15 @@ impl<S: Saga> Executor<S> {
     }
 }
 
-/// Tells the parent of child `saga_id`, which has just ended, by the signal its waiting
-/// step listens for. Best effort: if this runner dies first, the parent finds the child
-/// ended when its step's deadline wakes it.
-pub(crate) async fn tell_parent(inner: &Inner, saga_id: &str, state: SagaState) {
-    let Some((parent, step)) = parent_of(saga_id) else {
-        return;
-    };
+/// The signal by which child `saga_id`, ending in `state`, tells its parent: delivered by
+/// the store with the child's last write ([`Checkpoint::tell`](crate::store::Checkpoint)),
+/// so that no crash between the two leaves the parent waiting. `None` unless the id says
+/// it is a child (`<parent>/<step>`); a saga whose id merely holds a `/` tells nobody (the
+/// store finds no such parent, or no such signal, and ignores it).
+pub(crate) fn tell(saga_id: &str, state: SagaState) -> Option<NewSignal> {
+    let (parent, step) = parent_of(saga_id)?;
     let payload = serde_json::json!({ "child": saga_id, "state": state.as_str() }).to_string();
     let mut signal = NewSignal::new(parent, format!("child:{step}"), payload, Actor::new(PARENT));
     signal.key = Some(format!("{saga_id} {}", state.as_str()));
-    match inner.store.send_signal(signal).await {
-        Ok(_) => tracing::info!(parent, "told the parent saga that its child ended"),
-        // Not a child after all (an id with a `/`), or its parent ended: nobody waits.
-        Err(
-            StoreError::NotFound { .. }
-            | StoreError::UnknownSignal { .. }
-            | StoreError::InvalidState { .. },
-        ) => {}
-        Err(error) => {
-            tracing::warn!(parent, %error, "could not tell the parent saga; its deadline will");
-        }
-    }
+    Some(signal)
 }

@@ -174,6 +174,19 @@ pub(crate) fn check_signal(record: &SagaRecord, name: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// Whether `error` is a store's refusal of a signal (no such saga, a name it does not
+/// accept, a saga that ended, an invalid signal), which a checkpoint's
+/// [`tell`](super::Checkpoint::tell) ignores.
+pub(crate) fn is_refusal(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::NotFound { .. }
+            | StoreError::UnknownSignal { .. }
+            | StoreError::InvalidState { .. }
+            | StoreError::Invalid { .. }
+    )
+}
+
 /// The `signal_received` event of a stored signal.
 pub(crate) fn received(id: i64, signal: &super::NewSignal) -> NewEvent {
     let details = serde_json::json!({ "signal_id": id, "key": signal.key }).to_string();

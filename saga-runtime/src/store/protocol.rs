@@ -127,6 +127,13 @@ pub struct Checkpoint {
     pub waiting_for: Option<&'static str>,
     /// A signal the write consumes (its step ended): it is never taken again.
     pub consume_signal: Option<i64>,
+    /// A signal to deliver in the same transaction, if the write is made: a child saga's
+    /// end, told to its parent, so that no crash between the two leaves the parent
+    /// waiting. Delivered as [`SagaStore::send_signal`](super::SagaStore::send_signal)
+    /// delivers, with its audit row and wake-up, except that a refusal (no such saga, a
+    /// name it does not accept, a saga that has ended, a duplicate key) is no error: the
+    /// write is made and nothing is delivered.
+    pub tell: Option<NewSignal>,
     /// Type label, user and IP address for the audit rows.
     pub header: Arc<AuditHeader>,
     /// Audit events, written in the same transaction.
@@ -165,6 +172,7 @@ impl Checkpoint {
             wake_after: None,
             waiting_for: None,
             consume_signal: None,
+            tell: None,
             header,
             events: Vec::new(),
         }

@@ -122,10 +122,6 @@ impl<S: Saga> Run<'_, S> {
             } else {
                 self.metrics.saga_finished(self.state, started.elapsed());
                 tracing::info!(state = %self.state, "saga ended");
-                if self.state.is_finished() && self.id.contains('/') {
-                    // It may be a child saga, whose parent waits for it.
-                    crate::executor::child::tell_parent(self.inner, &self.id, self.state).await;
-                }
             }
             self.outcome()
         }

@@ -150,6 +150,12 @@ impl<S: Saga> Run<'_, S> {
             wake_after: draft.wake_after,
             waiting_for: draft.waiting_for,
             consume_signal,
+            // A child's end tells its parent, in the same transaction.
+            tell: if draft.state.is_finished() && self.id.contains('/') {
+                crate::executor::child::tell(&self.id, draft.state)
+            } else {
+                None
+            },
             header: self.header.clone(),
             events: draft.events,
         };

@@ -319,6 +319,17 @@ impl RunnerStore for MemoryStore {
                 &checkpoint.header,
                 checkpoint.events,
             );
+            if let Some(tell) = checkpoint.tell {
+                // Told after the write, under no lock: nothing in between can crash apart
+                // from this process, which takes the whole store with it.
+                drop(shard);
+                return Box::pin(async move {
+                    match self.send(tell).await {
+                        Err(error) if !crate::store::operator::is_refusal(&error) => Err(error),
+                        _ => result,
+                    }
+                });
+            }
         }
         ready(result)
     }

@@ -216,12 +216,36 @@ async fn write(
         }
     }
     let mut results: Vec<Option<Result<Reply, StoreError>>> = ops.iter().map(|_| None).collect();
-    run(conn, ops, &now_ops, &mut results).await?;
-    if !later_ops.is_empty() {
+    let tells = ops
+        .iter()
+        .any(|op| matches!(op, Op::Save(cp) if cp.tell.is_some()));
+    if !tells {
+        // The common case: one statement, its own transaction.
+        run(conn, ops, &now_ops, &mut results).await?;
         for i in later_ops {
             run(conn, ops, &[i], &mut results).await?;
         }
+        return Ok(replies(results));
     }
+    // A child's end told to its parent commits with the child's write, or neither does.
+    let mut tx = conn.begin().await.map_err(database_error)?;
+    run(&mut tx, ops, &now_ops, &mut results).await?;
+    for i in later_ops {
+        run(&mut tx, ops, &[i], &mut results).await?;
+    }
+    for (op, result) in ops.iter().zip(&results) {
+        if let Op::Save(cp) = op
+            && let Some(tell) = &cp.tell
+            && matches!(result, Some(Ok(Reply::Saved(Saved::Written { .. }))))
+        {
+            match super::signals::deliver_on(&mut tx, tell).await {
+                Ok(_) => {}
+                Err(refused) if crate::store::operator::is_refusal(&refused) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    tx.commit().await.map_err(database_error)?;
     Ok(replies(results))
 }
 

@@ -314,7 +314,15 @@ impl RunnerStore for PostgresStore {
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(self.committer.save(checkpoint))
+        Box::pin(async move {
+            let tells = checkpoint.tell.is_some();
+            let saved = self.committer.save(checkpoint).await;
+            if tells && matches!(saved, Ok(Saved::Written { .. })) {
+                // This process's runners at once; the others through the notification.
+                self.wakes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            saved
+        })
     }
 
     fn load<'a>(

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use super::rows::{COLUMNS, insert_events, record};
@@ -22,8 +22,18 @@ const CHANNEL: &str = "saga_wake";
 /// Stores `signal` (unless its key was seen), writes `signal_received`, and makes the saga
 /// due now if it waits for it. `Ok((sent, woken))`.
 pub(super) async fn send(pool: &PgPool, signal: NewSignal) -> Result<(Sent, bool), StoreError> {
-    operator::validate_signal(&signal)?;
     let mut tx = pool.begin().await.map_err(database_error)?;
+    let delivered = deliver_on(&mut tx, &signal).await?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(delivered)
+}
+
+/// [`send`] within the caller's transaction (a refusal writes nothing).
+pub(super) async fn deliver_on(
+    tx: &mut PgConnection,
+    signal: &NewSignal,
+) -> Result<(Sent, bool), StoreError> {
+    operator::validate_signal(signal)?;
     // The row lock orders a signal against the saga's own writes.
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM saga_checkpoints WHERE saga_id = $1 FOR UPDATE"
@@ -34,7 +44,7 @@ pub(super) async fn send(pool: &PgPool, signal: NewSignal) -> Result<(Sent, bool
     .map_err(database_error)?;
     let Some(row) = row else {
         return Err(StoreError::NotFound {
-            saga_id: signal.saga_id,
+            saga_id: signal.saga_id.clone(),
         });
     };
     let record = record(&row)?;
@@ -61,7 +71,6 @@ pub(super) async fn send(pool: &PgPool, signal: NewSignal) -> Result<(Sent, bool
         .fetch_one(&mut *tx)
         .await
         .map_err(database_error)?;
-        tx.rollback().await.map_err(database_error)?;
         return Ok((Sent::Duplicate { id: earlier }, false));
     };
     let woken = record.state == SagaState::Waiting
@@ -81,9 +90,8 @@ pub(super) async fn send(pool: &PgPool, signal: NewSignal) -> Result<(Sent, bool
             .map_err(database_error)?;
     }
     let header = operator::header(&record, &signal.sender);
-    let event = operator::received(id, &signal);
-    insert_events(&mut tx, &signal.saga_id, &header, vec![event]).await?;
-    tx.commit().await.map_err(database_error)?;
+    let event = operator::received(id, signal);
+    insert_events(&mut *tx, &signal.saga_id, &header, vec![event]).await?;
     Ok((Sent::Delivered { id }, woken))
 }
 

@@ -257,6 +257,19 @@ async fn write(
             .map_err(database_error)?;
     }
 
+    // The signals told by checkpoints that were written (a child's end, to its parent).
+    for (_, cp) in &saves {
+        if let Some(tell) = &cp.tell
+            && written.contains_key(&*cp.saga_id)
+        {
+            match super::signals::deliver_on(&mut tx, tell).await {
+                Ok(_) => {}
+                Err(refused) if crate::store::operator::is_refusal(&refused) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     // The audit rows of every write that took effect, in the same transaction.
     let mut events = Vec::new();
     for (op, result) in ops.iter().zip(&results) {

@@ -270,7 +270,15 @@ impl RunnerStore for SqliteStore {
     }
 
     fn save(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(self.committer.save(checkpoint))
+        Box::pin(async move {
+            let tells = checkpoint.tell.is_some();
+            let saved = self.committer.save(checkpoint).await;
+            if tells && matches!(saved, Ok(Saved::Written { .. })) {
+                // Its signal may have made a saga due: this process's runners look.
+                self.wakes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            saved
+        })
     }
 
     fn load<'a>(

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::rows::{insert_events, load_on};
 use crate::audit::{AuditHeader, NewEvent};
@@ -16,14 +16,24 @@ use crate::store::{NewSignal, PendingSignal, Sent, operator};
 /// Stores `signal` (unless its key was seen), writes `signal_received`, and makes the saga
 /// due now if it waits for it. `Ok((sent, woken))`.
 pub(super) async fn send(pool: &SqlitePool, signal: NewSignal) -> Result<(Sent, bool), StoreError> {
-    operator::validate_signal(&signal)?;
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(database_error)?;
-    let Some(record) = load_on(&mut tx, &signal.saga_id).await? else {
+    let delivered = deliver_on(&mut tx, &signal).await?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(delivered)
+}
+
+/// [`send`] within the caller's transaction (a refusal writes nothing).
+pub(super) async fn deliver_on(
+    tx: &mut SqliteConnection,
+    signal: &NewSignal,
+) -> Result<(Sent, bool), StoreError> {
+    operator::validate_signal(signal)?;
+    let Some(record) = load_on(&mut *tx, &signal.saga_id).await? else {
         return Err(StoreError::NotFound {
-            saga_id: signal.saga_id,
+            saga_id: signal.saga_id.clone(),
         });
     };
     operator::check_signal(&record, &signal.name)?;
@@ -51,7 +61,6 @@ pub(super) async fn send(pool: &SqlitePool, signal: NewSignal) -> Result<(Sent, 
         .fetch_one(&mut *tx)
         .await
         .map_err(database_error)?;
-        tx.rollback().await.map_err(database_error)?;
         return Ok((Sent::Duplicate { id: earlier }, false));
     };
     let woken = record.state == SagaState::Waiting
@@ -65,9 +74,8 @@ pub(super) async fn send(pool: &SqlitePool, signal: NewSignal) -> Result<(Sent, 
             .map_err(database_error)?;
     }
     let header = operator::header(&record, &signal.sender);
-    let event = operator::received(id, &signal);
-    insert_events(&mut tx, &signal.saga_id, &header, vec![event]).await?;
-    tx.commit().await.map_err(database_error)?;
+    let event = operator::received(id, signal);
+    insert_events(&mut *tx, &signal.saga_id, &header, vec![event]).await?;
     Ok((Sent::Delivered { id }, woken))
 }
 

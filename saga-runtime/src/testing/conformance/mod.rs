@@ -10,6 +10,7 @@
 //! `c`); no saga code runs. A case panics with what it expected, like any test.
 
 mod admin;
+mod children;
 mod lease;
 mod protocol;
 mod waiting;
@@ -53,6 +54,10 @@ pub const CASES: &[(&str, Case)] = &[
         waiting::signals_are_kept_taken_and_consumed,
     ),
     ("undo_requests", waiting::undo_requests),
+    (
+        "a_childs_end_is_told_with_its_write",
+        children::a_childs_end_is_told_with_its_write,
+    ),
 ];
 
 /// Runs every case of [`CASES`], each on a store from `fresh`, and names the case that

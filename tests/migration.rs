@@ -262,6 +262,7 @@ async fn a_postgres_schema_of_the_previous_version_is_migrated_and_resumed() {
     assert_eq!(
         indexes,
         [
+            "ix_saga_checkpoints_created",
             "ix_saga_checkpoints_saga_id",
             "ix_saga_checkpoints_state",
             "ix_saga_checkpoints_updated_at",

@@ -80,6 +80,13 @@ pub struct SagaQuery {
     pub updated_before: Option<SystemTime>,
     /// Only waiting sagas due before this time (overdue waits).
     pub due_before: Option<SystemTime>,
+    /// Only created before this time.
+    pub created_before: Option<SystemTime>,
+    /// Only those whose id starts with this.
+    pub id_prefix: Option<String>,
+    /// Only those after this one in the listing's order (newest first, then by id,
+    /// descending): the next page of a keyset paging.
+    pub after: Option<(SystemTime, String)>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -127,6 +134,29 @@ impl SagaQuery {
         self
     }
 
+    /// Only created before `time`.
+    #[must_use]
+    pub fn created_before(mut self, time: SystemTime) -> Self {
+        self.created_before = Some(time);
+        self
+    }
+
+    /// Only those whose id starts with `prefix`.
+    #[must_use]
+    pub fn id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only those after the saga created at `created_at` with id `saga_id` in the order of
+    /// the listing (newest first, then by id, descending): pass the last row of a page to
+    /// get the next one. Stays fast however deep the page (no `OFFSET`).
+    #[must_use]
+    pub fn after(mut self, created_at: SystemTime, saga_id: impl Into<String>) -> Self {
+        self.after = Some((created_at, saga_id.into()));
+        self
+    }
+
     /// At most `limit` rows.
     #[must_use]
     pub fn limit(mut self, limit: u32) -> Self {
@@ -146,6 +176,14 @@ impl SagaQuery {
             && self.updated_before.is_none_or(|t| record.updated_at < t)
             && self.due_before.is_none_or(|t| {
                 record.state == SagaState::Waiting && record.wake_at.is_some_and(|w| w < t)
+            })
+            && self.created_before.is_none_or(|t| record.created_at < t)
+            && self
+                .id_prefix
+                .as_ref()
+                .is_none_or(|prefix| record.saga_id.starts_with(prefix.as_str()))
+            && self.after.as_ref().is_none_or(|(at, id)| {
+                record.created_at < *at || (record.created_at == *at && record.saga_id < *id)
             })
     }
 }

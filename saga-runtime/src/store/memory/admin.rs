@@ -46,7 +46,7 @@ impl SagaStore for MemoryStore {
         rows.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
-                .then_with(|| a.saga_id.cmp(&b.saga_id))
+                .then_with(|| b.saga_id.cmp(&a.saga_id))
         });
         if let Some(limit) = query.limit {
             rows.truncate(limit as usize);

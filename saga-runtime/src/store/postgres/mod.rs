@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "waiting",
         include_str!("../../../migrations/postgres/20261128000003_waiting.sql"),
     ),
+    (
+        20_261_128_000_004,
+        "console",
+        include_str!("../../../migrations/postgres/20261128000004_console.sql"),
+    ),
 ];
 
 /// Transactions in flight at once by default: the second starts only under a backlog

@@ -86,7 +86,28 @@ pub(super) async fn list(pool: &PgPool, q: &SagaQuery) -> Result<Vec<SagaRecord>
             .push_bind(to_micros(before))
             .push(" * interval '1 microsecond'");
     }
-    query.push(" ORDER BY saga_checkpoints.created_at DESC, saga_id");
+    if let Some(before) = q.created_before {
+        query
+            .push(" AND created_at < 'epoch'::timestamptz + ")
+            .push_bind(to_micros(before))
+            .push(" * interval '1 microsecond'");
+    }
+    if let Some(prefix) = &q.id_prefix {
+        query
+            .push(" AND starts_with(saga_id, ")
+            .push_bind(prefix.clone())
+            .push(")");
+    }
+    if let Some((at, id)) = &q.after {
+        // A row comparison, which the index on (created_at, saga_id) serves.
+        query
+            .push(" AND (created_at, saga_id) < ('epoch'::timestamptz + ")
+            .push_bind(to_micros(*at))
+            .push(" * interval '1 microsecond', ")
+            .push_bind(id.clone())
+            .push(")");
+    }
+    query.push(" ORDER BY saga_checkpoints.created_at DESC, saga_id DESC");
     if let Some(limit) = q.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));
     }

@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "waiting",
         include_str!("../../../migrations/sqlite/20261128000002_waiting.sql"),
     ),
+    (
+        20_261_128_000_003,
+        "console",
+        include_str!("../../../migrations/sqlite/20261128000003_console.sql"),
+    ),
 ];
 
 /// Sagas in a SQLite database file.

@@ -76,7 +76,28 @@ pub(super) async fn list(pool: &SqlitePool, q: &SagaQuery) -> Result<Vec<SagaRec
             .push(" AND state = 'waiting' AND wake_at < ")
             .push_bind(to_text(before));
     }
-    query.push(" ORDER BY created_at DESC, saga_id");
+    if let Some(before) = q.created_before {
+        query.push(" AND created_at < ").push_bind(to_text(before));
+    }
+    if let Some(prefix) = &q.id_prefix {
+        query
+            .push(" AND substr(saga_id, 1, ")
+            .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+            .push(") = ")
+            .push_bind(prefix.clone());
+    }
+    if let Some((at, id)) = &q.after {
+        let at = to_text(*at);
+        query
+            .push(" AND (created_at < ")
+            .push_bind(at.clone())
+            .push(" OR (created_at = ")
+            .push_bind(at)
+            .push(" AND saga_id < ")
+            .push_bind(id.clone())
+            .push("))");
+    }
+    query.push(" ORDER BY created_at DESC, saga_id DESC");
     if let Some(limit) = q.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));
     }

@@ -310,3 +310,67 @@ pub(super) fn listing_and_counts(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
         assert_eq!(started, 3);
     })
 }
+
+/// The console's paging: newest first (ties by id, descending), a page at a time from the
+/// last row of the one before, filtered by id prefix and creation time.
+pub(super) fn keyset_paging(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let ids = ["p-a", "p-b", "p-c", "p-d", "p-e", "q-ü", "q-%_"];
+        for id in ids {
+            store
+                .create(new_saga(id, Some("x"), Duration::from_secs(30)))
+                .await
+                .expect("create");
+        }
+        let mut seen: Vec<String> = Vec::new();
+        let mut query = SagaQuery::new().limit(2);
+        loop {
+            let page = store.list(&query).await.expect("list");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            for pair in page.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                assert!(
+                    (a.created_at, &a.saga_id) > (b.created_at, &b.saga_id),
+                    "newest first, then by id descending: {} before {}",
+                    a.saga_id,
+                    b.saga_id
+                );
+            }
+            let last = page.last().expect("a row");
+            query = SagaQuery::new()
+                .limit(2)
+                .after(last.created_at, last.saga_id.clone());
+            seen.extend(page.into_iter().map(|r| r.saga_id));
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "every saga once: {seen:?}");
+        let prefixed = store
+            .list(&SagaQuery::new().id_prefix("q-%"))
+            .await
+            .expect("list");
+        let prefixed: Vec<&str> = prefixed.iter().map(|r| r.saga_id.as_str()).collect();
+        assert_eq!(prefixed, ["q-%_"], "a prefix is literal, not a pattern");
+        let unicode = store
+            .list(&SagaQuery::new().id_prefix("q-ü"))
+            .await
+            .expect("list");
+        assert_eq!(unicode.len(), 1);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let before = store
+            .list(&SagaQuery::new().created_before(later).id_prefix("p-"))
+            .await
+            .expect("list");
+        assert_eq!(before.len(), 5);
+        let earlier = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let none = store
+            .list(&SagaQuery::new().created_before(earlier))
+            .await
+            .expect("list");
+        assert!(none.is_empty());
+    })
+}

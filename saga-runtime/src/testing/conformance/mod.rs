@@ -45,6 +45,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("cancellation_requests", admin::cancellation_requests),
     ("operator_actions", admin::operator_actions),
     ("listing_and_counts", admin::listing_and_counts),
+    ("keyset_paging", admin::keyset_paging),
     (
         "waits_are_held_by_nobody_until_due",
         waiting::waits_are_held_by_nobody_until_due,

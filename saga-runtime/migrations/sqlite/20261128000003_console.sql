@@ -1,0 +1,3 @@
+-- The console's list of sagas, newest first, a page at a time: keyset paging on
+-- (created_at, saga_id) reads this index backwards from where the last page ended.
+CREATE INDEX IF NOT EXISTS ix_saga_checkpoints_created ON saga_checkpoints(created_at, saga_id);

@@ -133,6 +133,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the operator console in the browser: lists, one saga's timeline, stats,
+    /// and (with a token) actions. Read-only unless a token is given.
+    Serve {
+        /// Where to listen (loopback unless told otherwise).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The token an operator signs in with to act on sagas (none: read-only).
+        #[arg(long, env = "SAGA_CONSOLE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Counts by type and state, and failure and compensation rates over a window.
     Stats {
         /// The window of the rates.
@@ -258,8 +268,8 @@ async fn run(cli: Cli) -> Result<()> {
     })?;
     let actor = Actor::new(cli.user.clone().unwrap_or_else(login_name));
     let migrate = matches!(cli.command, Command::Migrate);
-    let (store, pending) = open(&url, migrate).await?;
-    let store = &*store;
+    let (shared, pending) = open(&url, migrate).await?;
+    let store = &*shared;
     match cli.command {
         Command::Migrate => {
             if pending.is_empty() {
@@ -392,6 +402,30 @@ async fn run(cli: Cli) -> Result<()> {
                 output::short(older_than),
                 output::time(before)
             );
+        }
+        Command::Serve { listen, token } => {
+            let read_only = token.as_deref().is_none_or(str::is_empty);
+            let app = saga_runtime::console::Console::new(shared.clone())
+                .token(token)
+                .router();
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
+            let bound = listener.local_addr().unwrap_or(listen);
+            out!(
+                "console on http://{bound}/ ({})",
+                if read_only {
+                    "read-only: no token"
+                } else {
+                    "actions need the token"
+                }
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|e| Failure(format!("console: {e}")))?;
         }
         Command::Stats { window } => {
             let counts = store

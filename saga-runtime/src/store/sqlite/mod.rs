@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// The page cache of each connection, as `PRAGMA cache_size` takes it (negative: KiB):
+/// SQLite's default, 2 MiB.
+pub(super) const CACHE_SIZE: i64 = -2000;
+
 /// Sagas in a SQLite database file.
 ///
 /// ```no_run

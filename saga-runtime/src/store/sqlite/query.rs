@@ -109,12 +109,24 @@ pub(super) async fn list(pool: &SqlitePool, q: &SagaQuery) -> Result<Vec<SagaRec
     rows.iter().map(record).collect()
 }
 
+/// A type, a state, and how many sagas, stuck sagas and overdue waits it has.
+type CountRow = (String, String, i64, i64, i64);
+
 pub(super) async fn stats(
     pool: &SqlitePool,
     stuck_before: SystemTime,
     overdue_before: SystemTime,
 ) -> Result<Vec<StateCount>, StoreError> {
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+    // The count reads every page of the table. Through a connection's usual page cache
+    // (2 MiB) it would fill that cache with pages no other query wants, and, run on each
+    // pooled connection in turn, every connection's: a runner's memory would grow by
+    // megabytes with the table's size. It reads through a small cache instead.
+    let mut conn = pool.acquire().await.map_err(database_error)?;
+    sqlx::query("PRAGMA cache_size = -64")
+        .execute(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    let rows: Result<Vec<CountRow>, _> = sqlx::query_as(
         "SELECT saga_type, state, count(*), \
          coalesce(sum(CASE WHEN state IN ('running', 'compensating') AND updated_at < ? THEN 1 ELSE 0 END), 0), \
          coalesce(sum(CASE WHEN state = 'waiting' AND wake_at < ? THEN 1 ELSE 0 END), 0) \
@@ -122,10 +134,19 @@ pub(super) async fn stats(
     )
     .bind(to_text(stuck_before))
     .bind(to_text(overdue_before))
-    .fetch_all(pool)
-    .await
-    .map_err(database_error)?;
-    Ok(sql::state_counts(rows))
+    .fetch_all(&mut *conn)
+    .await;
+    let restored = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA cache_size = {}",
+        super::CACHE_SIZE
+    )))
+    .execute(&mut *conn)
+    .await;
+    if restored.is_err() {
+        // Never hand a connection with a small cache back to the pool.
+        conn.detach();
+    }
+    Ok(sql::state_counts(rows.map_err(database_error)?))
 }
 
 pub(super) async fn event_counts(

@@ -108,11 +108,13 @@ async fn fill(store: Arc<dyn SagaStore>) -> Orchestrator {
         .execute_with_id("xss-<b>1</b>", &config, order(false, Some(hostile())))
         .await
         .expect("xss");
-    let gate = gates
-        .execute_with_id("gate-1", &config, order(false, None))
-        .await
-        .expect("gate");
-    assert_eq!(gate.state(), SagaState::Waiting);
+    for id in ["gate-1", "gate-2"] {
+        let gate = gates
+            .execute_with_id(id, &config, order(false, None))
+            .await
+            .expect("gate");
+        assert_eq!(gate.state(), SagaState::Waiting);
+    }
     orchestrator
 }
 
@@ -498,11 +500,70 @@ async fn drive(backend: Backend) {
         ["failed"]
     );
 
+    // A signal, typed in by hand: the waiting saga takes it and goes on.
+    client
+        .goto(&format!("{base}/sagas/gate-2"))
+        .await
+        .expect("gate-2");
+    for (field, value) in [
+        ("payload", "true"),
+        ("key", "ticket-7"),
+        ("reason", "approved on the phone"),
+    ] {
+        client
+            .find(Locator::Css(&format!(
+                "form[data-action=signal] input[name={field}]"
+            )))
+            .await
+            .expect("a signal field")
+            .send_keys(value)
+            .await
+            .expect("type");
+    }
+    client
+        .find(Locator::Css("form[data-action=signal] button"))
+        .await
+        .expect("send")
+        .click()
+        .await
+        .expect("send");
+    client
+        .wait()
+        .for_element(Locator::Css("#audit tr[data-event=signal_received]"))
+        .await
+        .expect("the signal in the log");
+    assert_eq!(orchestrator.recover_expired().await.expect("wake"), 1);
+    client.refresh().await.expect("refresh");
+    assert_eq!(
+        texts(&client, "#header dd[data-field=state]").await,
+        ["completed"]
+    );
+
     client.goto(&format!("{base}/stats")).await.expect("stats");
     assert_eq!(count(&client, "#states tbody tr").await, 2, "shop and gate");
     if backend == Backend::Sqlite {
         shot(&client, "console-stats").await;
     }
+    // Retention, as a dry run: counts, deletes nothing, and is recorded with who asked.
+    client
+        .find(Locator::Css("form[action='/prune'] button"))
+        .await
+        .expect("prune")
+        .click()
+        .await
+        .expect("prune");
+    let pruned = client
+        .wait()
+        .for_element(Locator::Id("pruned"))
+        .await
+        .expect("the prune report")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        pruned.starts_with("would delete 0 finished sagas"),
+        "{pruned}"
+    );
     let _ = tag;
     client.close().await.expect("close the browser");
     harness.close().await;

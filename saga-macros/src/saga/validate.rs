@@ -283,7 +283,7 @@ fn step_plan(
         .and_then(|target| compensation_plan(model, index, step, target, errors));
 
     if args.child.is_some() {
-        check_child(args, errors);
+        super::child::check(args, errors);
     }
     let variant = Ident::new(&camel_case(&func.name), func.ident.span());
     let (output, return_span) = output?;
@@ -320,23 +320,6 @@ fn step_plan(
             (_, plan) => plan,
         },
     })
-}
-
-/// What a `child` step cannot also be: its compensation is the undoing of its child, and
-/// it waits for nothing else.
-fn check_child(args: &super::parse::StepArgs, errors: &mut Errors) {
-    if let Some(compensate) = &args.compensate {
-        errors.spanned(
-            compensate,
-            "a `child` step is compensated by undoing its child saga (as `Executor::undo` does); remove `compensate`",
-        );
-    }
-    if let Some(delay) = args.delay {
-        errors.at(
-            delay.span,
-            "`delay` is not supported yet on a `child` step; put the delay on a step before it",
-        );
-    }
 }
 
 /// The steps each step names in `after`, by index: only earlier steps, each reported where

@@ -238,7 +238,6 @@ async fn drive(backend: Backend) {
     };
     let orchestrator = fill(harness.reopen()).await;
     let base = serve(harness.reopen()).await;
-    let tag = format!("{backend:?}").to_lowercase();
 
     // The list: counts on top, newest first, 50 a page.
     client.goto(&format!("{base}/sagas")).await.expect("list");
@@ -564,7 +563,6 @@ async fn drive(backend: Backend) {
         pruned.starts_with("would delete 0 finished sagas"),
         "{pruned}"
     );
-    let _ = tag;
     client.close().await.expect("close the browser");
     harness.close().await;
 }

@@ -59,9 +59,6 @@ pub(super) fn badge(state: SagaState) -> String {
     format!("<span class=\"badge {s}\">{s}</span>", s = state.as_str())
 }
 
-/// Every state, in the order the console lists them.
-pub(super) const STATES: [SagaState; 7] = SagaState::ALL;
-
 /// A whole page: `title` (escaped here), `body` (already HTML), and a refresh every
 /// `refresh` seconds (the same URL, so filters are kept).
 pub(super) fn page(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::html::{STATES, badge, esc, page, time, url};
+use super::html::{badge, esc, page, time, url};
 use super::{State, error, html, signed_in};
 use crate::definition::SagaState;
 use crate::store::{SagaQuery, StateCount};
@@ -145,7 +145,7 @@ pub(super) async fn sagas(
         };
     let mut body = String::from("<h1>Sagas</h1><p class=\"counts\">");
     let counts = per_state(&counts, &filters.saga_type);
-    for state in STATES {
+    for state in SagaState::ALL {
         let n = counts.get(state.as_str()).copied().unwrap_or(0);
         let _ = write!(
             body,
@@ -156,7 +156,7 @@ pub(super) async fn sagas(
     }
     body.push_str("</p>");
     let options: String = std::iter::once(String::from("<option value=\"\">any</option>"))
-        .chain(STATES.iter().map(|s| {
+        .chain(SagaState::ALL.iter().map(|s| {
             let selected = if filters.state == s.as_str() {
                 " selected"
             } else {
@@ -276,7 +276,7 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         esc(label)
     );
     body.push_str("<h2>Now, by type and state</h2><table id=\"states\"><thead><tr><th>type</th>");
-    for state in STATES {
+    for state in SagaState::ALL {
         let _ = write!(body, "<th>{}</th>", state.as_str());
     }
     body.push_str("<th>stuck (1 h)</th><th>overdue waits</th></tr></thead><tbody>");
@@ -286,7 +286,7 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
     }
     for (saga_type, counts) in &by_type {
         let _ = write!(body, "<tr><td>{}</td>", esc(saga_type));
-        for state in STATES {
+        for state in SagaState::ALL {
             let n: u64 = counts
                 .iter()
                 .filter(|c| c.state == state)

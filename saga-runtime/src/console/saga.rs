@@ -132,20 +132,11 @@ fn finish(body: &mut String, record: &SagaRecord, events: &[crate::AuditRecord],
         events.last().map_or(record.updated_at, |e| e.timestamp)
     };
     let bars = timeline::bars(events, until);
-    let steps: Vec<String> = record
-        .current_step
-        .iter()
-        .cloned()
-        .chain(events.iter().filter_map(|e| e.step_name.clone()))
-        .collect();
+    // Rows in the order steps first appear in the log.
     let mut order: Vec<String> = Vec::new();
-    for step in events
-        .iter()
-        .filter_map(|e| e.step_name.clone())
-        .chain(steps)
-    {
-        if !order.contains(&step) {
-            order.push(step);
+    for step in events.iter().filter_map(|e| e.step_name.as_deref()) {
+        if !order.iter().any(|seen| seen == step) {
+            order.push(step.to_owned());
         }
     }
     body.push_str(&timeline::svg(&bars, &order));

@@ -218,7 +218,7 @@ impl SagaStore for MemoryStore {
                 shard.sagas.retain(|_, row| !old_saga(row));
                 // The signals of the sagas deleted go with them.
                 let Shard { sagas, signals, .. } = &mut **shard;
-                signals.retain(|signal| sagas.contains_key(signal.saga_id()));
+                signals.retain(|saga_id, _| sagas.contains_key(saga_id));
                 shard.audit.retain(|a| a.event.timestamp >= before);
             }
             let (header, event) = operator::pruned(before, report, actor);
@@ -287,6 +287,7 @@ impl MemoryStore {
         row.version += 1;
         row.updated_at = now;
         let row = row.clone();
+        shard.track(saga_id);
         let header = Arc::new(operator::header(&row, actor));
         self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
         Ok(row)

@@ -5,7 +5,7 @@
 //! sagas do not queue on one mutex. Audit events are kept as written (shared headers, no
 //! copies) and turned into [`AuditRecord`]s only when read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -63,8 +63,27 @@ impl Default for Shared {
 struct Shard {
     sagas: HashMap<String, SagaRecord>,
     audit: Vec<StoredEvent>,
-    /// Signals of this shard's sagas, in id order.
-    signals: Vec<signals::StoredSignal>,
+    /// Signals of this shard's sagas.
+    signals: signals::Signals,
+    /// The ids of its sagas that a runner may claim: those running, compensating or
+    /// waiting. `claim_expired` reads these rather than every saga the store has held.
+    live: HashSet<String>,
+}
+
+impl Shard {
+    /// Keeps `live` in step with saga `saga_id`'s state, after a write that may change it.
+    fn track(&mut self, saga_id: &str) {
+        match self.sagas.get(saga_id) {
+            Some(row) if row.state.is_live() => {
+                if !self.live.contains(saga_id) {
+                    self.live.insert(saga_id.to_owned());
+                }
+            }
+            _ => {
+                self.live.remove(saga_id);
+            }
+        }
+    }
 }
 
 /// An audit event as written; its header is shared by every event of the saga's run.
@@ -153,9 +172,10 @@ impl MemoryStore {
     #[cfg(feature = "test-util")]
     #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn put_raw(&self, record: SagaRecord) {
-        self.shard(&record.saga_id)
-            .sagas
-            .insert(record.saga_id.clone(), record);
+        let mut shard = self.shard(&record.saga_id);
+        let saga_id = record.saga_id.clone();
+        shard.sagas.insert(saga_id.clone(), record);
+        shard.track(&saga_id);
     }
 
     /// Every saga that passes `keep`, cloned, from every shard.
@@ -238,6 +258,7 @@ impl RunnerStore for MemoryStore {
             created_at: now,
             updated_at: now,
         };
+        shard.live.insert(record.saga_id.clone());
         shard.sagas.insert(record.saga_id.clone(), record);
         self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
@@ -310,8 +331,9 @@ impl RunnerStore for MemoryStore {
             })
         })();
         if matches!(result, Ok(Saved::Written { .. })) {
+            shard.track(&checkpoint.saga_id);
             if let Some(id) = checkpoint.consume_signal {
-                signals::consume(&mut shard, id);
+                signals::consume(&mut shard, &checkpoint.saga_id, id);
             }
             self.push_events(
                 &mut shard,
@@ -366,30 +388,43 @@ impl RunnerStore for MemoryStore {
         let now = SystemTime::now();
         let wake_clock = self.wake_clock();
         let claimable = |row: &SagaRecord| {
-            request.definitions.contains(&row.definition.as_str())
-                && (row.state.is_active() || due(row, wake_clock))
+            (row.state.is_active() || due(row, wake_clock))
                 && expired(row, now)
+                && request.definitions.contains(&row.definition.as_str())
         };
-        let mut candidates = self.collect(|row| claimable(row));
-        // Expired leases first (oldest first), then due wakes (earliest first).
-        candidates.sort_by_key(|row| {
-            (
-                row.state == SagaState::Waiting,
-                row.wake_at,
-                row.lease_expires_at,
-            )
-        });
+        // Expired leases first (oldest first), then due wakes (earliest first). Only the
+        // keys are gathered; a row is cloned once it is claimed.
+        let mut candidates: Vec<_> = (0..SHARDS)
+            .flat_map(|i| {
+                let shard = self.lock(i);
+                shard
+                    .live
+                    .iter()
+                    .filter_map(|saga_id| shard.sagas.get(saga_id))
+                    .filter(|row| claimable(row))
+                    .map(|row| {
+                        (
+                            row.state == SagaState::Waiting,
+                            row.wake_at,
+                            row.lease_expires_at,
+                            row.saga_id.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        candidates.sort_unstable();
         let mut claimed = Vec::new();
-        for candidate in candidates {
+        for (_, _, _, saga_id) in candidates {
             if claimed.len() >= request.limit as usize {
                 break;
             }
-            let mut shard = self.shard(&candidate.saga_id);
-            let Some(row) = shard.sagas.get_mut(&candidate.saga_id) else {
+            let mut shard = self.shard(&saga_id);
+            let Some(row) = shard.sagas.get_mut(&saga_id) else {
                 continue;
             };
             // Another claimer may have been quicker since the scan.
-            if row.version != candidate.version || !claimable(row) || !filter(row) {
+            if !claimable(row) || !filter(row) {
                 continue;
             }
             let waking = row.state == SagaState::Waiting;

@@ -44,7 +44,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     steps: usize,
     /// `chain`: each step waits for the one before; `fanout`: every step but the last
-    /// starts at once (`concurrent`), and the last (the join) waits for them all.
+    /// starts at once (`concurrent`), and the last (the join) waits for them all; `wait`:
+    /// a chain of three whose second step waits for a signal that the load generator sends.
     #[arg(long, value_enum, default_value = "chain")]
     shape: Shape,
     /// Fraction of sagas whose last step fails for good (and compensates), 0.0 to 1.0.
@@ -104,6 +105,8 @@ enum Shape {
     Chain,
     #[value(alias = "fan")]
     Fanout,
+    /// Three steps; the second waits for a signal, which the load generator sends.
+    Wait,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -397,8 +400,9 @@ fn fails(fail_rate: f64, i: usize) -> bool {
 
 /// Runs the library: every saga through an orchestrator on the chosen store.
 async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, String> {
+    // Waiting sagas are woken by the runner's recovery loop.
     let orchestrator = Orchestrator::builder(store.clone())
-        .recovery(false)
+        .recovery(args.shape == Shape::Wait)
         .build()
         .map_err(|e| e.to_string())?;
     let config = SagaConfig::new("loadtest").enable_audit_log(args.audit);
@@ -444,12 +448,16 @@ async fn library(args: &Args, store: Arc<dyn SagaStore>) -> Result<Report, Strin
         (Shape::Fanout, 4) => run_with!(Fan4),
         (Shape::Fanout, 5) => run_with!(Fan5),
         (Shape::Fanout, 10) => run_with!(Fan10),
+        (Shape::Wait, _) => wait::run(args, &orchestrator, config).await,
         (shape, other) => {
             return Err(format!(
                 "--steps {other} is not available with --shape {shape:?} (chain: 1, 3, 4, 5, 10; fanout: 3, 4, 5, 10)"
             ));
         }
-    }?;
+    };
+    // Stops the recovery loop (the wait shape's) before the tables are counted and dropped.
+    orchestrator.shutdown(Duration::from_secs(1)).await;
+    let report = report?;
     // The database must agree with what the run saw.
     let counts: Vec<StateCount> = store
         .stats(
@@ -492,6 +500,7 @@ mod baseline;
 mod history;
 mod orphans;
 mod results;
+mod wait;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -527,8 +536,12 @@ async fn run(args: &Args) -> Result<(), String> {
     if args.orphans {
         return orphans::run(args).await;
     }
-    if args.shape == Shape::Fanout && (args.baseline || args.baseline_only || args.history > 0) {
-        return Err("--shape fanout runs the library only, without --baseline or --history".into());
+    if args.shape != Shape::Chain && (args.baseline || args.baseline_only || args.history > 0) {
+        return Err(format!(
+            "--shape {:?} runs the library only, without --baseline or --history",
+            args.shape
+        )
+        .to_lowercase());
     }
     let mut library_rate = None;
     if !args.baseline_only {

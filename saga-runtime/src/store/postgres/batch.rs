@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::rows::{COLUMNS, micros, record};
 use crate::audit::{AuditHeader, NewEvent};
-use crate::definition::BoxFuture;
+use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
 use crate::store::batch::{BatchBackend, Op, Reply, replies};
 use crate::store::sql::{self, database_error};
@@ -219,7 +219,16 @@ async fn write(
     let tells = ops
         .iter()
         .any(|op| matches!(op, Op::Save(cp) if cp.tell.is_some()));
-    if !tells {
+    let signal_waits: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Save(cp) if cp.state == SagaState::Waiting && cp.waiting_for.is_some() => {
+                Some(&*cp.saga_id)
+            }
+            _ => None,
+        })
+        .collect();
+    if !tells && signal_waits.is_empty() {
         // The common case: one statement, its own transaction.
         run(conn, ops, &now_ops, &mut results).await?;
         for i in later_ops {
@@ -227,8 +236,24 @@ async fn write(
         }
         return Ok(replies(results));
     }
-    // A child's end told to its parent commits with the child's write, or neither does.
+    // A transaction of several statements: a child's end told to its parent commits with
+    // the child's write, or neither does; and a wait for a signal sees the signal.
     let mut tx = conn.begin().await.map_err(database_error)?;
+    if !signal_waits.is_empty() {
+        // A signal's sender holds its saga's row from reading the saga's state until it
+        // commits, and wakes the saga only if it saw it waiting. The rows of the sagas put
+        // to wait for a signal are taken first, in a statement of their own, so that the
+        // batch statement's snapshot (taken after) sees every signal whose sender saw its
+        // saga still running: such a wait is then due at once. In one statement, the
+        // update would wait for the sender's row but look for signals in an older snapshot.
+        sqlx::query(
+            "SELECT 1 FROM saga_checkpoints WHERE saga_id = ANY($1) ORDER BY saga_id FOR UPDATE",
+        )
+        .bind(&signal_waits)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+    }
     run(&mut tx, ops, &now_ops, &mut results).await?;
     for i in later_ops {
         run(&mut tx, ops, &[i], &mut results).await?;

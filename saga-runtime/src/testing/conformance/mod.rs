@@ -54,6 +54,10 @@ pub const CASES: &[(&str, Case)] = &[
         "signals_are_kept_taken_and_consumed",
         waiting::signals_are_kept_taken_and_consumed,
     ),
+    (
+        "a_signal_racing_its_wait_makes_it_due",
+        waiting::a_signal_racing_its_wait_makes_it_due,
+    ),
     ("undo_requests", waiting::undo_requests),
     (
         "a_childs_end_is_told_with_its_write",

@@ -191,6 +191,39 @@ pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxF
     })
 }
 
+/// A signal sent while its saga is being put to wait for it: once both have committed, the
+/// saga is due, whichever went first. The sender may see the saga still running and not
+/// wake it; then the wait must see the signal, even when it was written while the sender
+/// held the saga's row (on PostgreSQL, a statement whose snapshot predates the signal).
+/// Otherwise the saga sleeps until its deadline with its signal beside it, if the runner
+/// that wrote the wait dies before it looks again.
+pub(super) fn a_signal_racing_its_wait_makes_it_due(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let sender = Actor::new("ops");
+        for n in 0..100 {
+            let id = format!("race-{n}");
+            let mut saga = new_saga(&id, Some("a"), Duration::from_secs(30));
+            saga.signals = &["go"];
+            store.create(saga).await.expect("create");
+            let put_to_wait = store.save(waiting(&id, 1, Duration::from_secs(3600), Some("go")));
+            let signal = store.send_signal(NewSignal::new(&id, "go", "1", sender.clone()));
+            let (written, delivered) = tokio::join!(put_to_wait, signal);
+            written.expect("wait");
+            delivered.expect("send");
+            let this = |row: &SagaRecord| row.saga_id == id;
+            let claimed = store
+                .claim_expired(claim_by("b"), &this)
+                .await
+                .expect("claim");
+            assert_eq!(
+                claimed.len(),
+                1,
+                "{id}: signalled while it was put to wait for the signal, yet not due"
+            );
+        }
+    })
+}
+
 pub(super) fn undo_requests(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         store

@@ -31,9 +31,17 @@ pub(super) struct Filters {
     until: String,
     #[serde(default)]
     after: String,
+    /// `off`: the page does not reload itself (a filter being typed in is kept).
+    #[serde(default)]
+    live: String,
 }
 
 impl Filters {
+    /// Whether the page reloads itself.
+    fn live(&self) -> bool {
+        self.live != "off"
+    }
+
     /// The filters as a query string (without the page), for links that keep them.
     fn query(&self) -> String {
         [
@@ -42,6 +50,7 @@ impl Filters {
             ("id", &self.id),
             ("since", &self.since),
             ("until", &self.until),
+            ("live", &self.live),
         ]
         .iter()
         .filter(|(_, v)| !v.is_empty())
@@ -173,11 +182,17 @@ pub(super) async fn sagas(
          <label>id starts with<input name=\"id\" value=\"{}\"></label>\
          <label>created since (UTC)<input type=\"datetime-local\" name=\"since\" value=\"{}\"></label>\
          <label>created before (UTC)<input type=\"datetime-local\" name=\"until\" value=\"{}\"></label>\
-         <button type=\"submit\">filter</button> <a href=\"/sagas\">clear</a></form>",
+         {paused}<button type=\"submit\">filter</button> <a href=\"/sagas\">clear</a> {toggle}</form>",
         esc(&filters.saga_type),
         esc(&filters.id),
         esc(&filters.since),
         esc(&filters.until),
+        paused = if filters.live() {
+            ""
+        } else {
+            "<input type=\"hidden\" name=\"live\" value=\"off\">"
+        },
+        toggle = live_toggle(&filters, console.every().is_some()),
     );
     let more = rows.len() > PAGE as usize;
     let shown = &rows[..rows.len().min(PAGE as usize)];
@@ -217,9 +232,37 @@ pub(super) async fn sagas(
             url(&last.saga_id)
         );
     }
-    html(
-        StatusCode::OK,
-        page("Sagas", &body, console.every(), user.as_deref()),
+    let every = console.every().filter(|_| filters.live());
+    html(StatusCode::OK, page("Sagas", &body, every, user.as_deref()))
+}
+
+/// A link to the same page with its reloading paused, or resumed (none if the console does
+/// not reload pages).
+fn live_toggle(filters: &Filters, reloads: bool) -> String {
+    if !reloads {
+        return String::new();
+    }
+    let mut other = Filters {
+        live: if filters.live() {
+            "off".into()
+        } else {
+            String::new()
+        },
+        ..Filters::default()
+    };
+    other.state.clone_from(&filters.state);
+    other.saga_type.clone_from(&filters.saga_type);
+    other.id.clone_from(&filters.id);
+    other.since.clone_from(&filters.since);
+    other.until.clone_from(&filters.until);
+    let label = if filters.live() {
+        "pause reloading"
+    } else {
+        "reload every few seconds"
+    };
+    format!(
+        "<a id=\"live\" href=\"/sagas?{}\">{label}</a>",
+        other.query()
     )
 }
 
@@ -368,4 +411,43 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         StatusCode::OK,
         page("Stats", &body, console.every(), user.as_deref()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Filters, live_toggle};
+
+    #[test]
+    fn reloading_can_be_paused_and_the_pause_keeps_the_filters() {
+        let filters = Filters {
+            state: "failed".into(),
+            id: "order 7".into(),
+            ..Filters::default()
+        };
+        assert!(filters.live());
+        let pause = live_toggle(&filters, true);
+        assert!(
+            pause.contains("href=\"/sagas?state=failed&id=order%207&live=off\""),
+            "{pause}"
+        );
+        let paused = Filters {
+            live: "off".into(),
+            ..filters
+        };
+        assert!(!paused.live());
+        assert!(
+            paused.query().ends_with("&live=off"),
+            "kept by the next page"
+        );
+        let resume = live_toggle(&paused, true);
+        assert!(
+            resume.contains("href=\"/sagas?state=failed&id=order%207\""),
+            "{resume}"
+        );
+        assert_eq!(
+            live_toggle(&paused, false),
+            "",
+            "a console that never reloads"
+        );
+    }
 }

@@ -52,7 +52,7 @@ pub(super) async fn show(console: State, headers: HeaderMap, Path(id): Path<Stri
     body.push_str("<h2>Timeline</h2>");
     finish(&mut body, &record, &events, live);
     let title = format!("saga {id}");
-    let every = refresh(&console, live);
+    let every = refresh(console.every(), live, user.is_some());
     let mut response = html(
         StatusCode::OK,
         super::html::page(&title, &body, every, user.as_deref()),
@@ -63,9 +63,11 @@ pub(super) async fn show(console: State, headers: HeaderMap, Path(id): Path<Stri
     response
 }
 
-/// A live saga's page refreshes itself; an ended one does not change.
-fn refresh(console: &super::Console, live: bool) -> Option<u32> {
-    console.every().filter(|_| live)
+/// A live saga's page refreshes itself every `every` seconds; an ended one does not
+/// change, and a signed-in operator's page holds forms that a reload would empty while
+/// they are being filled in (a signal's payload, a reason), so it is reloaded by hand.
+fn refresh(every: Option<u32>, live: bool, signed_in: bool) -> Option<u32> {
+    every.filter(|_| live && !signed_in)
 }
 
 fn header(record: &SagaRecord) -> String {
@@ -168,4 +170,17 @@ fn finish(body: &mut String, record: &SagaRecord, events: &[crate::AuditRecord],
         );
     }
     body.push_str("</tbody></table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh;
+
+    #[test]
+    fn only_a_live_saga_seen_read_only_reloads_itself() {
+        assert_eq!(refresh(Some(5), true, false), Some(5));
+        assert_eq!(refresh(Some(5), false, false), None, "an ended saga");
+        assert_eq!(refresh(Some(5), true, true), None, "forms being filled in");
+        assert_eq!(refresh(None, true, false), None, "refresh turned off");
+    }
 }

@@ -46,7 +46,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
             inner,
             inner.settings.recovery_interval,
             |inner| async move {
-                if let Err(error) = recover_once(&inner, false).await {
+                if let Err(error) = claim_due(&inner, Pass::Recovery).await {
                     tracing::warn!(%error, "recovery pass failed");
                 }
             },
@@ -89,7 +89,7 @@ fn on_wake(inner: &Arc<Inner>, mut wakes: tokio::sync::watch::Receiver<u64>) {
                 _ = stop.changed() => return,
             }
             let Some(inner) = weak.upgrade() else { return };
-            if let Err(error) = recover_once(&inner, false).await {
+            if let Err(error) = claim_due(&inner, Pass::Woken).await {
                 tracing::warn!(%error, "claiming signalled sagas failed");
             }
         }
@@ -119,9 +119,22 @@ async fn renew(inner: &Inner, quiet: Duration) {
     }
 }
 
-/// One recovery pass: claims expired sagas this runner can run and spawns them. With
-/// `wait`, waits for the recovered sagas to end.
-pub(crate) async fn recover_once(inner: &Arc<Inner>, wait: bool) -> Result<usize, SagaError> {
+/// What a pass claims, and whether it waits for what it claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The recovery loop's: expired leases and due waits, left running.
+    Recovery,
+    /// [`Orchestrator::recover_expired`](super::Orchestrator::recover_expired)'s: the same,
+    /// waiting for the sagas it claimed to end.
+    RecoverAndWait,
+    /// A wake-up's (a signal, a cancellation): due waits only. An expired lease is the
+    /// recovery loop's to find, and looking for it on every signal costs a query each.
+    Woken,
+}
+
+/// One pass of kind `pass`: claims the sagas this runner can run and spawns them.
+pub(crate) async fn claim_due(inner: &Arc<Inner>, pass: Pass) -> Result<usize, SagaError> {
+    let wait = pass == Pass::RecoverAndWait;
     let mut total = 0;
     loop {
         let sagas = inner
@@ -164,11 +177,18 @@ pub(crate) async fn recover_once(inner: &Arc<Inner>, wait: bool) -> Result<usize
         let claimed = inner
             .store
             .claim_expired(
-                ClaimExpired {
-                    owner: inner.runner_id.clone(),
-                    lease: inner.settings.lease,
-                    definitions,
-                    limit: batch,
+                {
+                    let claim = ClaimExpired::new(
+                        inner.runner_id.clone(),
+                        inner.settings.lease,
+                        definitions,
+                        batch,
+                    );
+                    if pass == Pass::Woken {
+                        claim.due_only()
+                    } else {
+                        claim
+                    }
                 },
                 &filter,
             )

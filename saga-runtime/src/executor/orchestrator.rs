@@ -125,7 +125,7 @@ impl Orchestrator {
     /// # Errors
     /// A store error from the claim; failures of single sagas are logged.
     pub async fn recover_expired(&self) -> Result<usize, SagaError> {
-        background::recover_once(&self.inner, true).await
+        background::claim_due(&self.inner, background::Pass::RecoverAndWait).await
     }
 
     /// Stops the background loops, waits up to `grace` for sagas executing here to end,

@@ -239,9 +239,20 @@ pub struct ClaimExpired {
     pub definitions: Vec<&'static str>,
     /// At most this many.
     pub limit: u32,
+    /// Whether sagas whose runner's lease ran out are claimed too (the recovery pass), or
+    /// only waiting sagas that are due (a pass on a wake-up: a signal, a cancellation).
+    /// Default `true`.
+    pub expired_leases: bool,
 }
 
 impl ClaimExpired {
+    /// Only waiting sagas that are due, not expired leases: what a wake-up calls for.
+    #[must_use]
+    pub fn due_only(mut self) -> Self {
+        self.expired_leases = false;
+        self
+    }
+
     /// `owner` claims, for `lease`, up to `limit` expired sagas of `definitions`.
     #[must_use]
     pub fn new(
@@ -255,6 +266,7 @@ impl ClaimExpired {
             lease,
             definitions,
             limit,
+            expired_leases: true,
         }
     }
 }

@@ -78,6 +78,7 @@ impl SagaStore for MemoryStore {
             Ok(row.clone())
         });
         if let Ok(row) = &result {
+            shard.track(saga_id);
             let header = Arc::new(operator::header(row, actor));
             let event = NewEvent::now(EventType::CancelRequested).error(reason);
             self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);

@@ -5,7 +5,7 @@
 //! sagas do not queue on one mutex. Audit events are kept as written (shared headers, no
 //! copies) and turned into [`AuditRecord`]s only when read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -19,6 +19,7 @@ use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
 
 mod admin;
+mod live;
 mod signals;
 
 const SHARDS: usize = 16;
@@ -65,24 +66,16 @@ struct Shard {
     audit: Vec<StoredEvent>,
     /// Signals of this shard's sagas.
     signals: signals::Signals,
-    /// The ids of its sagas that a runner may claim: those running, compensating or
-    /// waiting. `claim_expired` reads these rather than every saga the store has held.
-    live: HashSet<String>,
+    /// Its live sagas, and its waiting ones by wake time: what a claim reads.
+    live: live::Live,
 }
 
 impl Shard {
-    /// Keeps `live` in step with saga `saga_id`'s state, after a write that may change it.
+    /// Files saga `saga_id` again, after a write that may have changed its state or its
+    /// `wake_at`.
     fn track(&mut self, saga_id: &str) {
-        match self.sagas.get(saga_id) {
-            Some(row) if row.state.is_live() => {
-                if !self.live.contains(saga_id) {
-                    self.live.insert(saga_id.to_owned());
-                }
-            }
-            _ => {
-                self.live.remove(saga_id);
-            }
-        }
+        let filing = live::filing(self.sagas.get(saga_id));
+        self.live.file(saga_id, filing);
     }
 }
 
@@ -258,8 +251,9 @@ impl RunnerStore for MemoryStore {
             created_at: now,
             updated_at: now,
         };
-        shard.live.insert(record.saga_id.clone());
-        shard.sagas.insert(record.saga_id.clone(), record);
+        let saga_id = record.saga_id.clone();
+        shard.sagas.insert(saga_id.clone(), record);
+        shard.track(&saga_id);
         self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
     }
@@ -377,6 +371,9 @@ impl RunnerStore for MemoryStore {
             take(row, &claim.owner, claim.lease, now);
             Ok(row.clone())
         });
+        if result.is_ok() {
+            shard.track(&claim.saga_id);
+        }
         ready(result)
     }
 
@@ -388,7 +385,7 @@ impl RunnerStore for MemoryStore {
         let now = SystemTime::now();
         let wake_clock = self.wake_clock();
         let claimable = |row: &SagaRecord| {
-            (row.state.is_active() || due(row, wake_clock))
+            ((request.expired_leases && row.state.is_active()) || due(row, wake_clock))
                 && expired(row, now)
                 && request.definitions.contains(&row.definition.as_str())
         };
@@ -397,9 +394,15 @@ impl RunnerStore for MemoryStore {
         let mut candidates: Vec<_> = (0..SHARDS)
             .flat_map(|i| {
                 let shard = self.lock(i);
+                let leased = request
+                    .expired_leases
+                    .then(|| shard.live.leased())
+                    .into_iter()
+                    .flatten();
                 shard
                     .live
-                    .iter()
+                    .due(wake_clock)
+                    .chain(leased)
                     .filter_map(|saga_id| shard.sagas.get(saga_id))
                     .filter(|row| claimable(row))
                     .map(|row| {
@@ -434,6 +437,7 @@ impl RunnerStore for MemoryStore {
                 row.recovery_count = row.recovery_count.saturating_sub(1);
             }
             claimed.push(row.clone());
+            shard.track(&saga_id);
         }
         ready(Ok(claimed))
     }

@@ -72,6 +72,9 @@ impl MemoryStore {
             Ok(found) => found,
             Err(error) => return ready(Err(error)),
         };
+        if woken {
+            shard.track(&signal.saga_id);
+        }
         if let Some(key) = &signal.key
             && let Some(earlier) = of(&shard.signals, &signal.saga_id)
                 .iter()

@@ -83,6 +83,9 @@ pub(super) async fn claim_expired(
     ];
     let mut claimed = Vec::new();
     for (index, (where_clause, order)) in kinds.iter().enumerate() {
+        if index == 0 && !request.expired_leases {
+            continue;
+        }
         let wanted = request.limit as usize - claimed.len();
         if wanted == 0 {
             break;

@@ -70,6 +70,9 @@ pub(super) async fn claim_expired(
         ),
     ];
     for (index, (indexed_by, condition, order)) in kinds.iter().enumerate() {
+        if index == 0 && !request.expired_leases {
+            continue;
+        }
         let wanted = request.limit as usize - claimed.len();
         if wanted == 0 {
             break;

@@ -55,6 +55,10 @@ pub const CASES: &[(&str, Case)] = &[
         waiting::signals_are_kept_taken_and_consumed,
     ),
     (
+        "a_wake_up_claims_due_waits_only",
+        waiting::a_wake_up_claims_due_waits_only,
+    ),
+    (
         "a_signal_racing_its_wait_makes_it_due",
         waiting::a_signal_racing_its_wait_makes_it_due,
     ),

@@ -191,6 +191,43 @@ pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxF
     })
 }
 
+/// A claim on a wake-up (`due_only`) takes due waits and leaves expired leases to the
+/// recovery pass.
+pub(super) fn a_wake_up_claims_due_waits_only(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        store
+            .create(new_saga("expired", Some("a"), Duration::from_millis(50)))
+            .await
+            .expect("create");
+        store
+            .create(new_saga("due", Some("a"), Duration::from_secs(30)))
+            .await
+            .expect("create");
+        store
+            .save(waiting("due", 1, Duration::ZERO, None))
+            .await
+            .expect("wait");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ids = |claimed: Vec<SagaRecord>| -> Vec<String> {
+            claimed.into_iter().map(|r| r.saga_id).collect()
+        };
+        let woken = store
+            .claim_expired(claim_by("b").due_only(), &accept_all)
+            .await
+            .expect("claim");
+        assert_eq!(ids(woken), ["due"], "a wake-up takes the due wait alone");
+        let recovered = store
+            .claim_expired(claim_by("c"), &accept_all)
+            .await
+            .expect("claim");
+        assert_eq!(
+            ids(recovered),
+            ["expired"],
+            "the recovery pass takes the lease"
+        );
+    })
+}
+
 /// A signal sent while its saga is being put to wait for it: once both have committed, the
 /// saga is due, whichever went first. The sender may see the saga still running and not
 /// wake it; then the wait must see the signal, even when it was written while the sender

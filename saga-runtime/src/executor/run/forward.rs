@@ -27,9 +27,11 @@ impl<S: Saga> Run<'_, S> {
             // A new saga whose first step waits first (a delay, a signal), or an attempt
             // whose signal has not been taken (it was interrupted before it began).
             let attempts = self.status(self.step).attempt.saturating_sub(1);
-            if let Ok(draft) = self.must_wait(self.step, attempts, Vec::new()).await? {
-                return self
-                    .wait_or_compensate(draft, self.step, false, Vec::new())
+            // Boxed, as the transitions after an attempt are: a wait's (and a refused
+            // wait's compensation's) state would otherwise be reserved in every saga's
+            // future for as long as its steps run.
+            if let Ok(draft) = Box::pin(self.must_wait(self.step, attempts, Vec::new())).await? {
+                return Box::pin(self.wait_or_compensate(draft, self.step, false, Vec::new()))
                     .await;
             }
         }

@@ -20,6 +20,7 @@ use crate::error::StoreError;
 
 mod admin;
 mod live;
+mod log;
 mod signals;
 
 const SHARDS: usize = 16;
@@ -63,7 +64,7 @@ impl Default for Shared {
 #[derive(Debug, Default)]
 struct Shard {
     sagas: HashMap<String, SagaRecord>,
-    audit: Vec<StoredEvent>,
+    audit: log::Log,
     /// Signals of this shard's sagas.
     signals: signals::Signals,
     /// Its live sagas, and its waiting ones by wake time: what a claim reads.

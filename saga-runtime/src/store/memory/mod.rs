@@ -63,7 +63,7 @@ impl Default for Shared {
 
 #[derive(Debug, Default)]
 struct Shard {
-    sagas: HashMap<String, SagaRecord>,
+    sagas: HashMap<String, Box<SagaRecord>>,
     audit: log::Log,
     /// Signals of this shard's sagas.
     signals: signals::Signals,
@@ -75,7 +75,7 @@ impl Shard {
     /// Files saga `saga_id` again, after a write that may have changed its state or its
     /// `wake_at`.
     fn track(&mut self, saga_id: &str) {
-        let filing = live::filing(self.sagas.get(saga_id));
+        let filing = live::filing(self.sagas.get(saga_id).map(|row| &**row));
         self.live.file(saga_id, filing);
     }
 }
@@ -168,7 +168,7 @@ impl MemoryStore {
     pub fn put_raw(&self, record: SagaRecord) {
         let mut shard = self.shard(&record.saga_id);
         let saga_id = record.saga_id.clone();
-        shard.sagas.insert(saga_id.clone(), record);
+        shard.sagas.insert(saga_id.clone(), Box::new(record));
         shard.track(&saga_id);
     }
 
@@ -180,7 +180,7 @@ impl MemoryStore {
                     .sagas
                     .values()
                     .filter(|r| keep(r))
-                    .cloned()
+                    .map(|row| (**row).clone())
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -195,6 +195,7 @@ fn row_mut<'s>(shard: &'s mut Shard, saga_id: &str) -> Result<&'s mut SagaRecord
     shard
         .sagas
         .get_mut(saga_id)
+        .map(|row| &mut **row)
         .ok_or_else(|| StoreError::NotFound {
             saga_id: saga_id.to_owned(),
         })
@@ -217,7 +218,7 @@ impl RunnerStore for MemoryStore {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
         let mut shard = self.shard(&saga.saga_id);
         if let Some(existing) = shard.sagas.get(&*saga.saga_id) {
-            return ready(Ok(Created::Existing(Box::new(existing.clone()))));
+            return ready(Ok(Created::Existing(existing.clone())));
         }
         let now = SystemTime::now();
         let record = SagaRecord {
@@ -253,7 +254,7 @@ impl RunnerStore for MemoryStore {
             updated_at: now,
         };
         let saga_id = record.saga_id.clone();
-        shard.sagas.insert(saga_id.clone(), record);
+        shard.sagas.insert(saga_id.clone(), Box::new(record));
         shard.track(&saga_id);
         self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
@@ -355,7 +356,11 @@ impl RunnerStore for MemoryStore {
         &'a self,
         saga_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        ready(Ok(self.shard(saga_id).sagas.get(saga_id).cloned()))
+        ready(Ok(self
+            .shard(saga_id)
+            .sagas
+            .get(saga_id)
+            .map(|row| (**row).clone())))
     }
 
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
@@ -437,7 +442,7 @@ impl RunnerStore for MemoryStore {
                 // A wake is no recovery.
                 row.recovery_count = row.recovery_count.saturating_sub(1);
             }
-            claimed.push(row.clone());
+            claimed.push((**row).clone());
             shard.track(&saga_id);
         }
         ready(Ok(claimed))

@@ -232,7 +232,12 @@ impl RunnerStore for MemoryStore {
             attempt: u32::from(saga.owner.is_some()),
             steps: saga.steps,
             context: saga.context,
-            config: saga.config,
+            // Held for as long as the saga is: without the room its serializer left.
+            config: {
+                let mut config = saga.config;
+                config.shrink_to_fit();
+                config
+            },
             error: None,
             failed_step: None,
             version: 1,

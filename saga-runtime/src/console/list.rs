@@ -17,7 +17,7 @@ use crate::store::{SagaQuery, StateCount};
 /// Rows per page.
 const PAGE: u32 = 50;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(super) struct Filters {
     #[serde(default)]
     state: String,
@@ -242,19 +242,14 @@ fn live_toggle(filters: &Filters, reloads: bool) -> String {
     if !reloads {
         return String::new();
     }
-    let mut other = Filters {
+    let other = Filters {
         live: if filters.live() {
             "off".into()
         } else {
             String::new()
         },
-        ..Filters::default()
+        ..filters.clone()
     };
-    other.state.clone_from(&filters.state);
-    other.saga_type.clone_from(&filters.saga_type);
-    other.id.clone_from(&filters.id);
-    other.since.clone_from(&filters.since);
-    other.until.clone_from(&filters.until);
     let label = if filters.live() {
         "pause reloading"
     } else {

@@ -258,9 +258,8 @@ impl RunnerStore for MemoryStore {
             created_at: now,
             updated_at: now,
         };
-        let saga_id = record.saga_id.clone();
-        shard.sagas.insert(saga_id.clone(), Box::new(record));
-        shard.track(&saga_id);
+        shard.sagas.insert(record.saga_id.clone(), Box::new(record));
+        shard.track(&saga.saga_id);
         self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
     }
@@ -401,21 +400,29 @@ impl RunnerStore for MemoryStore {
                 && request.definitions.contains(&row.definition.as_str())
         };
         // Expired leases first (oldest first), then due wakes (earliest first). Only the
-        // keys are gathered; a row is cloned once it is claimed.
+        // keys are gathered, and from each shard no more of each kind than a claim could
+        // take (with room for rows the filter refuses); a row is cloned once it is claimed.
+        let look = (request.limit as usize).saturating_mul(4);
         let mut candidates: Vec<_> = (0..SHARDS)
             .flat_map(|i| {
                 let shard = self.lock(i);
+                let row = |saga_id: &str| shard.sagas.get(saga_id).map(|row| &**row);
                 let leased = request
                     .expired_leases
                     .then(|| shard.live.leased())
                     .into_iter()
-                    .flatten();
-                shard
+                    .flatten()
+                    .filter_map(row)
+                    .filter(|row| claimable(row))
+                    .take(look);
+                let due = shard
                     .live
                     .due(wake_clock)
-                    .chain(leased)
-                    .filter_map(|saga_id| shard.sagas.get(saga_id))
+                    .filter_map(row)
                     .filter(|row| claimable(row))
+                    .take(look);
+                leased
+                    .chain(due)
                     .map(|row| {
                         (
                             row.state == SagaState::Waiting,

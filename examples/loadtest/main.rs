@@ -97,6 +97,10 @@ struct Args {
     /// Write the audit log too (as the seed's production config does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     audit: bool,
+    /// Fail (exit non-zero) if the live heap per in-flight saga exceeds this many KiB
+    /// (with --step-ms): CI's guard against a saga's future or row growing unnoticed.
+    #[arg(long)]
+    max_heap_kib: Option<f64>,
 }
 
 /// How a saga's steps depend on each other.

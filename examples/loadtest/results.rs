@@ -10,7 +10,23 @@ use super::{Args, Report, max_rss_mb, percentile};
 /// Prints (and with `--json`, records) the figures of `report`; returns its steps per second.
 pub(crate) fn emit(run: &str, args: &Args, report: &Report) -> Result<f64, String> {
     let prefix = if run == "library" { "" } else { "baseline " };
-    record(run, prefix, args, figures(args, report))?;
+    let figures = figures(args, report);
+    let heap = figures
+        .iter()
+        .find(|(key, _)| *key == "heap_kib_per_inflight_saga")
+        .and_then(|(_, value)| value.as_f64());
+    record(run, prefix, args, figures)?;
+    match (args.max_heap_kib, heap) {
+        (Some(max), Some(heap)) if heap > max => {
+            return Err(format!(
+                "{heap:.2} KiB of heap per in-flight saga, over --max-heap-kib {max}"
+            ));
+        }
+        (Some(_), None) => {
+            return Err("--max-heap-kib needs --step-ms (sagas held in flight)".into());
+        }
+        _ => {}
+    }
     let secs = report.elapsed.as_secs_f64().max(f64::EPSILON);
     Ok((args.sagas * args.steps) as f64 / secs)
 }

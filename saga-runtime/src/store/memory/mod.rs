@@ -272,6 +272,7 @@ impl RunnerStore for MemoryStore {
         let signalled = checkpoint
             .waiting_for
             .is_some_and(|name| signals::pending(&shard.signals, &checkpoint.saga_id, name));
+        let mut written = None;
         let result = (|| {
             let row = row_mut(&mut shard, &checkpoint.saga_id)?;
             if row.version != checkpoint.expected_version {
@@ -326,12 +327,16 @@ impl RunnerStore for MemoryStore {
                 row.cancel_requested = None;
             }
             row.updated_at = now;
+            written = Some(live::filing(Some(row)));
             Ok(Saved::Written {
                 version: row.version,
             })
         })();
+        // Filed from the row just written, without looking it up again.
+        if let Some(filing) = written {
+            shard.live.file(&checkpoint.saga_id, filing);
+        }
         if matches!(result, Ok(Saved::Written { .. })) {
-            shard.track(&checkpoint.saga_id);
             if let Some(id) = checkpoint.consume_signal {
                 signals::consume(&mut shard, &checkpoint.saga_id, id);
             }

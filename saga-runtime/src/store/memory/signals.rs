@@ -57,30 +57,33 @@ impl MemoryStore {
         }
         let wake_clock = self.wake_clock();
         let mut shard = self.shard(&signal.saga_id);
+        let earlier = signal.key.as_ref().and_then(|key| {
+            of(&shard.signals, &signal.saga_id)
+                .iter()
+                .find(|s| s.name == signal.name && s.key.as_ref() == Some(key))
+                .map(|s| s.id)
+        });
         let result = (|| {
             let row = row_mut(&mut shard, &signal.saga_id)?;
             check_signal(row, &signal.name)?;
-            let header = operator::header(row, &signal.sender);
+            // A duplicate is refused before it can wake anything, as the SQL stores do.
+            if let Some(id) = earlier {
+                return Ok(Err(Sent::Duplicate { id }));
+            }
             let woken = row.state == SagaState::Waiting
                 && row.waiting_for.as_deref() == Some(signal.name.as_str());
             if woken {
                 row.wake_at = Some(wake_clock);
             }
-            Ok((header, woken))
+            Ok(Ok((operator::header(row, &signal.sender), woken)))
         })();
         let (header, woken) = match result {
-            Ok(found) => found,
+            Ok(Ok(delivered)) => delivered,
+            Ok(Err(duplicate)) => return ready(Ok(duplicate)),
             Err(error) => return ready(Err(error)),
         };
         if woken {
             shard.track(&signal.saga_id);
-        }
-        if let Some(key) = &signal.key
-            && let Some(earlier) = of(&shard.signals, &signal.saga_id)
-                .iter()
-                .find(|s| s.name == signal.name && s.key.as_ref() == Some(key))
-        {
-            return ready(Ok(Sent::Duplicate { id: earlier.id }));
         }
         let id = self.inner.next_signal_id.fetch_add(1, Ordering::Relaxed) + 1;
         let event = received(id, &signal);

@@ -62,6 +62,10 @@ pub const CASES: &[(&str, Case)] = &[
         "a_signal_racing_its_wait_makes_it_due",
         waiting::a_signal_racing_its_wait_makes_it_due,
     ),
+    (
+        "a_duplicate_signal_wakes_nothing",
+        waiting::a_duplicate_signal_wakes_nothing,
+    ),
     ("undo_requests", waiting::undo_requests),
     (
         "a_childs_end_is_told_with_its_write",

@@ -261,6 +261,46 @@ pub(super) fn a_signal_racing_its_wait_makes_it_due(store: &dyn SagaStore) -> Bo
     })
 }
 
+/// A duplicate of a signal already taken (a sender retrying with the same key) is refused,
+/// and makes nothing due: a saga waiting for that signal again sleeps on. Were it woken,
+/// each retry would cost a claim and a look for a signal that is not there.
+pub(super) fn a_duplicate_signal_wakes_nothing(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let mut saga = new_saga("dup", Some("a"), Duration::from_secs(30));
+        saga.signals = &["go"];
+        store.create(saga).await.expect("create");
+        let send = || {
+            let mut signal = NewSignal::new("dup", "go", "1", Actor::new("ops"));
+            signal.key = Some("retry".to_owned());
+            store.send_signal(signal)
+        };
+        let Sent::Delivered { id } = send().await.expect("send") else {
+            panic!("the first signal is delivered");
+        };
+        // Step `a` takes it and ends; the saga then waits for another `go`.
+        let mut took = Checkpoint::new("dup", "a", 1, SagaState::Running, header("conformance"));
+        took.consume_signal = Some(id);
+        took.progress = true;
+        took.lease = Duration::from_secs(30);
+        store.save(took).await.expect("take the signal");
+        store
+            .save(waiting("dup", 2, Duration::from_secs(3600), Some("go")))
+            .await
+            .expect("wait");
+        assert_eq!(send().await.expect("send again"), Sent::Duplicate { id });
+        assert!(
+            store
+                .claim_expired(claim_by("b"), &accept_all)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "a duplicate made the wait due"
+        );
+        let row = load(store, "dup").await;
+        assert_eq!((row.state, row.owner), (SagaState::Waiting, None));
+    })
+}
+
 pub(super) fn undo_requests(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         store

@@ -43,6 +43,7 @@ pub use protocol::{
     Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, NewSignal, PendingSignal,
     Saved, Sent,
 };
+pub(crate) use records::Listed;
 pub use records::{Actor, EventCount, PruneReport, SagaQuery, SagaRecord, StateCount};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

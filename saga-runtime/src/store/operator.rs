@@ -98,8 +98,13 @@ pub(crate) fn undone_error(reason: &str) -> String {
 
 /// The audit header of an operator action: the saga's type, the operator as user.
 pub(crate) fn header(row: &SagaRecord, actor: &Actor) -> AuditHeader {
+    header_of(&row.saga_type, actor)
+}
+
+/// [`header`] for a saga of type `saga_type`.
+pub(crate) fn header_of(saga_type: &str, actor: &Actor) -> AuditHeader {
     AuditHeader {
-        saga_type: row.saga_type.clone(),
+        saga_type: saga_type.to_owned(),
         user_id: Some(clean(&actor.user_id).into_owned()),
         ip_address: actor.ip_address.as_deref().map(|ip| clean(ip).into_owned()),
     }
@@ -156,19 +161,30 @@ pub(crate) fn validate_signal(signal: &super::NewSignal) -> Result<(), StoreErro
 
 /// The checks every store makes before it stores a signal: the saga has not ended and
 /// accepts the name.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn check_signal(record: &SagaRecord, name: &str) -> Result<(), StoreError> {
-    if record.state.is_finished() {
+    check_signal_of(&record.saga_id, record.state, &record.signals, name)
+}
+
+/// [`check_signal`] for saga `saga_id`, in `state`, accepting `signals`.
+pub(crate) fn check_signal_of(
+    saga_id: &str,
+    state: SagaState,
+    signals: &[String],
+    name: &str,
+) -> Result<(), StoreError> {
+    if state.is_finished() {
         return Err(StoreError::InvalidState {
-            saga_id: record.saga_id.clone(),
-            state: record.state,
+            saga_id: saga_id.to_owned(),
+            state,
             action: "signal it",
         });
     }
-    if !record.signals.iter().any(|accepted| accepted == name) {
+    if !signals.iter().any(|accepted| accepted == name) {
         return Err(StoreError::UnknownSignal {
-            saga_id: record.saga_id.clone(),
+            saga_id: saga_id.to_owned(),
             name: name.to_owned(),
-            accepted: record.signals.clone(),
+            accepted: signals.to_vec(),
         });
     }
     Ok(())

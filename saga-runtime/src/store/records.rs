@@ -167,25 +167,44 @@ impl SagaQuery {
     /// Whether `record` passes the filter.
     #[must_use]
     pub fn matches(&self, record: &SagaRecord) -> bool {
-        self.state.is_none_or(|s| s == record.state)
-            && self
-                .saga_type
-                .as_ref()
-                .is_none_or(|t| *t == record.saga_type)
-            && self.created_since.is_none_or(|t| record.created_at >= t)
-            && self.updated_before.is_none_or(|t| record.updated_at < t)
+        self.admits(&Listed {
+            saga_id: &record.saga_id,
+            saga_type: &record.saga_type,
+            state: record.state,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            wake_at: record.wake_at,
+        })
+    }
+
+    /// [`SagaQuery::matches`] over the fields it reads, wherever the saga is kept.
+    pub(crate) fn admits(&self, saga: &Listed<'_>) -> bool {
+        self.state.is_none_or(|s| s == saga.state)
+            && self.saga_type.as_ref().is_none_or(|t| *t == saga.saga_type)
+            && self.created_since.is_none_or(|t| saga.created_at >= t)
+            && self.updated_before.is_none_or(|t| saga.updated_at < t)
             && self.due_before.is_none_or(|t| {
-                record.state == SagaState::Waiting && record.wake_at.is_some_and(|w| w < t)
+                saga.state == SagaState::Waiting && saga.wake_at.is_some_and(|w| w < t)
             })
-            && self.created_before.is_none_or(|t| record.created_at < t)
+            && self.created_before.is_none_or(|t| saga.created_at < t)
             && self
                 .id_prefix
                 .as_ref()
-                .is_none_or(|prefix| record.saga_id.starts_with(prefix.as_str()))
+                .is_none_or(|prefix| saga.saga_id.starts_with(prefix.as_str()))
             && self.after.as_ref().is_none_or(|(at, id)| {
-                record.created_at < *at || (record.created_at == *at && record.saga_id < *id)
+                saga.created_at < *at || (saga.created_at == *at && saga.saga_id < id.as_str())
             })
     }
+}
+
+/// What a [`SagaQuery`] reads of a saga.
+pub(crate) struct Listed<'a> {
+    pub(crate) saga_id: &'a str,
+    pub(crate) saga_type: &'a str,
+    pub(crate) state: SagaState,
+    pub(crate) created_at: SystemTime,
+    pub(crate) updated_at: SystemTime,
+    pub(crate) wake_at: Option<SystemTime>,
 }
 
 /// How many sagas of one type are in one state (for `saga_state_current` and `saga stats`).

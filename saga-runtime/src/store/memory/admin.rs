@@ -3,7 +3,7 @@
 use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
 
-use super::{MemoryStore, SHARDS, Shard, StoredEvent, ready, row_mut};
+use super::{MemoryStore, Row, SHARDS, Shard, StoredEvent, ready, row_mut};
 use crate::audit::{AuditQuery, AuditRecord, EventType, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
@@ -42,7 +42,7 @@ impl SagaStore for MemoryStore {
         &'a self,
         query: &'a SagaQuery,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        let mut rows = self.collect(|row| query.matches(row));
+        let mut rows = self.collect(|saga| query.admits(saga));
         rows.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
@@ -65,7 +65,7 @@ impl SagaStore for MemoryStore {
         let result = row_mut(&mut shard, saga_id).and_then(|row| {
             if !matches!(row.state, SagaState::Running | SagaState::Waiting) {
                 return Err(StoreError::InvalidState {
-                    saga_id: row.saga_id.clone(),
+                    saga_id: saga_id.to_owned(),
                     state: row.state,
                     action: "cancel",
                 });
@@ -75,7 +75,7 @@ impl SagaStore for MemoryStore {
                 // Due now: a runner wakes it and compensates.
                 row.wake_at = Some(wake_clock);
             }
-            Ok(row.clone())
+            Ok(row.record(saga_id))
         });
         if let Ok(row) = &result {
             shard.track(saga_id);
@@ -110,7 +110,7 @@ impl SagaStore for MemoryStore {
                 );
                 match counts
                     .iter_mut()
-                    .find(|c| c.saga_type == row.saga_type && c.state == row.state)
+                    .find(|c| c.saga_type == row.kind.saga_type && c.state == row.state)
                 {
                     Some(count) => {
                         count.count += 1;
@@ -118,7 +118,7 @@ impl SagaStore for MemoryStore {
                         count.overdue += overdue;
                     }
                     None => counts.push(StateCount {
-                        saga_type: row.saga_type.clone(),
+                        saga_type: row.kind.saga_type.clone(),
                         state: row.state,
                         count: 1,
                         stuck,
@@ -197,7 +197,7 @@ impl SagaStore for MemoryStore {
         dry_run: bool,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<PruneReport, StoreError>> {
-        let old_saga = |row: &SagaRecord| row.state.is_finished() && row.updated_at < before;
+        let old_saga = |row: &Row| row.state.is_finished() && row.updated_at < before;
         let mut guards: Vec<MutexGuard<'_, Shard>> = (0..SHARDS).map(|i| self.lock(i)).collect();
         let report = PruneReport {
             audit_rows: guards
@@ -219,7 +219,8 @@ impl SagaStore for MemoryStore {
                 shard.sagas.retain(|_, row| !old_saga(row));
                 // The signals of the sagas deleted go with them.
                 let Shard { sagas, signals, .. } = &mut **shard;
-                signals.retain(|saga_id, _| sagas.contains_key(saga_id));
+                signals.retain(|saga_id, _| sagas.contains_key(saga_id.as_str()));
+                shard.kinds.sweep();
                 shard.audit.retain(|a| a.event.timestamp >= before);
             }
             let (header, event) = operator::pruned(before, report, actor);
@@ -282,12 +283,14 @@ impl MemoryStore {
         let mut shard = self.shard(saga_id);
         let now = SystemTime::now();
         let row = row_mut(&mut shard, saga_id)?;
-        let event = change(row)?;
-        row.owner = None;
-        row.lease_expires_at = Some(now);
-        row.version += 1;
-        row.updated_at = now;
-        let row = row.clone();
+        let mut record = row.record(saga_id);
+        let event = change(&mut record)?;
+        record.owner = None;
+        record.lease_expires_at = Some(now);
+        record.version += 1;
+        record.updated_at = now;
+        row.set(record.clone());
+        let row = record;
         shard.track(saga_id);
         let header = Arc::new(operator::header(&row, actor));
         self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);

@@ -4,18 +4,19 @@
 //! than every saga the store has held, and a wake-up reads only the waits that are due.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::Row;
 use crate::definition::SagaState;
-use crate::store::SagaRecord;
 
 #[derive(Debug, Default)]
 pub(super) struct Live {
     /// Each live saga, with the wake time it is filed under in `wakes` (a waiting saga's
     /// `wake_at`; `None` for the others).
-    sagas: HashMap<String, Option<SystemTime>>,
+    sagas: HashMap<Arc<str>, Option<SystemTime>>,
     /// Waiting sagas by wake time, earliest first.
-    wakes: BTreeSet<(SystemTime, String)>,
+    wakes: BTreeSet<(SystemTime, Arc<str>)>,
 }
 
 /// How a saga is filed: not at all (ended, or gone), or live with its wake time, if any.
@@ -24,7 +25,7 @@ pub(super) type Filing = Option<Option<SystemTime>>;
 /// How saga `row` is filed as it now is (`None`: it is gone). A waiting saga that a
 /// runner has claimed is filed with the leased ones: it is that runner's until it writes
 /// or its lease runs out, and a wake-up need not read it again meanwhile.
-pub(super) fn filing(row: Option<&SagaRecord>) -> Filing {
+pub(super) fn filing(row: Option<&Row>) -> Filing {
     row.filter(|r| r.state.is_live()).map(|r| {
         if r.state == SagaState::Waiting && r.owner.is_none() {
             r.wake_at
@@ -36,21 +37,21 @@ pub(super) fn filing(row: Option<&SagaRecord>) -> Filing {
 
 impl Live {
     /// Files saga `saga_id` as `now` says.
-    pub(super) fn file(&mut self, saga_id: &str, now: Filing) {
+    pub(super) fn file(&mut self, saga_id: &Arc<str>, now: Filing) {
         let filed = self.sagas.get(saga_id).copied();
         // The common case: a running saga's checkpoint, filed as it was.
         if filed == now {
             return;
         }
         if let Some(Some(at)) = filed {
-            self.wakes.remove(&(at, saga_id.to_owned()));
+            self.wakes.remove(&(at, saga_id.clone()));
         }
         match now {
             Some(wake) => {
                 if let Some(at) = wake {
-                    self.wakes.insert((at, saga_id.to_owned()));
+                    self.wakes.insert((at, saga_id.clone()));
                 }
-                self.sagas.insert(saga_id.to_owned(), wake);
+                self.sagas.insert(saga_id.clone(), wake);
             }
             None => {
                 self.sagas.remove(saga_id);
@@ -65,7 +66,7 @@ impl Live {
         self.sagas
             .iter()
             .filter(|(_, wake)| wake.is_none())
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| &**id)
     }
 
     /// The waiting sagas due by `clock`, earliest first.
@@ -73,12 +74,13 @@ impl Live {
         self.wakes
             .iter()
             .take_while(move |(at, _)| *at <= clock)
-            .map(|(_, id)| id.as_str())
+            .map(|(_, id)| &**id)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     use super::Live;
@@ -88,25 +90,26 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let later = t0 + Duration::from_secs(60);
         let mut live = Live::default();
-        live.file("s", Some(None));
+        let (s, t): (Arc<str>, Arc<str>) = ("s".into(), "t".into());
+        live.file(&s, Some(None));
         assert_eq!(live.leased().collect::<Vec<_>>(), ["s"], "running");
         assert_eq!(live.due(later).count(), 0);
-        live.file("s", Some(Some(later)));
+        live.file(&s, Some(Some(later)));
         assert_eq!(live.leased().count(), 0, "a wait holds no lease");
         assert_eq!(live.due(t0).count(), 0, "not due yet");
         assert_eq!(live.due(later).collect::<Vec<_>>(), ["s"]);
         // A signal makes it due now: filed again, once.
-        live.file("s", Some(Some(t0)));
+        live.file(&s, Some(Some(t0)));
         assert_eq!(live.due(later).collect::<Vec<_>>(), ["s"]);
         assert_eq!(live.due(t0).collect::<Vec<_>>(), ["s"]);
-        live.file("t", Some(Some(t0 - Duration::from_secs(1))));
+        live.file(&t, Some(Some(t0 - Duration::from_secs(1))));
         assert_eq!(
             live.due(t0).collect::<Vec<_>>(),
             ["t", "s"],
             "earliest first"
         );
-        live.file("s", None);
-        live.file("t", None);
+        live.file(&s, None);
+        live.file(&t, None);
         assert!(live.sagas.is_empty() && live.wakes.is_empty());
     }
 }

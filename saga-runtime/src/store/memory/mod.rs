@@ -21,7 +21,10 @@ use crate::error::StoreError;
 mod admin;
 mod live;
 mod log;
+mod row;
 mod signals;
+
+use row::Row;
 
 const SHARDS: usize = 16;
 
@@ -63,7 +66,10 @@ impl Default for Shared {
 
 #[derive(Debug, Default)]
 struct Shard {
-    sagas: HashMap<String, Box<SagaRecord>>,
+    /// Each saga by id; its row is boxed, so that the map's spare room holds pointers.
+    sagas: HashMap<Arc<str>, Box<Row>>,
+    /// What its sagas of each kind share.
+    kinds: row::Kinds,
     audit: log::Log,
     /// Signals of this shard's sagas.
     signals: signals::Signals,
@@ -75,8 +81,10 @@ impl Shard {
     /// Files saga `saga_id` again, after a write that may have changed its state or its
     /// `wake_at`.
     fn track(&mut self, saga_id: &str) {
-        let filing = live::filing(self.sagas.get(saga_id).map(|row| &**row));
-        self.live.file(saga_id, filing);
+        match self.sagas.get_key_value(saga_id) {
+            Some((id, row)) => self.live.file(id, live::filing(Some(row))),
+            None => self.live.file(&Arc::from(saga_id), None),
+        }
     }
 }
 
@@ -167,20 +175,21 @@ impl MemoryStore {
     #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn put_raw(&self, record: SagaRecord) {
         let mut shard = self.shard(&record.saga_id);
-        let saga_id = record.saga_id.clone();
-        shard.sagas.insert(saga_id.clone(), Box::new(record));
+        let saga_id: Arc<str> = Arc::from(record.saga_id.as_str());
+        let row = Row::from_record(record, &mut shard.kinds);
+        shard.sagas.insert(saga_id.clone(), Box::new(row));
         shard.track(&saga_id);
     }
 
-    /// Every saga that passes `keep`, cloned, from every shard.
-    fn collect(&self, keep: impl Fn(&SagaRecord) -> bool) -> Vec<SagaRecord> {
+    /// Every saga that passes `keep`, as a record, from every shard.
+    fn collect(&self, keep: impl Fn(&crate::store::Listed<'_>) -> bool) -> Vec<SagaRecord> {
         (0..SHARDS)
             .flat_map(|i| {
                 self.lock(i)
                     .sagas
-                    .values()
-                    .filter(|r| keep(r))
-                    .map(|row| (**row).clone())
+                    .iter()
+                    .filter(|(id, row)| keep(&row.listed(id)))
+                    .map(|(id, row)| row.record(id))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -191,7 +200,7 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
 }
 
-fn row_mut<'s>(shard: &'s mut Shard, saga_id: &str) -> Result<&'s mut SagaRecord, StoreError> {
+fn row_mut<'s>(shard: &'s mut Shard, saga_id: &str) -> Result<&'s mut Row, StoreError> {
     shard
         .sagas
         .get_mut(saga_id)
@@ -201,12 +210,12 @@ fn row_mut<'s>(shard: &'s mut Shard, saga_id: &str) -> Result<&'s mut SagaRecord
         })
 }
 
-fn expired(record: &SagaRecord, now: SystemTime) -> bool {
+fn expired(record: &Row, now: SystemTime) -> bool {
     record.lease_expires_at.is_none_or(|t| t <= now)
 }
 
 /// A waiting saga whose time has come.
-fn due(record: &SagaRecord, wake_clock: SystemTime) -> bool {
+fn due(record: &Row, wake_clock: SystemTime) -> bool {
     record.state == SagaState::Waiting && record.wake_at.is_some_and(|t| t <= wake_clock)
 }
 
@@ -218,47 +227,37 @@ impl RunnerStore for MemoryStore {
     fn create(&self, saga: NewSaga) -> BoxFuture<'_, Result<Created, StoreError>> {
         let mut shard = self.shard(&saga.saga_id);
         if let Some(existing) = shard.sagas.get(&*saga.saga_id) {
-            return ready(Ok(Created::Existing(existing.clone())));
+            return ready(Ok(Created::Existing(Box::new(
+                existing.record(&saga.saga_id),
+            ))));
         }
         let now = SystemTime::now();
-        let record = SagaRecord {
-            saga_id: saga.saga_id.to_string(),
-            saga_type: saga.header.saga_type.clone(),
-            definition: saga.definition.to_owned(),
-            fingerprint: saga.fingerprint.to_owned(),
+        let row = Row {
+            kind: shard.kinds.of_new(&saga),
             state: SagaState::Running,
+            parked_from: None,
             step_index: 0,
-            current_step: Some(saga.first_step.to_owned()),
             attempt: u32::from(saga.owner.is_some()),
+            recovery_count: 0,
+            version: 1,
+            current_step: Some(saga.first_step.into()),
+            waiting_for: None,
             steps: saga.steps,
             context: saga.context,
-            // Held for as long as the saga is: without the room its serializer left.
-            config: {
-                let mut config = saga.config;
-                config.shrink_to_fit();
-                config
-            },
             error: None,
             failed_step: None,
-            version: 1,
-            owner: saga.owner.as_deref().map(str::to_owned),
             lease_expires_at: Some(if saga.owner.is_some() {
                 later(now, saga.lease)
             } else {
                 now
             }),
-            wake_at: None,
-            waiting_for: None,
-            signals: saga.signals.iter().map(|&name| name.to_owned()).collect(),
-            recovery_count: 0,
-            parked_from: None,
+            owner: saga.owner,
             cancel_requested: None,
-            user_id: saga.header.user_id.clone(),
-            ip_address: saga.header.ip_address.clone(),
+            wake_at: None,
             created_at: now,
             updated_at: now,
         };
-        shard.sagas.insert(record.saga_id.clone(), Box::new(record));
+        shard.sagas.insert(saga.saga_id.clone(), Box::new(row));
         shard.track(&saga.saga_id);
         self.push_events(&mut shard, &saga.saga_id, &saga.header, saga.events);
         ready(Ok(Created::New { version: 1 }))
@@ -277,7 +276,7 @@ impl RunnerStore for MemoryStore {
             let row = row_mut(&mut shard, &checkpoint.saga_id)?;
             if row.version != checkpoint.expected_version {
                 return Err(StoreError::Fenced {
-                    saga_id: row.saga_id.clone(),
+                    saga_id: checkpoint.saga_id.to_string(),
                     expected: checkpoint.expected_version,
                     found: Some(row.version),
                 });
@@ -291,9 +290,7 @@ impl RunnerStore for MemoryStore {
             }
             row.state = checkpoint.state;
             row.step_index = checkpoint.step_index;
-            if row.current_step.as_deref() != checkpoint.current_step {
-                row.current_step = checkpoint.current_step.map(str::to_owned);
-            }
+            row::step_name(&mut row.current_step, checkpoint.current_step);
             row.attempt = checkpoint.attempt;
             row.steps = checkpoint.steps;
             if let Some(context) = checkpoint.context {
@@ -310,10 +307,10 @@ impl RunnerStore for MemoryStore {
                 if signalled {
                     row.wake_at = Some(wake_clock);
                 }
-                row.waiting_for = checkpoint.waiting_for.map(str::to_owned);
+                row::step_name(&mut row.waiting_for, checkpoint.waiting_for);
             } else {
                 if row.owner.as_deref() != Some(&*checkpoint.owner) {
-                    row.owner = Some(checkpoint.owner.to_string());
+                    row.owner = Some(checkpoint.owner.clone());
                 }
                 row.lease_expires_at = Some(later(now, checkpoint.lease));
                 row.wake_at = None;
@@ -369,7 +366,7 @@ impl RunnerStore for MemoryStore {
             .shard(saga_id)
             .sagas
             .get(saga_id)
-            .map(|row| (**row).clone())))
+            .map(|row| row.record(saga_id))))
     }
 
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<SagaRecord, StoreError>> {
@@ -378,13 +375,13 @@ impl RunnerStore for MemoryStore {
         let result = row_mut(&mut shard, &claim.saga_id).and_then(|row| {
             if row.version != claim.expected_version {
                 return Err(StoreError::Fenced {
-                    saga_id: row.saga_id.clone(),
+                    saga_id: claim.saga_id.clone(),
                     expected: claim.expected_version,
                     found: Some(row.version),
                 });
             }
             take(row, &claim.owner, claim.lease, now);
-            Ok(row.clone())
+            Ok(row.record(&claim.saga_id))
         });
         if result.is_ok() {
             shard.track(&claim.saga_id);
@@ -399,41 +396,41 @@ impl RunnerStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
         let now = SystemTime::now();
         let wake_clock = self.wake_clock();
-        let claimable = |row: &SagaRecord| {
+        let claimable = |row: &Row| {
             ((request.expired_leases && row.state.is_active()) || due(row, wake_clock))
                 && expired(row, now)
-                && request.definitions.contains(&row.definition.as_str())
+                && request.definitions.contains(&row.kind.definition.as_str())
         };
         // Expired leases first (oldest first), then due wakes (earliest first). Only the
         // keys are gathered, and from each shard no more of each kind than a claim could
-        // take (with room for rows the filter refuses); a row is cloned once it is claimed.
+        // take (with room for rows the filter refuses); a row is read out once it is taken.
         let look = (request.limit as usize).saturating_mul(4);
         let mut candidates: Vec<_> = (0..SHARDS)
             .flat_map(|i| {
                 let shard = self.lock(i);
-                let row = |saga_id: &str| shard.sagas.get(saga_id).map(|row| &**row);
+                let row = |saga_id: &str| shard.sagas.get_key_value(saga_id);
                 let leased = request
                     .expired_leases
                     .then(|| shard.live.leased())
                     .into_iter()
                     .flatten()
                     .filter_map(row)
-                    .filter(|row| claimable(row))
+                    .filter(|(_, row)| claimable(row))
                     .take(look);
                 let due = shard
                     .live
                     .due(wake_clock)
                     .filter_map(row)
-                    .filter(|row| claimable(row))
+                    .filter(|(_, row)| claimable(row))
                     .take(look);
                 leased
                     .chain(due)
-                    .map(|row| {
+                    .map(|(id, row)| {
                         (
                             row.state == SagaState::Waiting,
                             row.wake_at,
                             row.lease_expires_at,
-                            row.saga_id.clone(),
+                            id.clone(),
                         )
                     })
                     .collect::<Vec<_>>()
@@ -450,7 +447,11 @@ impl RunnerStore for MemoryStore {
                 continue;
             };
             // Another claimer may have been quicker since the scan.
-            if !claimable(row) || !filter(row) {
+            if !claimable(row) {
+                continue;
+            }
+            let mut record = row.record(&saga_id);
+            if !filter(&record) {
                 continue;
             }
             let waking = row.state == SagaState::Waiting;
@@ -459,7 +460,13 @@ impl RunnerStore for MemoryStore {
                 // A wake is no recovery.
                 row.recovery_count = row.recovery_count.saturating_sub(1);
             }
-            claimed.push((**row).clone());
+            // The record as taken: what `take` changed.
+            record.owner = Some(request.owner.to_string());
+            record.lease_expires_at = row.lease_expires_at;
+            record.version = row.version;
+            record.recovery_count = row.recovery_count;
+            record.updated_at = row.updated_at;
+            claimed.push(record);
             shard.track(&saga_id);
         }
         ready(Ok(claimed))
@@ -543,8 +550,8 @@ impl RunnerStore for MemoryStore {
 }
 
 /// Makes `owner` the owner of `row` after a claim.
-fn take(row: &mut SagaRecord, owner: &str, lease: Duration, now: SystemTime) {
-    row.owner = Some(owner.to_owned());
+fn take(row: &mut Row, owner: &Arc<str>, lease: Duration, now: SystemTime) {
+    row.owner = Some(owner.clone());
     row.lease_expires_at = Some(later(now, lease));
     row.version += 1;
     row.recovery_count = row.recovery_count.saturating_add(1);

@@ -10,7 +10,7 @@ use super::{MemoryStore, ready, row_mut};
 use crate::audit::{AuditHeader, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
-use crate::store::operator::{self, check_signal, received};
+use crate::store::operator::{self, check_signal_of, received};
 use crate::store::{NewSignal, PendingSignal, Sent};
 
 /// The signals of one shard's sagas, by saga, each saga's in id order.
@@ -65,7 +65,7 @@ impl MemoryStore {
         });
         let result = (|| {
             let row = row_mut(&mut shard, &signal.saga_id)?;
-            check_signal(row, &signal.name)?;
+            check_signal_of(&signal.saga_id, row.state, &row.kind.signals, &signal.name)?;
             // A duplicate is refused before it can wake anything, as the SQL stores do.
             if let Some(id) = earlier {
                 return Ok(Err(Sent::Duplicate { id }));
@@ -75,7 +75,10 @@ impl MemoryStore {
             if woken {
                 row.wake_at = Some(wake_clock);
             }
-            Ok(Ok((operator::header(row, &signal.sender), woken)))
+            Ok(Ok((
+                operator::header_of(&row.kind.saga_type, &signal.sender),
+                woken,
+            )))
         })();
         let (header, woken) = match result {
             Ok(Ok(delivered)) => delivered,

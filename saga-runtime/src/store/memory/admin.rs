@@ -202,12 +202,7 @@ impl SagaStore for MemoryStore {
         let report = PruneReport {
             audit_rows: guards
                 .iter()
-                .map(|s| {
-                    s.audit
-                        .iter()
-                        .filter(|a| a.event.timestamp < before)
-                        .count() as u64
-                })
+                .map(|s| s.audit.iter().filter(|a| a.timestamp < before).count() as u64)
                 .sum(),
             sagas: guards
                 .iter()
@@ -221,7 +216,7 @@ impl SagaStore for MemoryStore {
                 let Shard { sagas, signals, .. } = &mut **shard;
                 signals.retain(|saga_id, _| sagas.contains_key(saga_id.as_str()));
                 shard.kinds.sweep();
-                shard.audit.retain(|a| a.event.timestamp >= before);
+                shard.audit.retain(|a| a.timestamp >= before);
             }
             let (header, event) = operator::pruned(before, report, actor);
             let index = Self::shard_of(operator::WHOLE_LOG);
@@ -249,8 +244,8 @@ impl SagaStore for MemoryStore {
         let mut counts: Vec<EventCount> = Vec::new();
         for index in 0..SHARDS {
             let shard = self.lock(index);
-            for stored in shard.audit.iter().filter(|a| a.event.timestamp >= since) {
-                let event_type = stored.event.event_type.as_str();
+            for stored in shard.audit.iter().filter(|a| a.timestamp >= since) {
+                let event_type = stored.event_type.as_str();
                 match counts
                     .iter_mut()
                     .find(|c| c.saga_type == stored.header.saga_type && c.event_type == event_type)

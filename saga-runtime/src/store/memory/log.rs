@@ -3,7 +3,75 @@
 //! (A `Vec` doubling its buffer held room for as many events again as it had, and both
 //! buffers while it moved them: a third of the memory of an in-flight saga.)
 
-use super::StoredEvent;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::audit::{AuditHeader, AuditRecord, EventType, NewEvent};
+
+/// An audit event as written; its header is shared by every event of the saga's run. Its
+/// error message and details, which few events have, are boxed together: an event takes
+/// 96 bytes rather than 136.
+#[derive(Debug)]
+pub(super) struct StoredEvent {
+    pub(super) id: i64,
+    saga_id: Arc<str>,
+    pub(super) header: Arc<AuditHeader>,
+    pub(super) timestamp: SystemTime,
+    step_name: Option<Cow<'static, str>>,
+    attempt: Option<u32>,
+    pub(super) event_type: EventType,
+    texts: Option<Box<Texts>>,
+}
+
+#[derive(Debug)]
+struct Texts {
+    error_message: Option<String>,
+    details: Option<String>,
+}
+
+impl StoredEvent {
+    pub(super) fn new(
+        id: i64,
+        saga_id: Arc<str>,
+        header: Arc<AuditHeader>,
+        event: NewEvent,
+    ) -> Self {
+        let texts = (event.error_message.is_some() || event.details.is_some()).then(|| {
+            Box::new(Texts {
+                error_message: event.error_message,
+                details: event.details,
+            })
+        });
+        StoredEvent {
+            id,
+            saga_id,
+            header,
+            timestamp: event.timestamp,
+            step_name: event.step_name,
+            attempt: event.attempt,
+            event_type: event.event_type,
+            texts,
+        }
+    }
+
+    pub(super) fn record(&self) -> AuditRecord {
+        let texts = self.texts.as_deref();
+        AuditRecord {
+            id: self.id,
+            saga_id: self.saga_id.to_string(),
+            saga_type: self.header.saga_type.clone(),
+            event_type: self.event_type.as_str().to_owned(),
+            step_name: self.step_name.as_deref().map(str::to_owned),
+            attempt: self.attempt,
+            error_message: texts.and_then(|t| t.error_message.clone()),
+            details: texts.and_then(|t| t.details.clone()),
+            user_id: self.header.user_id.clone(),
+            ip_address: self.header.ip_address.clone(),
+            timestamp: self.timestamp,
+        }
+    }
+}
 
 /// The largest segment, in events.
 const MAX_SEGMENT: usize = 1024;
@@ -49,6 +117,12 @@ mod tests {
     use crate::audit::{AuditHeader, EventType, NewEvent};
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_event_takes_96_bytes() {
+        assert_eq!(std::mem::size_of::<StoredEvent>(), 96);
+    }
+
+    #[test]
     fn events_keep_their_order_across_segments_and_a_prune() {
         let header = Arc::new(AuditHeader {
             saga_type: "t".into(),
@@ -57,12 +131,12 @@ mod tests {
         });
         let mut log = Log::default();
         for id in 1..=5000 {
-            log.push(StoredEvent {
-                id,
-                saga_id: Arc::from("s"),
-                header: header.clone(),
-                event: NewEvent::now(EventType::StepStarted),
-            });
+            let event = match id % 3 {
+                0 => NewEvent::now(EventType::StepFailed).error("é\0"),
+                1 => NewEvent::now(EventType::StepStarted).step("a").attempt(1),
+                _ => NewEvent::now(EventType::OperatorPruned).details("{}"),
+            };
+            log.push(StoredEvent::new(id, Arc::from("s"), header.clone(), event));
         }
         assert!(log.segments.len() > 5, "several segments");
         assert!(
@@ -72,6 +146,17 @@ mod tests {
         );
         let ids: Vec<i64> = log.iter().map(|e| e.id).collect();
         assert_eq!(ids, (1..=5000).collect::<Vec<_>>());
+        let read: Vec<_> = log.iter().take(3).map(StoredEvent::record).collect();
+        assert_eq!(
+            (read[0].step_name.as_deref(), read[0].attempt),
+            (Some("a"), Some(1))
+        );
+        assert_eq!(read[1].details.as_deref(), Some("{}"));
+        assert_eq!(
+            (read[2].error_message.as_deref(), read[2].details.as_deref()),
+            (Some("é\u{fffd}"), None),
+            "a NUL is kept as every store keeps it"
+        );
         log.retain(|e| e.id > 4000 || e.id % 2 == 0);
         let kept: Vec<i64> = log.iter().map(|e| e.id).collect();
         let expected: Vec<i64> = (1..=5000).filter(|id| *id > 4000 || id % 2 == 0).collect();

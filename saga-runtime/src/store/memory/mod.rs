@@ -14,7 +14,7 @@ use super::time::later;
 use super::{
     Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, NewSaga, RunnerStore, SagaRecord, Saved,
 };
-use crate::audit::{AuditHeader, AuditRecord, NewEvent};
+use crate::audit::{AuditHeader, NewEvent};
 use crate::definition::{BoxFuture, SagaState};
 use crate::error::StoreError;
 
@@ -24,6 +24,7 @@ mod log;
 mod row;
 mod signals;
 
+use log::StoredEvent;
 use row::Row;
 
 const SHARDS: usize = 16;
@@ -88,33 +89,6 @@ impl Shard {
     }
 }
 
-/// An audit event as written; its header is shared by every event of the saga's run.
-#[derive(Debug)]
-struct StoredEvent {
-    id: i64,
-    saga_id: Arc<str>,
-    header: Arc<AuditHeader>,
-    event: NewEvent,
-}
-
-impl StoredEvent {
-    fn record(&self) -> AuditRecord {
-        AuditRecord {
-            id: self.id,
-            saga_id: self.saga_id.to_string(),
-            saga_type: self.header.saga_type.clone(),
-            event_type: self.event.event_type.as_str().to_owned(),
-            step_name: self.event.step_name.as_deref().map(str::to_owned),
-            attempt: self.event.attempt,
-            error_message: self.event.error_message.clone(),
-            details: self.event.details.clone(),
-            user_id: self.header.user_id.clone(),
-            ip_address: self.header.ip_address.clone(),
-            timestamp: self.event.timestamp,
-        }
-    }
-}
-
 impl MemoryStore {
     /// An empty store.
     #[must_use]
@@ -160,12 +134,9 @@ impl MemoryStore {
     ) {
         for event in events {
             let id = self.inner.next_audit_id.fetch_add(1, Ordering::Relaxed) + 1;
-            shard.audit.push(StoredEvent {
-                id,
-                saga_id: saga_id.clone(),
-                header: header.clone(),
-                event,
-            });
+            shard
+                .audit
+                .push(StoredEvent::new(id, saga_id.clone(), header.clone(), event));
         }
     }
 

@@ -14,12 +14,17 @@ pub(super) struct AttemptError {
     pub(super) timed_out: bool,
 }
 
-/// Runs one attempt under its timeout; a panic in user code is a permanent failure.
-pub(super) async fn run_attempt<F, T>(attempt: F, timeout: Duration) -> Result<T, AttemptError>
+/// Runs one attempt until `deadline`, which its context also gives the step (`timeout`
+/// after the attempt began); a panic in user code is a permanent failure.
+pub(super) async fn run_attempt<F, T>(
+    attempt: F,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<T, AttemptError>
 where
     F: Future<Output = Result<T, StepError>> + Unpin,
 {
-    match tokio::time::timeout(timeout, CatchUnwind(attempt)).await {
+    match tokio::time::timeout_at(deadline, CatchUnwind(attempt)).await {
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(error))) => Err(AttemptError {
             error,

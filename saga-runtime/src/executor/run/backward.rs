@@ -133,13 +133,18 @@ impl<S: Saga> Run<'_, S> {
             attempt
         );
         let result = if spec.child {
-            run_attempt(Box::pin(self.settle_child(spec)), policy.timeout)
-                .instrument(span)
-                .await
+            run_attempt(
+                Box::pin(self.settle_child(spec)),
+                policy.timeout,
+                step_context.deadline(),
+            )
+            .instrument(span)
+            .await
         } else {
             run_attempt(
                 self.saga.run_compensation(step, &self.ctx, &step_context),
                 policy.timeout,
+                step_context.deadline(),
             )
             .instrument(span)
             .await

@@ -197,6 +197,7 @@ impl<'a, S: Saga> Run<'a, S> {
             let result = run_attempt(
                 saga.run_step(step, &ctx, Some(&outputs), &step_context),
                 policy.timeout,
+                step_context.deadline(),
             )
             .await;
             Event::Attempted {

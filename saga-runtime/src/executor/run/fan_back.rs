@@ -197,6 +197,7 @@ impl<'a, S: Saga> Run<'a, S> {
             let result = run_attempt(
                 saga.run_compensation(step, &ctx, &step_context),
                 policy.timeout,
+                step_context.deadline(),
             )
             .await;
             Event::Undone { step, result }

@@ -57,6 +57,7 @@ impl<S: Saga> Run<'_, S> {
             self.saga
                 .run_step(self.step, &self.ctx, None, &step_context),
             policy.timeout,
+            step_context.deadline(),
         )
         .instrument(span)
         .await;

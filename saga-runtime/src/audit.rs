@@ -359,20 +359,33 @@ impl AuditQuery {
     /// Whether `record` passes the filter (used by the memory store).
     #[must_use]
     pub fn matches(&self, record: &AuditRecord) -> bool {
-        self.saga_id.as_ref().is_none_or(|id| *id == record.saga_id)
-            && self
-                .event_type
-                .as_ref()
-                .is_none_or(|t| *t == record.event_type)
+        self.admits(
+            &record.saga_id,
+            &record.event_type,
+            record.user_id.as_deref(),
+            record.timestamp,
+        )
+    }
+
+    /// [`AuditQuery::matches`] over the fields it reads, wherever the event is kept.
+    pub(crate) fn admits(
+        &self,
+        saga_id: &str,
+        event_type: &str,
+        user_id: Option<&str>,
+        timestamp: SystemTime,
+    ) -> bool {
+        self.saga_id.as_ref().is_none_or(|id| id == saga_id)
+            && self.event_type.as_ref().is_none_or(|t| t == event_type)
             && self
                 .event_type_prefix
                 .as_ref()
-                .is_none_or(|p| record.event_type.starts_with(p.as_str()))
+                .is_none_or(|p| event_type.starts_with(p.as_str()))
             && self
                 .user_id
                 .as_ref()
-                .is_none_or(|u| record.user_id.as_ref() == Some(u))
-            && self.since.is_none_or(|t| record.timestamp >= t)
-            && self.until.is_none_or(|t| record.timestamp < t)
+                .is_none_or(|u| user_id == Some(u.as_str()))
+            && self.since.is_none_or(|t| timestamp >= t)
+            && self.until.is_none_or(|t| timestamp < t)
     }
 }

@@ -1,5 +1,7 @@
 //! The memory store's answers to queries and operator actions.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
 
@@ -20,16 +22,22 @@ impl SagaStore for MemoryStore {
             Some(id) => vec![Self::shard_of(id)],
             None => (0..SHARDS).collect(),
         };
+        // Events are filtered as stored, and only each shard's first `limit` of them (oldest
+        // first) become records.
+        let limit = query.limit.map_or(usize::MAX, |limit| limit as usize);
         let mut rows: Vec<AuditRecord> = Vec::new();
         for index in shards {
             let shard = self.lock(index);
-            rows.extend(
-                shard
-                    .audit
-                    .iter()
-                    .map(StoredEvent::record)
-                    .filter(|row| query.matches(row)),
-            );
+            let mut found: Vec<&StoredEvent> = shard
+                .audit
+                .iter()
+                .filter(|event| event.admitted_by(query))
+                .collect();
+            if found.len() > limit {
+                found.select_nth_unstable_by_key(limit, |event| event.order());
+                found.truncate(limit);
+            }
+            rows.extend(found.into_iter().map(StoredEvent::record));
         }
         rows.sort_by_key(|row| (row.timestamp, row.id));
         if let Some(limit) = query.limit {
@@ -42,15 +50,34 @@ impl SagaStore for MemoryStore {
         &'a self,
         query: &'a SagaQuery,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        let mut rows = self.collect(|saga| query.admits(saga));
-        rows.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.saga_id.cmp(&a.saga_id))
-        });
-        if let Some(limit) = query.limit {
-            rows.truncate(limit as usize);
-        }
+        // Newest first. Each shard offers only its own newest matches, as keys; a record is
+        // made of the page alone, so that a page of a store of millions copies a page.
+        let limit = query.limit.map_or(usize::MAX, |limit| limit as usize);
+        let mut keys: Vec<(SystemTime, Arc<str>)> = (0..SHARDS)
+            .flat_map(|index| {
+                let shard = self.lock(index);
+                let matches = shard
+                    .sagas
+                    .iter()
+                    .filter(|(id, row)| query.admits(&row.listed(id)))
+                    .map(|(id, row)| (row.created_at, id));
+                newest(matches, limit)
+                    .into_iter()
+                    .map(|(at, id)| (at, id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys.truncate(limit);
+        let rows = keys
+            .iter()
+            .filter_map(|(_, id)| {
+                let shard = self.shard(id);
+                // Read again: it may have changed, or gone, since its key was taken.
+                let row = shard.sagas.get(&**id)?;
+                query.admits(&row.listed(id)).then(|| row.record(id))
+            })
+            .collect();
         ready(Ok(rows))
     }
 
@@ -290,5 +317,40 @@ impl MemoryStore {
         let header = Arc::new(operator::header(&row, actor));
         self.push_events(&mut shard, &Arc::from(saga_id), &header, vec![event]);
         Ok(row)
+    }
+}
+
+/// The `limit` greatest of `keys` (newest first when they are creation times and ids),
+/// holding no more than `limit` of them at a time.
+fn newest<K: Ord>(keys: impl Iterator<Item = K>, limit: usize) -> Vec<K> {
+    if limit == usize::MAX {
+        return keys.collect();
+    }
+    let mut kept: BinaryHeap<Reverse<K>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
+    for key in keys {
+        if kept.len() < limit {
+            kept.push(Reverse(key));
+        } else if kept.peek().is_some_and(|Reverse(least)| key > *least) {
+            kept.pop();
+            kept.push(Reverse(key));
+        }
+    }
+    kept.into_iter().map(|Reverse(key)| key).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn newest_keeps_the_greatest_keys() {
+        let keys = [5, 1, 9, 3, 9, 7, 2];
+        let mut top = super::newest(keys.into_iter(), 3);
+        top.sort_unstable();
+        assert_eq!(top, [7, 9, 9]);
+        assert!(super::newest(keys.into_iter(), 0).is_empty());
+        assert_eq!(super::newest(keys.into_iter(), 100).len(), keys.len());
+        assert_eq!(
+            super::newest(keys.into_iter(), usize::MAX).len(),
+            keys.len()
+        );
     }
 }

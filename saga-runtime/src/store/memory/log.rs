@@ -55,6 +55,21 @@ impl StoredEvent {
         }
     }
 
+    /// Whether `query` selects it (without making a record of it).
+    pub(super) fn admitted_by(&self, query: &crate::audit::AuditQuery) -> bool {
+        query.admits(
+            &self.saga_id,
+            self.event_type.as_str(),
+            self.header.user_id.as_deref(),
+            self.timestamp,
+        )
+    }
+
+    /// Its place in the log's order: time, then id.
+    pub(super) fn order(&self) -> (SystemTime, i64) {
+        (self.timestamp, self.id)
+    }
+
     pub(super) fn record(&self) -> AuditRecord {
         let texts = self.texts.as_deref();
         AuditRecord {

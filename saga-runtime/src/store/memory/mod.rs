@@ -168,20 +168,6 @@ impl MemoryStore {
         shard.sagas.insert(saga_id.clone(), Box::new(row));
         shard.track(&saga_id);
     }
-
-    /// Every saga that passes `keep`, as a record, from every shard.
-    fn collect(&self, keep: impl Fn(&crate::store::Listed<'_>) -> bool) -> Vec<SagaRecord> {
-        (0..SHARDS)
-            .flat_map(|i| {
-                self.lock(i)
-                    .sagas
-                    .iter()
-                    .filter(|(id, row)| keep(&row.listed(id)))
-                    .map(|(id, row)| row.record(id))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {

@@ -232,6 +232,38 @@ pub(super) fn operator_actions(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     })
 }
 
+/// The audit log of many sagas is read oldest first, and a limit keeps the oldest rows,
+/// wherever each saga's rows are kept (enough sagas that a store spreading them over
+/// shards holds more than a limit's worth in each).
+pub(super) fn the_audit_log_is_read_oldest_first(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let ids: Vec<String> = (0..64).map(|n| format!("log-{n}")).collect();
+        for id in &ids {
+            store
+                .create(new_saga(id, Some("x"), Duration::from_secs(30)))
+                .await
+                .expect("create");
+            // Distinct times, even on a store that keeps microseconds.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = |limit: Option<u32>| {
+            let query = AuditQuery::new().event_type("saga_started");
+            let query = match limit {
+                Some(limit) => query.limit(limit),
+                None => query,
+            };
+            async move {
+                let rows = store.audit_log(&query).await.expect("audit log");
+                rows.into_iter().map(|row| row.saga_id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(started(None).await, ids, "oldest first");
+        assert_eq!(started(Some(2)).await, ids[..2], "the oldest two");
+        assert_eq!(started(Some(5)).await, ids[..5], "the oldest five");
+        assert!(started(Some(0)).await.is_empty());
+    })
+}
+
 pub(super) fn listing_and_counts(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         for (id, saga_type) in [("l1", "kind_a"), ("l2", "kind_b"), ("l3", "kind_b")] {

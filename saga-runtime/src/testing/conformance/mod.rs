@@ -45,6 +45,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("cancellation_requests", admin::cancellation_requests),
     ("operator_actions", admin::operator_actions),
     ("listing_and_counts", admin::listing_and_counts),
+    (
+        "the_audit_log_is_read_oldest_first",
+        admin::the_audit_log_is_read_oldest_first,
+    ),
     ("keyset_paging", admin::keyset_paging),
     (
         "waits_are_held_by_nobody_until_due",

@@ -40,6 +40,15 @@ fn waiting(
     cp
 }
 
+/// Whether a recovery claim by `owner` finds nothing to take.
+async fn claims_nothing(store: &dyn SagaStore, owner: &str) -> bool {
+    store
+        .claim_expired(claim_by(owner), &accept_all)
+        .await
+        .expect("claim")
+        .is_empty()
+}
+
 async fn load(store: &dyn SagaStore, id: &str) -> SagaRecord {
     store.load(id).await.expect("load").expect("the saga")
 }
@@ -85,11 +94,7 @@ pub(super) fn waits_are_held_by_nobody_until_due(store: &dyn SagaStore) -> BoxFu
         assert_eq!(row.owner.as_deref(), Some("b"));
         assert_eq!(row.recovery_count, 0, "a wake is no recovery");
         assert!(
-            store
-                .claim_expired(claim_by("c"), &accept_all)
-                .await
-                .expect("claim")
-                .is_empty(),
+            claims_nothing(store, "c").await,
             "the claimer's lease keeps others off"
         );
     })
@@ -289,11 +294,7 @@ pub(super) fn a_duplicate_signal_wakes_nothing(store: &dyn SagaStore) -> BoxFutu
             .expect("wait");
         assert_eq!(send().await.expect("send again"), Sent::Duplicate { id });
         assert!(
-            store
-                .claim_expired(claim_by("b"), &accept_all)
-                .await
-                .expect("claim")
-                .is_empty(),
+            claims_nothing(store, "b").await,
             "a duplicate made the wait due"
         );
         let row = load(store, "dup").await;

@@ -43,19 +43,23 @@ impl Live {
         if filed == now {
             return;
         }
+        let Some(wake) = now else {
+            self.forget(saga_id);
+            return;
+        };
         if let Some(Some(at)) = filed {
             self.wakes.remove(&(at, saga_id.clone()));
         }
-        match now {
-            Some(wake) => {
-                if let Some(at) = wake {
-                    self.wakes.insert((at, saga_id.clone()));
-                }
-                self.sagas.insert(saga_id.clone(), wake);
-            }
-            None => {
-                self.sagas.remove(saga_id);
-            }
+        if let Some(at) = wake {
+            self.wakes.insert((at, saga_id.clone()));
+        }
+        self.sagas.insert(saga_id.clone(), wake);
+    }
+
+    /// Files saga `saga_id` nowhere: it ended, or is gone.
+    pub(super) fn forget(&mut self, saga_id: &str) {
+        if let Some((id, Some(at))) = self.sagas.remove_entry(saga_id) {
+            self.wakes.remove(&(at, id));
         }
     }
 

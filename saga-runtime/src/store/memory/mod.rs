@@ -101,7 +101,7 @@ impl Shard {
     fn track(&mut self, saga_id: &str) {
         match self.sagas.get_key_value(saga_id) {
             Some((id, row)) => self.live.file(id, live::filing(Some(row))),
-            None => self.live.file(&Arc::from(saga_id), None),
+            None => self.live.forget(saga_id),
         }
     }
 }

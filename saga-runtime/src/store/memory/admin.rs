@@ -1,7 +1,6 @@
 //! The memory store's answers to queries and operator actions.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
 
@@ -33,10 +32,7 @@ impl SagaStore for MemoryStore {
                 .iter()
                 .filter(|event| event.admitted_by(query))
                 .collect();
-            if found.len() > limit {
-                found.select_nth_unstable_by_key(limit, |event| event.order());
-                found.truncate(limit);
-            }
+            keep_first(&mut found, limit, |event| event.order());
             rows.extend(found.into_iter().map(StoredEvent::record));
         }
         rows.sort_by_key(|row| (row.timestamp, row.id));
@@ -56,12 +52,14 @@ impl SagaStore for MemoryStore {
         let mut keys: Vec<(SystemTime, Arc<str>)> = (0..SHARDS)
             .flat_map(|index| {
                 let shard = self.lock(index);
-                let matches = shard
+                let mut found: Vec<(SystemTime, &Arc<str>)> = shard
                     .sagas
                     .iter()
                     .filter(|(id, row)| query.admits(&row.listed(id)))
-                    .map(|(id, row)| (row.created_at, id));
-                newest(matches, limit)
+                    .map(|(id, row)| (row.created_at, id))
+                    .collect();
+                keep_first(&mut found, limit, |&key| Reverse(key));
+                found
                     .into_iter()
                     .map(|(at, id)| (at, id.clone()))
                     .collect::<Vec<_>>()
@@ -320,37 +318,37 @@ impl MemoryStore {
     }
 }
 
-/// The `limit` greatest of `keys` (newest first when they are creation times and ids),
-/// holding no more than `limit` of them at a time.
-fn newest<K: Ord>(keys: impl Iterator<Item = K>, limit: usize) -> Vec<K> {
-    if limit == usize::MAX {
-        return keys.collect();
+/// Keeps in `items` the first `limit` by `key`, in no particular order: a page's share of
+/// one shard, before any of it is copied.
+fn keep_first<T, K: Ord>(items: &mut Vec<T>, limit: usize, key: impl FnMut(&T) -> K) {
+    if items.len() > limit {
+        items.select_nth_unstable_by_key(limit, key);
+        items.truncate(limit);
     }
-    let mut kept: BinaryHeap<Reverse<K>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-    for key in keys {
-        if kept.len() < limit {
-            kept.push(Reverse(key));
-        } else if kept.peek().is_some_and(|Reverse(least)| key > *least) {
-            kept.pop();
-            kept.push(Reverse(key));
-        }
-    }
-    kept.into_iter().map(|Reverse(key)| key).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Reverse;
+
+    use super::keep_first;
+
     #[test]
-    fn newest_keeps_the_greatest_keys() {
-        let keys = [5, 1, 9, 3, 9, 7, 2];
-        let mut top = super::newest(keys.into_iter(), 3);
-        top.sort_unstable();
-        assert_eq!(top, [7, 9, 9]);
-        assert!(super::newest(keys.into_iter(), 0).is_empty());
-        assert_eq!(super::newest(keys.into_iter(), 100).len(), keys.len());
-        assert_eq!(
-            super::newest(keys.into_iter(), usize::MAX).len(),
-            keys.len()
-        );
+    fn keep_first_keeps_the_first_by_key() {
+        let keys = vec![5, 1, 9, 3, 9, 7, 2];
+        let mut least = keys.clone();
+        keep_first(&mut least, 3, |&k| k);
+        least.sort_unstable();
+        assert_eq!(least, [1, 2, 3]);
+        let mut greatest = keys.clone();
+        keep_first(&mut greatest, 3, |&k| Reverse(k));
+        greatest.sort_unstable();
+        assert_eq!(greatest, [7, 9, 9]);
+        let mut none = keys.clone();
+        keep_first(&mut none, 0, |&k| k);
+        assert!(none.is_empty());
+        let mut all = keys.clone();
+        keep_first(&mut all, usize::MAX, |&k| k);
+        assert_eq!(all, keys);
     }
 }

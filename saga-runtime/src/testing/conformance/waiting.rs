@@ -40,6 +40,13 @@ fn waiting(
     cp
 }
 
+/// Creates saga `id` at step `a`, accepting the signal `go`.
+async fn create_accepting_go(store: &dyn SagaStore, id: &str) {
+    let mut saga = new_saga(id, Some("a"), Duration::from_secs(30));
+    saga.signals = &["go"];
+    store.create(saga).await.expect("create");
+}
+
 /// Whether a recovery claim by `owner` finds nothing to take.
 async fn claims_nothing(store: &dyn SagaStore, owner: &str) -> bool {
     store
@@ -102,9 +109,7 @@ pub(super) fn waits_are_held_by_nobody_until_due(store: &dyn SagaStore) -> BoxFu
 
 pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
-        let mut saga = new_saga("sig", Some("a"), Duration::from_secs(30));
-        saga.signals = &["go"];
-        store.create(saga).await.expect("create");
+        create_accepting_go(store, "sig").await;
         assert_eq!(load(store, "sig").await.signals, ["go"]);
         let ops = Actor::new("ops");
         let send = |name: &str, payload: &str, key: Option<&str>| {
@@ -244,9 +249,7 @@ pub(super) fn a_signal_racing_its_wait_makes_it_due(store: &dyn SagaStore) -> Bo
         let sender = Actor::new("ops");
         for n in 0..100 {
             let id = format!("race-{n}");
-            let mut saga = new_saga(&id, Some("a"), Duration::from_secs(30));
-            saga.signals = &["go"];
-            store.create(saga).await.expect("create");
+            create_accepting_go(store, &id).await;
             let put_to_wait = store.save(waiting(&id, 1, Duration::from_secs(3600), Some("go")));
             let signal = store.send_signal(NewSignal::new(&id, "go", "1", sender.clone()));
             let (written, delivered) = tokio::join!(put_to_wait, signal);
@@ -271,9 +274,7 @@ pub(super) fn a_signal_racing_its_wait_makes_it_due(store: &dyn SagaStore) -> Bo
 /// each retry would cost a claim and a look for a signal that is not there.
 pub(super) fn a_duplicate_signal_wakes_nothing(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
-        let mut saga = new_saga("dup", Some("a"), Duration::from_secs(30));
-        saga.signals = &["go"];
-        store.create(saga).await.expect("create");
+        create_accepting_go(store, "dup").await;
         let send = || {
             let mut signal = NewSignal::new("dup", "go", "1", Actor::new("ops"));
             signal.key = Some("retry".to_owned());

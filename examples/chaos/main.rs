@@ -53,6 +53,7 @@ mod fan;
 mod ledger;
 mod saga;
 mod wait;
+mod writes;
 
 use check::{Tally, check};
 use family::{ChaosKid, ChaosParent};
@@ -100,6 +101,13 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+    /// Run trials from this number on (with `--trials 1`, replays one trial of a seed).
+    #[arg(long, default_value_t = 0)]
+    first_trial: u32,
+    /// Kill the child when its Nth store write returns, rather than at a seeded moment:
+    /// with `--seed` and `--first-trial`, replays the kill point a violation's line gives.
+    #[arg(long)]
+    kill_at_write: Option<u64>,
     /// Print every violation and a line per trial.
     #[arg(long)]
     verbose: bool,
@@ -240,7 +248,10 @@ fn saga_id(trial: u32, index: u32) -> String {
 
 async fn child(args: &Args) -> Result<bool, String> {
     let location = args.location.as_deref().ok_or("--child needs --location")?;
-    let store = open_store(args.store, location, &args.database_url).await?;
+    let store: Arc<dyn SagaStore> = Arc::new(writes::CountedStore::new(
+        open_store(args.store, location, &args.database_url).await?,
+        args.kill_at_write,
+    ));
     let ledger = Ledger::open(args.store, location, &args.database_url).await?;
     let runner = format!("child-{}", args.trial);
     let orchestrator = Orchestrator::builder(store)
@@ -413,20 +424,33 @@ async fn trials(
 ) -> Result<Tally, String> {
     let mut tally = Tally::default();
     let started = Instant::now();
-    for trial in 0..args.trials {
+    for (done, trial) in
+        (args.first_trial..args.first_trial.saturating_add(args.trials)).enumerate()
+    {
         let before = tally.violations();
         let began = Instant::now();
-        let recovered = one_trial(args, location, store, ledger, trial, &mut tally).await?;
+        let (recovered, kill) = one_trial(args, location, store, ledger, trial, &mut tally).await?;
+        if tally.violations() > before {
+            // Everything needed to run this trial again, in full.
+            eprintln!(
+                "trial {trial}: {} violations; killed {kill}; replay: chaos --store {} --seed {} --sagas {} --first-trial {trial} --trials 1 --kill-at-write {} --verbose --keep",
+                tally.violations() - before,
+                store_name(args.store),
+                args.seed,
+                args.sagas,
+                kill.writes.max(1),
+            );
+        }
         if args.verbose || tally.violations() > before {
             eprintln!(
-                "trial {trial}: recovered {recovered} in {:.1}s, violations so far {}",
+                "trial {trial}: recovered {recovered} in {:.1}s, killed {kill}, violations so far {}",
                 began.elapsed().as_secs_f64(),
                 tally.violations()
             );
-        } else if (trial + 1) % 10 == 0 {
+        } else if (done + 1) % 10 == 0 {
             eprintln!(
                 "chaos: {} trials in {:.1}s, {} violations",
-                trial + 1,
+                done + 1,
                 started.elapsed().as_secs_f64(),
                 tally.violations()
             );
@@ -442,14 +466,16 @@ async fn one_trial(
     ledger: &Ledger,
     trial: u32,
     tally: &mut Tally,
-) -> Result<u64, String> {
+) -> Result<(u64, Kill), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let store_name = match args.store {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
     let mut child = tokio::process::Command::new(exe)
-        .args(["--child", "--store", store_name, "--location", location])
+        .args([
+            "--child",
+            "--store",
+            store_name(args.store),
+            "--location",
+            location,
+        ])
         .args([
             "--trial",
             &trial.to_string(),
@@ -458,6 +484,11 @@ async fn one_trial(
         ])
         .args(["--sagas", &args.sagas.to_string()])
         .args(["--database-url", &args.database_url])
+        .args(
+            args.kill_at_write
+                .map(|n| vec!["--kill-at-write".to_owned(), n.to_string()])
+                .unwrap_or_default(),
+        )
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -472,17 +503,19 @@ async fn one_trial(
             None => return Err(format!("trial {trial}: the child died before it was ready")),
         }
     }
-    let kill_after = mix(args.seed, &[u64::from(trial), 0xdead]) % args.kill_within_ms.max(1);
-    let mut acked = HashSet::new();
+    // A seeded moment, or (replaying) the child's own death at its chosen write, which
+    // it reaches well within a minute unless the trial has fewer writes.
+    let kill_after = match args.kill_at_write {
+        None => mix(args.seed, &[u64::from(trial), 0xdead]) % args.kill_within_ms.max(1),
+        Some(_) => 60_000,
+    };
+    let mut seen = Seen::default();
+    let ready = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(kill_after);
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
-                Ok(Some(line)) => {
-                    if let Some(id) = line.strip_prefix("ack ") {
-                        acked.insert(id.to_owned());
-                    }
-                }
+                Ok(Some(line)) => seen.read(&line),
                 _ => break,
             },
             () = tokio::time::sleep_until(deadline) => break,
@@ -491,11 +524,14 @@ async fn one_trial(
     // SIGKILL: no destructor, no flush, no lease release.
     child.start_kill().map_err(|e| format!("kill: {e}"))?;
     let _ = child.wait().await;
+    let kill = Kill {
+        ms: ready.elapsed().as_millis() as u64,
+        writes: seen.writes,
+    };
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(id) = line.strip_prefix("ack ") {
-            acked.insert(id.to_owned());
-        }
+        seen.read(&line);
     }
+    let acked = seen.acked;
 
     // What the child left unfinished.
     let ids: Vec<String> = (0..args.sagas).map(|i| saga_id(trial, i)).collect();
@@ -560,5 +596,48 @@ async fn one_trial(
     recovery.shutdown(Duration::from_secs(1)).await;
 
     check(args, store, ledger, trial, &ids, &acked, tally).await?;
-    Ok(unfinished)
+    Ok((unfinished, kill))
+}
+
+fn store_name(store: Backend) -> &'static str {
+    match store {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
+
+/// What the parent read of its child's output: the sagas whose start was acknowledged, and
+/// the number of the last store write the child reported.
+#[derive(Debug, Default)]
+struct Seen {
+    acked: HashSet<String>,
+    writes: u64,
+}
+
+impl Seen {
+    fn read(&mut self, line: &str) {
+        if let Some(id) = line.strip_prefix("ack ") {
+            self.acked.insert(id.to_owned());
+        } else if let Some(n) = line.strip_prefix("w ").and_then(|n| n.parse::<u64>().ok()) {
+            self.writes = self.writes.max(n);
+        }
+    }
+}
+
+/// Where a kill landed: after how many of the child's store writes had returned (as it
+/// reported them before it died), and how long after it was ready.
+#[derive(Debug, Clone, Copy)]
+struct Kill {
+    ms: u64,
+    writes: u64,
+}
+
+impl std::fmt::Display for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "after write {} ({} ms after ready)",
+            self.writes, self.ms
+        )
+    }
 }

@@ -70,6 +70,7 @@ fn helper_process() {
     match std::env::var(ROLE_VAR).as_deref() {
         Ok("stalled-runner") => runtime.block_on(stalled_runner()),
         Ok("lock-sqlite") => runtime.block_on(lock_sqlite()),
+        Ok("open-sqlite") => runtime.block_on(open_sqlite()),
         _ => eprintln!("{ROLE_VAR} is not set: nothing to do"),
     }
 }
@@ -153,6 +154,21 @@ async fn lock_sqlite() {
         .await
         .expect("unlock");
     println!("unlocked {}", unix_ms());
+}
+
+/// Opens the SQLite file `SAGA_FAULT_LOCATION` at the moment `SAGA_FAULT_AT_MS` (UNIX
+/// milliseconds), as a process starting beside others would, and says how it went.
+async fn open_sqlite() {
+    let at: u128 = env("SAGA_FAULT_AT_MS").parse().expect("at");
+    tokio::time::sleep(Duration::from_millis(at.saturating_sub(unix_ms()) as u64)).await;
+    match SqliteStore::open(env("SAGA_FAULT_LOCATION")).await {
+        Ok(store) => match store.pending_migrations().await {
+            Ok(pending) if pending.is_empty() => println!("opened"),
+            Ok(pending) => println!("error: {} migrations pending", pending.len()),
+            Err(error) => println!("error: reading the migrations: {error}"),
+        },
+        Err(error) => println!("error: opening: {error:?}"),
+    }
 }
 
 /// Starts this test binary again in `role`.
@@ -453,5 +469,35 @@ async fn a_sqlite_file_locked_by_another_process_is_waited_out() {
     for n in 0..40 {
         let record = store.load(&format!("retry-{n}")).await.unwrap().unwrap();
         assert_eq!(record.state, SagaState::Completed);
+    }
+}
+
+/// Processes that open one new SQLite file at the same moment all open it: the first
+/// migrates it, the others wait for it and find nothing to do. (Migrating without a lock
+/// failed 6 of 10 such pairs: `UNIQUE constraint failed: _saga_migrations.version`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_a_new_sqlite_file_at_once_all_open_it() {
+    let dir = TempDir::new("open-at-once");
+    for round in 0..8 {
+        let path = dir.0.join(format!("sagas-{round}.db"));
+        let at = unix_ms() + 400;
+        let mut helpers: Vec<_> = (0..3)
+            .map(|_| {
+                spawn_helper(
+                    "open-sqlite",
+                    &[
+                        ("SAGA_FAULT_LOCATION", path.display().to_string()),
+                        ("SAGA_FAULT_AT_MS", at.to_string()),
+                    ],
+                )
+            })
+            .collect();
+        for (child, lines) in &mut helpers {
+            let said = wait_for(lines, "opened").await;
+            assert!(
+                child.wait().await.unwrap().success(),
+                "round {round}: {said:?}"
+            );
+        }
     }
 }

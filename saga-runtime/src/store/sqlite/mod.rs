@@ -162,10 +162,17 @@ impl SqliteStoreBuilder {
         }
         let options = options
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(self.busy_timeout)
             .foreign_keys(true);
+        let options = if in_memory {
+            options
+        } else {
+            // WAL is a setting of the file, made once by whichever process comes first;
+            // every connection opened after finds it.
+            wal(&options, self.busy_timeout).await?;
+            options.journal_mode(SqliteJournalMode::Wal)
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { self.connections })
             .min_connections(1)
@@ -177,6 +184,34 @@ impl SqliteStoreBuilder {
         }
         Ok(store)
     }
+}
+
+/// Puts the database file in WAL mode. Switching takes a lock that SQLite's busy handler
+/// does not wait for, so a process opening a new file while another does the same would
+/// fail with `database is locked`: the switch is tried again until `busy_timeout`.
+async fn wal(options: &SqliteConnectOptions, busy_timeout: Duration) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    let started = std::time::Instant::now();
+    let mut conn = sqlx::SqliteConnection::connect_with(options).await?;
+    loop {
+        match sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => break,
+            Err(error) if started.elapsed() < busy_timeout && is_busy(&error) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => return Err(database_error(error)),
+        }
+    }
+    conn.close().await.map_err(database_error)
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`, with any extended code.
+fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(crate::error::transient_sqlite_code))
 }
 
 impl SqliteStore {
@@ -234,15 +269,27 @@ impl SqliteStore {
         }
     }
 
-    /// Applies pending migrations (recorded in `_saga_migrations`).
+    /// Applies pending migrations (recorded in `_saga_migrations`), under the database's
+    /// write lock: processes that open one new file at once wait for the first to migrate
+    /// it (as long as the busy timeout), then find nothing left to do.
     ///
     /// # Errors
     /// A migration failed; nothing of it was applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sql::migrator(MIGRATIONS)
-            .run(&self.pool)
+        use sqlx::Connection as _;
+        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        // `BEGIN IMMEDIATE` takes the write lock at once, so that reading which migrations
+        // are applied and applying the rest are one step for every other process; each
+        // migration runs in a savepoint of this transaction.
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(StoreError::Migrate)
+            .map_err(database_error)?;
+        sql::migrator(MIGRATIONS)
+            .run(&mut *tx)
+            .await
+            .map_err(StoreError::Migrate)?;
+        tx.commit().await.map_err(database_error)
     }
 
     /// The connection pool, for plain SQL next to the store.

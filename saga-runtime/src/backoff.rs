@@ -128,6 +128,7 @@ impl Policy {
 pub(crate) struct Rng(u64);
 
 impl Rng {
+    #[cfg(test)]
     pub(crate) fn new(seed: u64) -> Self {
         Rng(seed)
     }
@@ -157,17 +158,9 @@ impl Rng {
     }
 }
 
-/// A seed from the OS's per-process hash keys and the clock.
+/// A seed for jitter, from the operating system's generator.
 pub(crate) fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
+    crate::random::u64()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod error;
 mod executor;
 mod metrics;
 pub mod prelude;
+mod random;
 mod state;
 mod status;
 pub mod store;

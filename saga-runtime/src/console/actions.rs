@@ -18,22 +18,15 @@ use super::{Console, State, cookie, error, html, same, signed_in};
 use crate::definition::SagaState;
 use crate::store::{Actor, NewSignal, SagaRecord};
 
-/// A fresh, unguessable token (128 bits from the process's random hasher keys and the
-/// clock).
+/// A fresh, unguessable token: 128 bits from the operating system's generator, as 32 hex
+/// digits.
 fn random_token() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let mut token = String::with_capacity(32);
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(nanos);
-        let _ = write!(token, "{:016x}", h.finish());
-    }
-    token
+    crate::random::bytes::<16>()
+        .iter()
+        .fold(String::with_capacity(32), |mut token, byte| {
+            let _ = write!(token, "{byte:02x}");
+            token
+        })
 }
 
 /// The request's CSRF token, and the cookie to set if it had none.

@@ -12,9 +12,9 @@ use support::stores::{TempDir, postgres_url, unique};
 use support::{Script, Scripted};
 
 const FIRST_MIGRATION_SQLITE: &str =
-    include_str!("../saga-runtime/migrations/sqlite/20261125000001_create_saga_tables.sql");
+    include_str!("../migrations/sqlite/20261125000001_create_saga_tables.sql");
 const FIRST_MIGRATION_POSTGRES: &str =
-    include_str!("../saga-runtime/migrations/postgres/20261125000001_create_saga_tables.sql");
+    include_str!("../migrations/postgres/20261125000001_create_saga_tables.sql");
 
 /// Applies only the first migration, recorded as the previous version recorded it.
 async fn previous_schema<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, sql: &'static str)
@@ -38,7 +38,7 @@ where
 /// must be embedded in the store and applied when it opens.
 fn shipped_versions(backend: &str) -> Vec<i64> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("saga-runtime/migrations")
+        .join("migrations")
         .join(backend);
     let mut versions: Vec<i64> = std::fs::read_dir(dir)
         .unwrap()

@@ -18,6 +18,17 @@ pub(crate) fn u64() -> u64 {
     u64::from_le_bytes(bytes())
 }
 
+/// Lowercase hex digits, two per byte.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
+
 fn fallback(out: &mut [u8]) {
     use std::hash::{BuildHasher as _, Hasher as _};
     use std::sync::atomic::{AtomicU64, Ordering};

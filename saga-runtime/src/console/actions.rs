@@ -21,12 +21,7 @@ use crate::store::{Actor, NewSignal, SagaRecord};
 /// A fresh, unguessable token: 128 bits from the operating system's generator, as 32 hex
 /// digits.
 fn random_token() -> String {
-    crate::random::bytes::<16>()
-        .iter()
-        .fold(String::with_capacity(32), |mut token, byte| {
-            let _ = write!(token, "{byte:02x}");
-            token
-        })
+    crate::random::hex(&crate::random::bytes::<16>())
 }
 
 /// The request's CSRF token, and the cookie to set if it had none.

@@ -35,7 +35,7 @@ pub fn new_saga_id() -> String {
     let mut b = crate::random::bytes::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = crate::random::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

@@ -15,6 +15,11 @@
 #[cfg(feature = "_sqlx")]
 mod batch;
 mod memory;
+#[cfg(feature = "_sqlx")]
+#[allow(clippy::unreadable_literal)] // versions as their file names spell them
+mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
 mod open;
 mod operator;
 #[cfg(feature = "postgres")]

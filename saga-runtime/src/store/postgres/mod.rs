@@ -26,33 +26,8 @@ use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::BoxFuture;
 use crate::error::StoreError;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        20_261_125_000_001,
-        "create saga tables",
-        include_str!("../../../migrations/postgres/20261125000001_create_saga_tables.sql"),
-    ),
-    (
-        20_261_128_000_001,
-        "step status",
-        include_str!("../../../migrations/postgres/20261128000001_step_status.sql"),
-    ),
-    (
-        20_261_128_000_002,
-        "one index for the key",
-        include_str!("../../../migrations/postgres/20261128000002_one_index_for_the_key.sql"),
-    ),
-    (
-        20_261_128_000_003,
-        "waiting",
-        include_str!("../../../migrations/postgres/20261128000003_waiting.sql"),
-    ),
-    (
-        20_261_128_000_004,
-        "console",
-        include_str!("../../../migrations/postgres/20261128000004_console.sql"),
-    ),
-];
+/// The files of `migrations/postgres/`, in version order (see `build.rs`).
+const MIGRATIONS: &[(i64, &str, &str)] = crate::store::migrations::POSTGRES;
 
 /// Transactions in flight at once by default: the second starts only under a backlog
 /// (see [`GroupCommit`]); on the 2-core machine of BENCHMARKS.md it lifts

@@ -27,28 +27,8 @@ use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::definition::BoxFuture;
 use crate::error::StoreError;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        20_261_125_000_001,
-        "create saga tables",
-        include_str!("../../../migrations/sqlite/20261125000001_create_saga_tables.sql"),
-    ),
-    (
-        20_261_128_000_001,
-        "step status",
-        include_str!("../../../migrations/sqlite/20261128000001_step_status.sql"),
-    ),
-    (
-        20_261_128_000_002,
-        "waiting",
-        include_str!("../../../migrations/sqlite/20261128000002_waiting.sql"),
-    ),
-    (
-        20_261_128_000_003,
-        "console",
-        include_str!("../../../migrations/sqlite/20261128000003_console.sql"),
-    ),
-];
+/// The files of `migrations/sqlite/`, in version order (see `build.rs`).
+const MIGRATIONS: &[(i64, &str, &str)] = crate::store::migrations::SQLITE;
 
 /// The page cache of each connection, as `PRAGMA cache_size` takes it (negative: KiB):
 /// SQLite's default, 2 MiB.

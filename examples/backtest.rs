@@ -1,4 +1,4 @@
-//! The seed's backtest workflow (`src/backtest.rs`): run once to success, with a transient
+//! The deployment guide's backtest workflow (`src/backtest.rs`): run once to success, with a transient
 //! failure retried on the way, then once with `run_strategy` failing for good, so that
 //! `create_backtest` is compensated.
 //!

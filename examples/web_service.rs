@@ -1,5 +1,5 @@
 //! A web service that runs a backtest saga per request and serves `/metrics`: the Rust
-//! counterpart of the seed's FastAPI example. The handlers are in `src/web.rs`.
+//! counterpart of the deployment guide's FastAPI example. The handlers are in `src/web.rs`.
 //!
 //! ```text
 //! cargo run --example web_service                    # 127.0.0.1:8000, SQLite ./web_service.db

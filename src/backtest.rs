@@ -1,4 +1,4 @@
-//! The seed's backtest workflow, written with `#[saga]`.
+//! The deployment guide's backtest workflow, written with `#[saga]`.
 //!
 //! `create_backtest` (timeout 30 s, 3 retries) is compensated by `delete_backtest`;
 //! `run_strategy` (timeout 300 s, 2 retries) by `cleanup_strategy`. The services are

@@ -1,4 +1,4 @@
-//! Code shared by the examples and the integration tests: the seed's backtest workflow
+//! Code shared by the examples and the integration tests: the deployment guide's backtest workflow
 //! (`backtest`), an expense claim that waits for an approval (`expense`), and the web
 //! service around them (`web`). Not published.
 

@@ -1,4 +1,4 @@
-//! The web service of `examples/web_service.rs`, the Rust counterpart of the seed's FastAPI
+//! The web service of `examples/web_service.rs`, the Rust counterpart of the deployment guide's FastAPI
 //! app: `POST /backtests` runs a backtest saga per request, `POST /expenses` starts an
 //! expense claim that waits for its approval, `POST /sagas/{id}/signals/{name}` delivers a
 //! signal (the approval), `GET /sagas/{id}` shows one saga and its audit history,
@@ -74,7 +74,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-/// The caller's user id from `X-User-Id` (the seed takes it from its auth middleware).
+/// The caller's user id from `X-User-Id` (the deployment guide takes it from its auth middleware).
 fn user_id(headers: &HeaderMap) -> String {
     headers
         .get("x-user-id")

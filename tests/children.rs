@@ -1,4 +1,4 @@
-//! Child sagas (DESIGN.md §7.3): a `#[step(child)]` starts a saga of another registered type
+//! Child sagas (DECISIONS.md, "Sagas that wait"): a `#[step(child)]` starts a saga of another registered type
 //! with the id `<parent>/<step>`, waits for it durably, and takes its typed outcome as the
 //! step's output; the child's end wakes the parent; a re-run attaches to the same child; the
 //! parent's compensation undoes a completed child and cancels a running one. On every store.

@@ -251,7 +251,7 @@ async fn a_postgres_schema_of_the_previous_version_is_migrated_and_resumed() {
             .await
             .unwrap();
     assert_eq!(applied, shipped_versions("postgres"));
-    // The primary key took the seed's index name, and the duplicate index is gone.
+    // The primary key took the deployment guide's index name, and the duplicate index is gone.
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
          AND tablename = 'saga_checkpoints' ORDER BY 1",

@@ -1,4 +1,4 @@
-//! Parallel steps (DESIGN.md §7.2): a fan-out runs its branches at once, each under its own
+//! Parallel steps (DECISIONS.md, "Parallel steps"): a fan-out runs its branches at once, each under its own
 //! policy; a failure or a cancellation starts nothing new, lets running attempts finish and
 //! compensates newest completion first; a crash resumes every branch. Semantics under the
 //! paused clock on the memory store; crashes and recovery on every store.

@@ -1,4 +1,4 @@
-//! The seed's SQL, verbatim where it is SQL, against freshly migrated SQLite and PostgreSQL
+//! The deployment guide's SQL, verbatim where it is SQL, against freshly migrated SQLite and PostgreSQL
 //! databases filled by real saga runs: its tables, its six indexes, its stuck-saga query,
 //! its audit queries, and its "mark as failed" fix.
 
@@ -11,7 +11,7 @@ use saga_runtime::store::{PostgresStore, SqliteStore};
 use support::stores::{TempDir, postgres_url, unique};
 use support::{Action, Input, Script, Scripted};
 
-/// The seed's "Database Indexing" block, verbatim.
+/// The deployment guide's "Database Indexing" block, verbatim.
 const SEED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS ix_saga_checkpoints_saga_id ON saga_checkpoints(saga_id);
 CREATE INDEX IF NOT EXISTS ix_saga_checkpoints_state ON saga_checkpoints(state);
@@ -68,7 +68,7 @@ async fn seed_sql_on_sqlite() {
     let pool = store.pool().clone();
     fill(store).await;
 
-    // The tables exist (the seed's verification step).
+    // The tables exist (the deployment guide's verification step).
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'saga_%' ORDER BY name",
     )
@@ -179,7 +179,7 @@ async fn seed_sql_on_postgres() {
             .unwrap();
         assert_eq!(found, 1, "{index}");
     }
-    // One B-tree for the key: the primary key's index is the seed's
+    // One B-tree for the key: the primary key's index is the deployment guide's
     // ix_saga_checkpoints_saga_id, and no second index on saga_id alone is written to.
     let key_indexes: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, i.indisprimary FROM pg_index i \

@@ -1,4 +1,4 @@
-//! Typed signals (DESIGN.md §7.3): a step with a `#[signal]` parameter runs once its signal
+//! Typed signals (DECISIONS.md, "Sagas that wait"): a step with a `#[signal]` parameter runs once its signal
 //! has arrived, the saga held by no runner meanwhile; signals that arrive early are kept,
 //! each is taken once, a key de-duplicates, a payload that does not decode is rejected and
 //! the step keeps waiting, and the step's timeout is the deadline of the wait. On every

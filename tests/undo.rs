@@ -1,4 +1,4 @@
-//! Undoing a completed saga (DESIGN.md §7.3): `Executor::undo` and `saga undo` compensate
+//! Undoing a completed saga (DECISIONS.md, "Sagas that wait"): `Executor::undo` and `saga undo` compensate
 //! its completed steps, newest first, and it ends `failed` with `undone: <reason>`; refused
 //! past a pivot (by the executor before anything is written, and by the runner for a
 //! request made without the definition, as the CLI makes it). On every store.

@@ -1,4 +1,4 @@
-//! Sagas that wait (DESIGN.md §7.3): a step's `delay`, or a retry delay longer than the
+//! Sagas that wait (DECISIONS.md, "Sagas that wait"): a step's `delay`, or a retry delay longer than the
 //! lease, writes the saga `waiting`, held by no runner; any runner wakes it when it is due,
 //! or at once when it is cancelled or resumed by hand. A day's delay under the paused clock
 //! on the memory store (it passes at once); ownership, fencing, cancellation and resumption

@@ -94,7 +94,7 @@ struct Args {
     /// second step; a fresh runner's recovery loop finishes them. Prints the time taken.
     #[arg(long)]
     orphans: bool,
-    /// Write the audit log too (as the seed's production config does).
+    /// Write the audit log too (as the deployment guide's production config does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     audit: bool,
     /// Fail (exit non-zero) if the live heap per in-flight saga exceeds this many KiB

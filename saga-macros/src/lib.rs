@@ -79,6 +79,107 @@ use proc_macro::TokenStream;
 /// - `compensate_timeout`, `compensate_retries`: the compensation's own policy.
 /// - `backoff_initial`, `backoff_multiplier`, `backoff_max`, `jitter`: exponential backoff.
 /// - `pivot`: the point of no return; a pivot step cannot have `compensate`.
+/// - `concurrent`: the step starts together with the step declared before it, waiting
+///   only for what that step's group waits for, for the earlier steps whose outputs it
+///   takes, and for those named in `after`. A step without it waits for every earlier step.
+///   A pivot is never concurrent.
+/// - `after = "a, b"`: on a `concurrent` step, earlier steps it also waits for.
+/// - `delay`: a duration (`"15m"`, `"1d"`, or whole seconds) the step waits, durably, once
+///   it is ready and before its first attempt; the saga holds no runner meanwhile.
+/// - `child`: the step returns `Child<S>` (`Child::start(input)`), and the runtime starts
+///   saga `S` (registered with the same orchestrator) and waits for it; later steps take
+///   its outcome as `Completed<S>`; the step's compensation undoes the child. `timeout`
+///   is the deadline of the wait.
+///
+/// A parameter marked `#[signal]` (by value, `#[signal] approval: Approval`) is a typed
+/// message from outside, named after the parameter: the body runs once it has arrived,
+/// and `timeout` is the deadline of the wait, counted once from when the wait began. The
+/// macro generates `{Type}Signal`, an enum with one variant per signal, for
+/// `Executor::signal`.
+///
+/// Fan-out, with a step that waits for one branch only:
+///
+/// ```
+/// use saga_runtime::prelude::*;
+///
+/// pub struct Trip;
+///
+/// #[saga(name = "trip", input = String)]
+/// impl Trip {
+///     #[step(compensate = "cancel_flight")]
+///     async fn flight(&self, input: &String) -> Result<String, StepError> {
+///         Ok(format!("FL-{input}"))
+///     }
+///     async fn cancel_flight(&self, flight: &String) -> Result<(), StepError> {
+///         let _ = flight;
+///         Ok(())
+///     }
+///     // Starts with `flight`.
+///     #[step(concurrent)]
+///     async fn hotel(&self, input: &String) -> Result<String, StepError> {
+///         Ok(format!("HT-{input}"))
+///     }
+///     // Starts with both, once `flight` is done.
+///     #[step(concurrent, after = "flight")]
+///     async fn seat(&self) -> Result<(), StepError> {
+///         Ok(())
+///     }
+///     // Waits for every step above.
+///     #[step(pivot)]
+///     async fn charge(&self, flight: &String, hotel: &String) -> Result<(), StepError> {
+///         let _ = (flight, hotel);
+///         Ok(())
+///     }
+/// }
+///
+/// let steps = Trip::DEFINITION.steps();
+/// assert_eq!(steps[2].depends_on(), [0]);
+/// assert_eq!(steps[3].depends_on(), [0, 1, 2]);
+/// ```
+///
+/// A delay, a signal and a child saga:
+///
+/// ```
+/// use saga_runtime::prelude::*;
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// pub struct Approval { pub by: String }
+///
+/// pub struct Shipment;
+///
+/// #[saga(name = "shipment", input = u64)]
+/// impl Shipment {
+///     #[step]
+///     async fn ship(&self, input: &u64) -> Result<u64, StepError> {
+///         Ok(*input)
+///     }
+/// }
+///
+/// pub struct Order;
+///
+/// #[saga(name = "order", input = u64)]
+/// impl Order {
+///     // No approval within two days fails this step (nothing to compensate: it never ran).
+///     #[step(timeout = "2d")]
+///     async fn approve(&self, #[signal] approval: Approval) -> Result<String, StepError> {
+///         Ok(approval.by)
+///     }
+///     // A `shipment` saga of its own, waited for up to a week.
+///     #[step(child, timeout = "7d")]
+///     async fn deliver(&self, input: &u64) -> Result<Child<Shipment>, StepError> {
+///         Ok(Child::start(*input))
+///     }
+///     // A day after the delivery.
+///     #[step(delay = "1d")]
+///     async fn close(&self, deliver: &Completed<Shipment>) -> Result<(), StepError> {
+///         let _ = deliver.context().ship;
+///         Ok(())
+///     }
+/// }
+///
+/// // The generated signal type: a wrong payload does not compile.
+/// let _ = OrderSignal::Approval(Approval { by: "grace".into() });
+/// ```
 ///
 /// # Data flow
 /// Each parameter after `&self` is a shared reference bound by name to `input`, or to the

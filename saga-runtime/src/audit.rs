@@ -265,7 +265,7 @@ impl AuditRecord {
     }
 }
 
-/// A filter over the audit log. The seed's three queries:
+/// A filter over the audit log. The three queries of docs/GUIDE.md, "Audit log queries":
 ///
 /// ```
 /// use saga_runtime::AuditQuery;

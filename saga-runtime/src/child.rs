@@ -1,4 +1,4 @@
-//! Child sagas (DESIGN.md §7.3): a step marked `#[step(child)]` returns [`Child`], the input
+//! Child sagas (DECISIONS.md, "Sagas that wait"): a step marked `#[step(child)]` returns [`Child`], the input
 //! of a saga of another registered type; the runtime starts that saga with an id derived
 //! from the parent's, waits for it durably, and the step's output is the child's outcome,
 //! [`Completed`].

@@ -1,4 +1,4 @@
-//! [`SagaConfig`]: the per-execution settings the seed's users know.
+//! [`SagaConfig`]: the per-execution settings the Python orchestrator's users know (docs/GUIDE.md).
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SagaError;
 
-/// Settings of one saga execution, with the seed's field names.
+/// Settings of one saga execution, with the Python orchestrator's field names (docs/GUIDE.md).
 ///
 /// Defaults: no `saga_type` (the definition's name is used), no user id or IP address,
 /// metrics and audit log on, `default_timeout` 30 s, `default_max_retries` 3. A step's own

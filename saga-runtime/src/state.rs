@@ -53,7 +53,7 @@ impl SagaState {
     }
 
     /// Whether a runner is executing it (`running` or `compensating`): what holds a lease,
-    /// and what the seed's stuck-saga query looks at.
+    /// and what the deployment guide's stuck-saga query looks at (docs/GUIDE.md).
     #[must_use]
     pub fn is_active(self) -> bool {
         matches!(self, SagaState::Running | SagaState::Compensating)

@@ -80,7 +80,7 @@ pub(crate) async fn exact_audit_sequences(h: &Harness) {
         rows.iter()
             .all(|r| r.saga_type == "audited" && r.ip_address.as_deref() == Some("192.0.2.1"))
     );
-    // The seed's three queries, from Rust.
+    // The deployment guide's three queries, from Rust.
     let failed = orchestrator
         .audit_log(
             &AuditQuery::new()

@@ -1,4 +1,4 @@
-//! Child sagas (DESIGN.md §7.3): a `#[step(child)]` returns `Child<S>`; the runtime starts
+//! Child sagas (DECISIONS.md, "Sagas that wait"): a `#[step(child)]` returns `Child<S>`; the runtime starts
 //! saga `S`, waits for it, and stores its outcome, `Completed<S>`, as the step's output.
 //! Its compensation is the runtime's: the child is undone (or cancelled, if still running).
 

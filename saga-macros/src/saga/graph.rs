@@ -1,4 +1,4 @@
-//! The dependency graph of a saga's steps (DESIGN.md §7.2): which earlier steps each step
+//! The dependency graph of a saga's steps (DECISIONS.md, "Parallel steps"): which earlier steps each step
 //! waits for before it starts.
 
 use super::validate::{Binding, StepPlan};

@@ -1,4 +1,4 @@
-//! Signals (DESIGN.md §7.3): a step parameter marked `#[signal]` is a typed message from
+//! Signals (DECISIONS.md, "Sagas that wait"): a step parameter marked `#[signal]` is a typed message from
 //! outside, named after the parameter; the step's body runs once it has arrived.
 
 use proc_macro2::{Span, TokenStream};

@@ -48,7 +48,7 @@ pub(crate) struct StepPlan {
     pub(crate) jitter: Option<f64>,
     pub(crate) pivot: bool,
     pub(crate) concurrent: bool,
-    /// The steps it waits for before it starts (DESIGN.md §7.2), by index, ascending.
+    /// The steps it waits for before it starts (DECISIONS.md, "Parallel steps"), by index, ascending.
     pub(crate) depends_on: Vec<usize>,
     pub(crate) compensation: Option<CompensationPlan>,
 }

@@ -1,4 +1,4 @@
-//! Child sagas, the orchestrator's side (DESIGN.md §7.3): starting a registered saga by
+//! Child sagas, the orchestrator's side (DECISIONS.md, "Sagas that wait"): starting a registered saga by
 //! definition name for a parent's step, telling the parent when it ends, and settling it
 //! (cancelled or undone) for the parent's compensation.
 

@@ -357,7 +357,7 @@ impl<S: Saga> Executor<S> {
         Ok(matches!(created, Created::New { .. }))
     }
 
-    /// Resumes one saga from its last checkpoint (the seed's `SagaOrchestrator.recover`):
+    /// Resumes one saga from its last checkpoint (`SagaOrchestrator.recover` of the Python orchestrator that docs/GUIDE.md ports):
     /// re-runs an interrupted step, continues an interrupted compensation. A saga that is
     /// not running or compensating is returned as it stands.
     ///

@@ -218,7 +218,7 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// How long an active saga may go unwritten before it counts as stuck (the seed's
+    /// How long an active saga may go unwritten before it counts as stuck (the deployment guide's
     /// stuck-saga query uses one hour). Default 1 h.
     pub fn stuck_after(mut self, after: Duration) -> Self {
         self.settings.stuck_after = after;

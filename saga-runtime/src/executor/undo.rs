@@ -1,5 +1,5 @@
 //! Undoing a completed saga: [`Executor::undo`] compensates its completed steps, newest
-//! first, so that a parent's compensation can undo a completed child (DESIGN.md §7.3).
+//! first, so that a parent's compensation can undo a completed child (DECISIONS.md, "Sagas that wait").
 
 use super::codec::check_record;
 use super::handle::Executor;

@@ -1,4 +1,4 @@
-//! Prometheus metrics with the seed's names. With the `metrics` feature off, `noop.rs` takes
+//! Prometheus metrics with the names the deployment guide's dashboard and alerts query (docs/GUIDE.md). With the `metrics` feature off, `noop.rs` takes
 //! the place of `prom.rs` with the same API, so call sites carry no `cfg`.
 
 #[cfg(not(feature = "metrics"))]

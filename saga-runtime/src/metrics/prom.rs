@@ -1,4 +1,4 @@
-//! Prometheus metrics. Names and labels are contracts: the seed's dashboard and alerts, and
+//! Prometheus metrics. Names and labels are contracts: the dashboard and alerts in `deploy/` (docs/GUIDE.md), and
 //! `deploy/`, query them. Labels are bounded: saga type, step name, error type; never ids.
 
 use std::collections::HashMap;

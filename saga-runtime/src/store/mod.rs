@@ -203,7 +203,7 @@ pub trait SagaStore: RunnerStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<SagaRecord, StoreError>>;
 
-    /// Operator action: closes an unfinished saga as `failed` with `reason` (the seed's
+    /// Operator action: closes an unfinished saga as `failed` with `reason` (the deployment guide's
     /// "mark as failed and compensate by hand"); its owner is fenced off.
     ///
     /// # Errors

@@ -76,7 +76,7 @@ pub struct SagaQuery {
     pub saga_type: Option<String>,
     /// Only created at or after this time.
     pub created_since: Option<SystemTime>,
-    /// Only last written before this time (the seed's stuck-saga query).
+    /// Only last written before this time (the deployment guide's stuck-saga query, docs/GUIDE.md).
     pub updated_before: Option<SystemTime>,
     /// Only waiting sagas due before this time (overdue waits).
     pub due_before: Option<SystemTime>,

@@ -40,7 +40,7 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
 }
 
 /// `2026-11-25 23:59:29.123456`: UTC, sortable as text, and comparable with SQLite's
-/// `datetime('now', '-1 hour')` (the seed's stuck-saga query).
+/// `datetime('now', '-1 hour')` (the deployment guide's stuck-saga query, docs/GUIDE.md).
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn to_text(t: SystemTime) -> String {
     let mut text = humantime::format_rfc3339_micros(clamp(t)).to_string();

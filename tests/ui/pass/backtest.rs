@@ -1,4 +1,4 @@
-//! The seed's backtest workflow, written with the DSL, run to success and to compensation.
+//! The deployment guide's backtest workflow, written with the DSL, run to success and to compensation.
 use saga_runtime::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,4 +1,4 @@
-//! A step that starts a child saga and waits for it (DESIGN.md §7.3): once its body has
+//! A step that starts a child saga and waits for it (DECISIONS.md, "Sagas that wait"): once its body has
 //! returned `Child<C>`, the child is started (or, on a re-run, attached to), the parent
 //! waits durably until the child ends or the step's deadline passes, and the child's
 //! outcome becomes the step's output. Its compensation undoes (or cancels) the child.

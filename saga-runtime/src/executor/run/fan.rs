@@ -1,4 +1,4 @@
-//! Going forward through a graph (DESIGN.md §7.2): every step whose dependencies completed
+//! Going forward through a graph (DECISIONS.md, "Parallel steps"): every step whose dependencies completed
 //! starts at once, each attempt under its own timeout and retry policy. The attempts report
 //! back to this one task, which writes every transition in turn, so that a saga's
 //! checkpoints stay one fenced sequence (group-committed with other sagas as usual).

@@ -1,4 +1,4 @@
-//! Going backward through a graph (DESIGN.md §7.2): a step's compensation starts once the
+//! Going backward through a graph (DECISIONS.md, "Parallel steps"): a step's compensation starts once the
 //! compensations of every step that depended on it (directly or not) have ended, so
 //! compensations of steps where neither depended on the other run at once. Each attempt
 //! runs under its compensation's own timeout and retry policy; every transition is written

@@ -1,4 +1,4 @@
-//! Waiting durably (DESIGN.md §7.3): a step's `delay`, its `#[signal]`, or a retry delay
+//! Waiting durably (DECISIONS.md, "Sagas that wait"): a step's `delay`, its `#[signal]`, or a retry delay
 //! longer than the lease writes the saga `waiting` with a `wake_at`, held by no runner, and
 //! ends its task. Any runner claims it once it is due, signalled or cancelled, and wakes it
 //! here.

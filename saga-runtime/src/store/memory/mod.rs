@@ -1,4 +1,4 @@
-//! [`MemoryStore`]: everything in process memory. The seed's "old" in-memory orchestrator,
+//! [`MemoryStore`]: everything in process memory. The in-memory orchestrator of the deployment guide's "Migration from in-memory to database" (docs/GUIDE.md),
 //! and the store for unit tests; it loses everything when the process ends.
 //!
 //! Sagas are spread over shards, each behind its own lock, so that thousands of concurrent

@@ -41,7 +41,7 @@ const WRITERS: usize = 2;
 /// use saga_runtime::store::PostgresStore;
 /// use std::time::Duration;
 ///
-/// // The seed's pool settings: 20 connections, 10 more at peak, pre-ping, hourly recycle.
+/// // The deployment guide's pool settings: 20 connections, 10 more at peak, pre-ping, hourly recycle.
 /// let store = PostgresStore::builder("postgres://postgres@127.0.0.1/app")
 ///     .pool_size(20)
 ///     .max_overflow(10)
@@ -61,7 +61,7 @@ pub struct PostgresStore {
     listening: Arc<std::sync::Once>,
 }
 
-/// Builds a [`PostgresStore`]; the defaults are the seed's "Connection Pooling" values.
+/// Builds a [`PostgresStore`]; the defaults are the "Connection pooling" values of docs/GUIDE.md.
 #[derive(Debug, Clone)]
 #[must_use = "call `connect` to open the store"]
 pub struct PostgresStoreBuilder {
@@ -196,7 +196,7 @@ impl PostgresStore {
         self.committer.stats()
     }
 
-    /// A builder over `url` with the seed's pool defaults.
+    /// A builder over `url` with the deployment guide's pool defaults (docs/GUIDE.md).
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.into(),

@@ -294,7 +294,7 @@ pub(super) fn listing_and_counts(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
                 .len(),
             1
         );
-        // The seed's stuck query: running and not written since a time.
+        // The deployment guide's stuck query: running and not written since a time.
         let future = SystemTime::now() + Duration::from_hours(1);
         let stuck = store
             .list(

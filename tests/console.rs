@@ -182,7 +182,7 @@ async fn browser() -> Option<(Client, Driver)> {
 
 /// Serves the console over `store`, with the token; its base URL.
 async fn serve(store: Arc<dyn SagaStore>) -> String {
-    let app = saga_runtime::console::Console::new(store)
+    let app = saga_console::Console::new(store)
         .token(Some(TOKEN.into()))
         // No reload while the test reads a page (a reload makes its elements stale).
         .refresh(Duration::ZERO)

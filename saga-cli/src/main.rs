@@ -405,7 +405,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { listen, token } => {
             let read_only = token.as_deref().is_none_or(str::is_empty);
-            let app = saga_runtime::console::Console::new(shared.clone())
+            let app = saga_console::Console::new(shared.clone())
                 .token(token)
                 .router();
             let listener = tokio::net::TcpListener::bind(listen)

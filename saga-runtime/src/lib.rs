@@ -7,9 +7,6 @@ pub mod audit;
 mod backoff;
 pub mod child;
 mod config;
-#[cfg(feature = "console")]
-#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
-pub mod console;
 mod context;
 pub mod definition;
 mod error;

@@ -15,13 +15,13 @@ use serde::Deserialize;
 
 use super::html::{esc, page, url};
 use super::{Console, State, cookie, error, html, same, signed_in};
-use crate::definition::SagaState;
-use crate::store::{Actor, NewSignal, SagaRecord};
+use saga_runtime::SagaState;
+use saga_runtime::store::{Actor, NewSignal, SagaRecord};
 
-/// A fresh, unguessable token: 128 bits from the operating system's generator, as 32 hex
-/// digits.
+/// A fresh, unguessable token: a random saga id's 122 bits from the operating system's
+/// generator, as 32 hex digits.
 fn random_token() -> String {
-    crate::random::hex(&crate::random::bytes::<16>())
+    saga_runtime::new_saga_id().replace('-', "")
 }
 
 /// The request's CSRF token, and the cookie to set if it had none.
@@ -46,28 +46,9 @@ pub(super) fn set_cookie(response: &mut Response, cookie: &str) {
 
 /// `%XX`-decoded (and `+` as a space), as a form or cookie value is.
 pub(super) fn unescape_form(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Why a form is refused, if it is: a cross-site request, a CSRF token that does not match
@@ -378,4 +359,27 @@ pub(super) async fn logout() -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_form;
+    use crate::html::url;
+
+    #[test]
+    fn form_values_decode_and_round_trip_through_url() {
+        assert_eq!(unescape_form("grace+hopper%21"), "grace hopper!");
+        assert_eq!(unescape_form("100%"), "100%");
+        assert_eq!(unescape_form("%zz%4"), "%zz%4");
+        assert_eq!(unescape_form("%FF"), "\u{FFFD}");
+        for text in [
+            "",
+            "a+b c",
+            "ünïcødé 🚀 東京",
+            "nul\0;=&%",
+            &"x".repeat(10_000),
+        ] {
+            assert_eq!(unescape_form(&url(text)), text);
+        }
+    }
 }

@@ -1,10 +1,9 @@
 //! The console's HTML: escaping (every piece of stored text goes through [`esc`]), the page
 //! layout with its embedded style sheet, and formatting of times and states.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::definition::SagaState;
+use saga_runtime::SagaState;
 
 /// `text` as HTML text or attribute value: `&`, `<`, `>`, `"` and `'` escaped, NUL and
 /// other control characters (but tab and newline) shown as U+FFFD.
@@ -25,17 +24,16 @@ pub(super) fn esc(text: &str) -> String {
     out
 }
 
+/// Bytes a URL component keeps as they are: RFC 3986's unreserved characters.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// `text` as one component of a URL (path segment or query value).
 pub(super) fn url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
 /// A time as `2026-11-28 18:10:02.123Z`.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::html::{esc, span};
-use crate::audit::{AuditRecord, EventType};
+use saga_runtime::audit::{AuditRecord, EventType};
 
 /// One bar: a step attempt, a compensation attempt or a wait.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use axum::response::Response;
 
 use super::html::{badge, esc, time, url};
 use super::{State, actions, error, html, signed_in, timeline};
-use crate::audit::AuditQuery;
-use crate::definition::SagaState;
-use crate::store::SagaRecord;
+use saga_runtime::SagaState;
+use saga_runtime::audit::AuditQuery;
+use saga_runtime::store::SagaRecord;
 
 /// At most this many audit rows are shown (and drawn).
 const EVENTS: u32 = 2_000;
@@ -127,7 +127,12 @@ fn header(record: &SagaRecord) -> String {
 }
 
 /// The timeline, the context and the audit log.
-fn finish(body: &mut String, record: &SagaRecord, events: &[crate::AuditRecord], live: bool) {
+fn finish(
+    body: &mut String,
+    record: &SagaRecord,
+    events: &[saga_runtime::AuditRecord],
+    live: bool,
+) {
     let until = if live {
         SystemTime::now()
     } else {

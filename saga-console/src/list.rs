@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::html::{badge, esc, page, time, url};
 use super::{State, error, html, signed_in};
-use crate::definition::SagaState;
-use crate::store::{SagaQuery, StateCount};
+use saga_runtime::SagaState;
+use saga_runtime::store::{SagaQuery, StateCount};
 
 /// Rows per page.
 const PAGE: u32 = 50;

@@ -1,5 +1,6 @@
-//! An operator console in the browser (feature `console`): server-rendered pages over a
-//! store, with no JavaScript and no asset but the HTML itself.
+//! An operator console in the browser for the sagas of `saga-runtime`: server-rendered
+//! pages over a store, with no JavaScript and no asset but the HTML itself. `saga serve`
+//! (the `saga-cli` crate) serves it; an application can mount its router beside its own.
 //!
 //! - `/sagas`: filters by state, type, time range and id prefix, newest first, a page at a
 //!   time (keyset paging, index scans only at a million rows), counts per state on top.
@@ -15,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn saga_runtime::SagaStore>) -> std::io::Result<()> {
-//! let app = saga_runtime::console::Console::new(store)
+//! let app = saga_console::Console::new(store)
 //!     .token(std::env::var("SAGA_CONSOLE_TOKEN").ok())
 //!     .router();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -36,7 +37,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::store::SagaStore;
+use saga_runtime::store::SagaStore;
 
 /// The console: a store, and the token that allows actions (none: read-only).
 #[derive(Clone)]

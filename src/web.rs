@@ -127,6 +127,10 @@ async fn start_backtest(
             Json(json!({ "status": "running", "saga_id": saga_id })),
         )
             .into_response(),
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("an outcome this service does not know: {other:?}"),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -695,7 +695,7 @@ async fn execute_within_bounds_the_wait_past_a_pivot() {
         .unwrap();
     let saga_id = match waited {
         saga_runtime::Waited::Running { saga_id } => saga_id,
-        saga_runtime::Waited::Ended(outcome) => panic!("ended too soon: {outcome:?}"),
+        other => panic!("ended too soon: {other:?}"),
     };
     assert_eq!(saga_id, "slow");
     // It goes on without the caller, and ends.

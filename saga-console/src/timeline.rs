@@ -207,19 +207,16 @@ mod tests {
     use super::*;
 
     fn event(id: i64, kind: EventType, step: &str, attempt: u32, ms: u64) -> AuditRecord {
-        AuditRecord {
+        let mut record = AuditRecord::new(
             id,
-            saga_id: "s".into(),
-            saga_type: "t".into(),
-            event_type: kind.as_str().into(),
-            step_name: Some(step.into()).filter(|s: &String| !s.is_empty()),
-            attempt: Some(attempt),
-            error_message: None,
-            details: None,
-            user_id: None,
-            ip_address: None,
-            timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
-        }
+            "s",
+            "t",
+            kind.as_str(),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+        );
+        record.step_name = Some(step.into()).filter(|s: &String| !s.is_empty());
+        record.attempt = Some(attempt);
+        record
     }
 
     #[test]

@@ -168,8 +168,10 @@ pub struct AuditHeader {
     pub ip_address: Option<String>,
 }
 
-/// An event to write; the saga id and the header come with it.
+/// An event to write; the saga id and the header come with it. Made with [`NewEvent::now`]
+/// and its setters (new fields may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NewEvent {
     /// What happened.
     pub event_type: EventType,
@@ -228,10 +230,19 @@ impl NewEvent {
         self.details = Some(details.into());
         self
     }
+
+    /// Sets when it happened (for an event recorded after the fact).
+    #[must_use]
+    pub fn at(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
 }
 
-/// A row of `saga_audit_logs`.
+/// A row of `saga_audit_logs`. A store of one's own makes it with [`AuditRecord::new`] and
+/// sets the optional fields (new fields may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// Row id: increases with insertion order.
     pub id: i64,
@@ -258,6 +269,30 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A row with its required columns, every optional one empty.
+    #[must_use]
+    pub fn new(
+        id: i64,
+        saga_id: impl Into<String>,
+        saga_type: impl Into<String>,
+        event_type: impl Into<String>,
+        timestamp: SystemTime,
+    ) -> Self {
+        AuditRecord {
+            id,
+            saga_id: saga_id.into(),
+            saga_type: saga_type.into(),
+            event_type: event_type.into(),
+            step_name: None,
+            attempt: None,
+            error_message: None,
+            details: None,
+            user_id: None,
+            ip_address: None,
+            timestamp,
+        }
+    }
+
     /// The typed event, if the stored name is known.
     #[must_use]
     pub fn event(&self) -> Option<EventType> {

@@ -12,6 +12,6 @@ pub use crate::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::SqliteStore;
 pub use crate::{
-    Actor, AuditQuery, Child, Completed, MemoryStore, Orchestrator, Outcome, ResultExt,
+    Actor, AuditQuery, Child, Completed, Executor, MemoryStore, Orchestrator, Outcome, ResultExt,
     RunnerStore, Saga, SagaConfig, SagaError, SagaState, SagaStore, StepContext, StepError,
 };

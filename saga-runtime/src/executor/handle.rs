@@ -480,7 +480,8 @@ pub(super) enum Started<'a, S: Saga> {
     Ended(Outcome<S>),
 }
 
-/// What [`Executor::execute_within`] saw.
+/// What [`Executor::execute_within`] saw (more cases may come: match with a `_` arm).
+#[non_exhaustive]
 pub enum Waited<S: Saga> {
     /// The saga ended within the wait (or existed already, as it stands).
     Ended(Outcome<S>),

@@ -246,8 +246,10 @@ pub struct PruneReport {
     pub sagas: u64,
 }
 
-/// Who asks for an operator action, for the audit row.
+/// Who asks for an operator action, for the audit row. Made with [`Actor::new`] (new
+/// fields may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Actor {
     /// The person or service (written as `user_id`).
     pub user_id: String,
@@ -263,5 +265,12 @@ impl Actor {
             user_id: user_id.into(),
             ip_address: None,
         }
+    }
+
+    /// Sets where the action comes from.
+    #[must_use]
+    pub fn ip_address(mut self, address: impl Into<String>) -> Self {
+        self.ip_address = Some(address.into());
+        self
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use saga_runtime::EventType;
 use saga_runtime::prelude::*;
+use saga_runtime::{EventType, SagaRecord};
 
 use super::ledger::{Ledger, Row};
 use super::{Args, STEPS, is_family, is_wait};
@@ -69,13 +69,16 @@ pub(crate) async fn check(
     for row in &rows {
         by_saga.entry(row.saga_id.as_str()).or_default().push(row);
     }
+    // Every violation, in full: a rare one must not go unread (one was, at --sagas 24).
     let violation = |kind: &str, id: &str, what: String, counter: &mut u64| {
         *counter += 1;
-        if args.verbose || *counter <= 5 {
-            eprintln!("VIOLATION {kind} {id}: {what}");
-        }
+        eprintln!(
+            "VIOLATION {kind} {id} (trial {trial}, seed {}): {what}",
+            args.seed
+        );
     };
     for id in ids {
+        let before = tally.violations();
         let rows = by_saga.get(id.as_str()).map_or(&[][..], Vec::as_slice);
         let Some(record) = store.load(id).await.map_err(|e| e.to_string())? else {
             if acked.contains(id) || !rows.is_empty() {
@@ -233,6 +236,9 @@ pub(crate) async fn check(
         if index.is_some_and(is_family) {
             check_child(store, ledger, id, &events, tally, &violation, args.verbose).await?;
         }
+        if tally.violations() > before {
+            dump(store, &record, &events, rows).await;
+        }
 
         // Nothing starts after a cancellation was acknowledged.
         if let Some(cancel) = rows.iter().find(|r| r.kind == "cancel") {
@@ -256,6 +262,62 @@ pub(crate) async fn check(
         }
     }
     Ok(())
+}
+
+/// Everything known of a saga that broke a check: its row (and its child's), its audit
+/// log and its ledger, so that one run's output is enough to find the cause.
+async fn dump(
+    store: &Arc<dyn SagaStore>,
+    record: &SagaRecord,
+    events: &[saga_runtime::AuditRecord],
+    rows: &[&Row],
+) {
+    let row = |r: &SagaRecord| {
+        format!(
+            "{} {} v{} step {} attempt {} owner {:?} wake_at {:?} waiting_for {:?} cancel {:?} recoveries {} error {:?} steps {:?}",
+            r.saga_id,
+            r.state,
+            r.version,
+            r.step_index,
+            r.attempt,
+            r.owner,
+            r.wake_at,
+            r.waiting_for,
+            r.cancel_requested,
+            r.recovery_count,
+            r.error,
+            r.steps
+        )
+    };
+    eprintln!("  row: {}", row(record));
+    let child = format!("{}/ship", record.saga_id);
+    if let Ok(Some(child)) = store.load(&child).await {
+        eprintln!("  child row: {}", row(&child));
+        if let Ok(log) = store
+            .audit_log(&AuditQuery::new().saga_id(child.saga_id))
+            .await
+        {
+            log.iter().for_each(|e| print_event("child event", e));
+        }
+    }
+    events.iter().for_each(|e| print_event("event", e));
+    for r in rows {
+        eprintln!(
+            "  ledger {} step {} {} by {}",
+            r.id, r.step, r.kind, r.runner
+        );
+    }
+}
+
+fn print_event(what: &str, e: &saga_runtime::AuditRecord) {
+    let at = e
+        .timestamp
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    eprintln!(
+        "  {what} {} {} step {:?} attempt {:?} by {:?} at {at} us: {:?} {:?}",
+        e.id, e.event_type, e.step_name, e.attempt, e.user_id, e.error_message, e.details
+    );
 }
 
 /// A parent's child saga: started once, its end told at most once.

@@ -39,16 +39,16 @@ pub use metrics::SagaMetrics;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use prometheus;
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc(inline)]
+pub use saga_macros::{saga, step};
 /// sqlx, whose types appear in the SQL stores' API (`StoreError::Database` holds a
 /// `sqlx::Error`, `PostgresStore::create_in` takes a `PgConnection`, `pool()` gives a pool):
 /// this is the version they are from.
 #[cfg(feature = "_sqlx")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sqlx;
-#[cfg(feature = "macros")]
-#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
-#[doc(inline)]
-pub use saga_macros::{saga, step};
 pub use store::{
     Actor, CompensationStatus, MemoryStore, RunStatus, RunnerStore, SagaQuery, SagaRecord,
     SagaStore, StepStatus,

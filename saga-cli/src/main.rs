@@ -302,23 +302,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stuck {
             older_than,
             overdue_after,
-        } => {
-            let before = ago(older_than);
-            let mut stuck = Vec::new();
-            for state in [SagaState::Running, SagaState::Compensating] {
-                stuck.extend(
-                    store
-                        .list(&SagaQuery::new().state(state).updated_before(before))
-                        .await?,
-                );
-            }
-            stuck.sort_by_key(|s| s.updated_at);
-            let mut overdue = store
-                .list(&SagaQuery::new().due_before(ago(overdue_after)))
-                .await?;
-            overdue.sort_by_key(|s| s.wake_at);
-            output::stuck(&stuck, older_than, &overdue, overdue_after, cli.json);
-        }
+        } => stuck(store, older_than, overdue_after, cli.json).await?,
         Command::Cancel { id, reason } => {
             let saga = match store.request_cancel(&id, &reason, &actor).await {
                 Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
@@ -336,22 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             payload,
             key,
-        } => {
-            let mut signal = NewSignal::new(&id, &name, payload, actor.clone());
-            signal.key = key;
-            match store.send_signal(signal).await {
-                Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
-                Ok(Sent::Duplicate { id: earlier }) => out!(
-                    "signal `{name}` for saga {id} was already sent with this key (signal {earlier}); nothing sent"
-                ),
-                Ok(Sent::Delivered { id: signal_id }) => out!(
-                    "signal `{name}` delivered to saga {id} (signal {signal_id}) by {}; the step waiting for it runs once a runner takes it",
-                    actor.user_id
-                ),
-                Ok(_) => out!("signal `{name}` sent to saga {id}"),
-                Err(error) => return Err(error.into()),
-            }
-        }
+        } => signal(store, &actor, id, name, payload, key).await?,
         Command::Resume { id, reason } => {
             let saga = match store.resume(&id, &reason, &actor).await {
                 Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
@@ -391,42 +360,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Prune {
             older_than,
             dry_run,
-        } => {
-            let before = ago(older_than);
-            let report = store.prune(before, dry_run, &actor).await?;
-            out!(
-                "{} {} audit rows and {} finished sagas older than {} (before {})",
-                if dry_run { "would delete" } else { "deleted" },
-                report.audit_rows,
-                report.sagas,
-                output::short(older_than),
-                output::time(before)
-            );
-        }
-        Command::Serve { listen, token } => {
-            let read_only = token.as_deref().is_none_or(str::is_empty);
-            let app = saga_console::Console::new(shared.clone())
-                .token(token)
-                .router();
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
-            let bound = listener.local_addr().unwrap_or(listen);
-            out!(
-                "console on http://{bound}/ ({})",
-                if read_only {
-                    "read-only: no token"
-                } else {
-                    "actions need the token"
-                }
-            );
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .map_err(|e| Failure(format!("console: {e}")))?;
-        }
+        } => prune(store, &actor, older_than, dry_run).await?,
+        Command::Serve { listen, token } => serve(shared.clone(), listen, token).await?,
         Command::Stats { window } => {
             let counts = store
                 .stats(ago(Duration::from_hours(1)), ago(Duration::from_mins(1)))
@@ -434,6 +369,109 @@ async fn run(cli: Cli) -> Result<()> {
             let events = store.event_counts(ago(window)).await?;
             output::stats(&counts, &events, window, cli.json);
         }
+    }
+    Ok(())
+}
+
+/// `saga prune`: audit rows and finished sagas older than `older_than`.
+async fn prune(
+    store: &dyn SagaStore,
+    actor: &Actor,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<()> {
+    let before = ago(older_than);
+    let report = store.prune(before, dry_run, actor).await?;
+    out!(
+        "{} {} audit rows and {} finished sagas older than {} (before {})",
+        if dry_run { "would delete" } else { "deleted" },
+        report.audit_rows,
+        report.sagas,
+        output::short(older_than),
+        output::time(before)
+    );
+    Ok(())
+}
+
+/// `saga serve`: the console on `listen` until Ctrl-C.
+async fn serve(
+    shared: std::sync::Arc<dyn SagaStore>,
+    listen: std::net::SocketAddr,
+    token: Option<String>,
+) -> Result<()> {
+    let read_only = token.as_deref().is_none_or(str::is_empty);
+    let app = saga_console::Console::new(shared.clone())
+        .token(token)
+        .router();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    out!(
+        "console on http://{bound}/ ({})",
+        if read_only {
+            "read-only: no token"
+        } else {
+            "actions need the token"
+        }
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| Failure(format!("console: {e}")))?;
+    Ok(())
+}
+
+/// `saga stuck`: active sagas not written for `older_than`, and waits overdue by
+/// `overdue_after`.
+async fn stuck(
+    store: &dyn SagaStore,
+    older_than: Duration,
+    overdue_after: Duration,
+    json: bool,
+) -> Result<()> {
+    let before = ago(older_than);
+    let mut stuck = Vec::new();
+    for state in [SagaState::Running, SagaState::Compensating] {
+        stuck.extend(
+            store
+                .list(&SagaQuery::new().state(state).updated_before(before))
+                .await?,
+        );
+    }
+    stuck.sort_by_key(|s| s.updated_at);
+    let mut overdue = store
+        .list(&SagaQuery::new().due_before(ago(overdue_after)))
+        .await?;
+    overdue.sort_by_key(|s| s.wake_at);
+    output::stuck(&stuck, older_than, &overdue, overdue_after, json);
+    Ok(())
+}
+
+/// `saga signal`: sends signal `name` with `payload` (JSON) to saga `id`.
+async fn signal(
+    store: &dyn SagaStore,
+    actor: &Actor,
+    id: String,
+    name: String,
+    payload: String,
+    key: Option<String>,
+) -> Result<()> {
+    let mut signal = NewSignal::new(&id, &name, payload, actor.clone());
+    signal.key = key;
+    match store.send_signal(signal).await {
+        Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
+        Ok(Sent::Duplicate { id: earlier }) => out!(
+            "signal `{name}` for saga {id} was already sent with this key (signal {earlier}); nothing sent"
+        ),
+        Ok(Sent::Delivered { id: signal_id }) => out!(
+            "signal `{name}` delivered to saga {id} (signal {signal_id}) by {}; the step waiting for it runs once a runner takes it",
+            actor.user_id
+        ),
+        Ok(_) => out!("signal `{name}` sent to saga {id}"),
+        Err(error) => return Err(error.into()),
     }
     Ok(())
 }

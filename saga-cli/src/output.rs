@@ -242,26 +242,43 @@ pub(crate) fn list(sagas: &[SagaRecord], as_json: bool) {
 pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
     let context: Value = serde_json::from_str(&saga.context).unwrap_or(Value::Null);
     if as_json {
-        let mut value = saga_json(saga);
-        value["context"] = context;
-        value["events"] = events
-            .iter()
-            .map(|e| {
-                json!({
-                    "event_type": e.event_type,
-                    "step_name": e.step_name,
-                    "attempt": e.attempt,
-                    "error_message": e.error_message,
-                    "details": e.details,
-                    "user_id": e.user_id,
-                    "ip_address": e.ip_address,
-                    "timestamp": time(e.timestamp),
-                })
-            })
-            .collect();
-        out!("{value}");
+        show_json(saga, events, context);
         return;
     }
+    show_header(saga);
+    show_steps(saga, events);
+    out!("context");
+    let pretty = serde_json::to_string_pretty(&context).unwrap_or_else(|_| saga.context.clone());
+    for line in pretty.lines() {
+        out!("  {line}");
+    }
+    show_timeline(events);
+}
+
+/// `saga show --json`: the row, its context and its audit log.
+fn show_json(saga: &SagaRecord, events: &[AuditRecord], context: Value) {
+    let mut value = saga_json(saga);
+    value["context"] = context;
+    value["events"] = events
+        .iter()
+        .map(|e| {
+            json!({
+                "event_type": e.event_type,
+                "step_name": e.step_name,
+                "attempt": e.attempt,
+                "error_message": e.error_message,
+                "details": e.details,
+                "user_id": e.user_id,
+                "ip_address": e.ip_address,
+                "timestamp": time(e.timestamp),
+            })
+        })
+        .collect();
+    out!("{value}");
+}
+
+/// `saga show`'s first lines: one field of the row each.
+fn show_header(saga: &SagaRecord) {
     let field = |name: &str, value: String| out!("{name:<10} {value}");
     field("saga", saga.saga_id.clone());
     field(
@@ -327,6 +344,11 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
         "updated",
         format!("{} ({})", time(saga.updated_at), age(saga.updated_at)),
     );
+}
+
+/// `saga show`'s step table: each step's status, when it ran and beside which steps.
+fn show_steps(saga: &SagaRecord, events: &[AuditRecord]) {
+    let field = |name: &str, value: String| out!("{name:<10} {value}");
     let steps = named_steps(saga);
     if steps.is_empty() {
         field(
@@ -367,11 +389,10 @@ pub(crate) fn show(saga: &SagaRecord, events: &[AuditRecord], as_json: bool) {
             .collect();
         table(&["  STEP", "STATUS", "RAN", "WITH"], &rows);
     }
-    out!("context");
-    let pretty = serde_json::to_string_pretty(&context).unwrap_or_else(|_| saga.context.clone());
-    for line in pretty.lines() {
-        out!("  {line}");
-    }
+}
+
+/// `saga show`'s audit log, each event with the time since the one before.
+fn show_timeline(events: &[AuditRecord]) {
     out!("timeline ({} events)", events.len());
     let mut previous: Option<SystemTime> = None;
     let rows: Vec<Vec<String>> = events

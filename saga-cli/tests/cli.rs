@@ -155,6 +155,8 @@ async fn events(store: &Arc<dyn SagaStore>, id: &str, event_type: &str) -> Vec<A
 }
 
 /// The whole session, on one backend. `age` backdates rows: `(table, column, where, hours)`.
+// One operator session, command after command, as a person would type it.
+#[allow(clippy::too_many_lines)]
 async fn session<F, Fut>(url: &str, store: Arc<dyn SagaStore>, age: F)
 where
     F: Fn(&'static str, &'static str, String, u32) -> Fut,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::html::{badge, esc, page, time, url};
 use super::{State, error, html, signed_in};
 use saga_runtime::SagaState;
-use saga_runtime::store::{SagaQuery, StateCount};
+use saga_runtime::store::{SagaQuery, SagaRecord, StateCount};
 
 /// Rows per page.
 const PAGE: u32 = 50;
@@ -313,13 +313,33 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         "<label>window<input name=\"window\" value=\"{}\"></label><button>show</button></form>",
         esc(label)
     );
+    now_table(&mut body, &counts);
+    window_table(&mut body, label, &events);
+    needy_table(&mut body, &broken, &parked);
+    if user.is_some() {
+        let (csrf, cookie) = super::actions::csrf(&headers);
+        body.push_str(&super::actions::prune_form(&csrf));
+        let mut response = html(StatusCode::OK, page("Stats", &body, None, user.as_deref()));
+        if let Some(cookie) = cookie {
+            super::actions::set_cookie(&mut response, &cookie);
+        }
+        return response;
+    }
+    html(
+        StatusCode::OK,
+        page("Stats", &body, console.every(), user.as_deref()),
+    )
+}
+
+/// The stats page's counts by type and state, now.
+fn now_table(body: &mut String, counts: &[StateCount]) {
     body.push_str("<h2>Now, by type and state</h2><table id=\"states\"><thead><tr><th>type</th>");
     for state in SagaState::ALL {
         let _ = write!(body, "<th>{}</th>", state.as_str());
     }
     body.push_str("<th>stuck (1 h)</th><th>overdue waits</th></tr></thead><tbody>");
     let mut by_type: BTreeMap<&str, Vec<&StateCount>> = BTreeMap::new();
-    for count in &counts {
+    for count in counts {
         by_type.entry(&count.saga_type).or_default().push(count);
     }
     for (saga_type, counts) in &by_type {
@@ -337,6 +357,10 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         let _ = write!(body, "<td>{stuck}</td><td>{overdue}</td></tr>");
     }
     body.push_str("</tbody></table>");
+}
+
+/// The stats page's started, ended and compensated sagas over the window.
+fn window_table(body: &mut String, label: &str, events: &[saga_runtime::store::EventCount]) {
     let _ = write!(
         body,
         "<h2>Over the last {}</h2><table id=\"window\"><thead><tr><th>type</th><th>started</th>\
@@ -345,7 +369,7 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         esc(label)
     );
     let mut by_type: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    for e in &events {
+    for e in events {
         *by_type
             .entry(&e.saga_type)
             .or_default()
@@ -373,7 +397,12 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
             get("compensation_failed"),
         );
     }
-    body.push_str("</tbody></table><h2>Needing a person</h2>");
+    body.push_str("</tbody></table>");
+}
+
+/// The stats page's sagas that need a person: parked, or failed to compensate.
+fn needy_table(body: &mut String, broken: &[SagaRecord], parked: &[SagaRecord]) {
+    body.push_str("<h2>Needing a person</h2>");
     let needy: Vec<_> = broken.iter().chain(parked.iter()).collect();
     if needy.is_empty() {
         body.push_str("<p class=\"note\">None: no saga is parked or failed to compensate.</p>");
@@ -393,19 +422,6 @@ pub(super) async fn stats(console: State, headers: HeaderMap, Query(w): Query<Wi
         }
         body.push_str("</tbody></table>");
     }
-    if user.is_some() {
-        let (csrf, cookie) = super::actions::csrf(&headers);
-        body.push_str(&super::actions::prune_form(&csrf));
-        let mut response = html(StatusCode::OK, page("Stats", &body, None, user.as_deref()));
-        if let Some(cookie) = cookie {
-            super::actions::set_cookie(&mut response, &cookie);
-        }
-        return response;
-    }
-    html(
-        StatusCode::OK,
-        page("Stats", &body, console.every(), user.as_deref()),
-    )
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ fn state_enum(plan: &SagaPlan) -> TokenStream {
     }
 }
 
+// One `quote!` template of the `Saga` impl, read top to bottom as the code it generates.
+#[allow(clippy::too_many_lines)]
 fn saga_impl(plan: &SagaPlan) -> TokenStream {
     let p = private(plan);
     let self_ty = &plan.self_ty;

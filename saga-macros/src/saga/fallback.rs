@@ -11,6 +11,8 @@ use super::model::{Output, SagaModel};
 
 /// The fallback items for `model`, or nothing when the saga's input or type is unknown
 /// (then the user's own code fails anyway, at the missing pieces).
+// One `quote!` template of the placeholder items, read as the code it generates.
+#[allow(clippy::too_many_lines)]
 pub(crate) fn generate(model: &SagaModel) -> TokenStream {
     let Some(input) = &model.input else {
         return TokenStream::new();

@@ -141,6 +141,7 @@ impl<S: Saga> Executor<S> {
     /// {
     ///     Waited::Ended(outcome) => assert!(outcome.is_completed()), // 200 with the outcome
     ///     Waited::Running { saga_id } => println!("{saga_id} goes on"), // 202, poll it later
+    ///     other => println!("{other:?}"), // `Waited` may grow
     /// }
     /// # Ok(()) }
     /// ```

@@ -93,6 +93,8 @@ impl SagaMetrics {
     /// # Errors
     /// Prometheus's error if the names are already registered there (share one
     /// `SagaMetrics` between orchestrators instead).
+    // One list: every collector with its name, help and labels, a few lines each.
+    #[allow(clippy::too_many_lines)]
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)

@@ -205,25 +205,38 @@ impl<S: Saga> Run<'_, S> {
                     let delay = error
                         .retry_after_delay()
                         .unwrap_or_else(|| policy.delay(attempt, &mut self.rng));
-                    self.write(Draft::new(SagaState::Compensating, step, attempt, events))
-                        .await?;
-                    tokio::time::sleep(delay).await;
-                    let mut events = Vec::new();
-                    self.event(&mut events, || {
-                        NewEvent::now(EventType::CompensationStarted)
-                            .step(spec.name)
-                            .attempt(attempt + 1)
-                    });
-                    let compensating = self.compensating(step, attempt + 1);
-                    self.write(
-                        Draft::new(SagaState::Compensating, step, attempt + 1, events)
-                            .status(step, compensating),
-                    )
-                    .await?;
-                    self.attempt = attempt + 1;
+                    self.retry_compensation(spec.name, delay, events).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Records the failed attempt of the current compensation, waits `delay`, and starts
+    /// the next attempt.
+    async fn retry_compensation(
+        &mut self,
+        name: &'static str,
+        delay: std::time::Duration,
+        events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let (step, attempt) = (self.step, self.attempt);
+        self.write(Draft::new(SagaState::Compensating, step, attempt, events))
+            .await?;
+        tokio::time::sleep(delay).await;
+        let mut events = Vec::new();
+        self.event(&mut events, || {
+            NewEvent::now(EventType::CompensationStarted)
+                .step(name)
+                .attempt(attempt + 1)
+        });
+        let compensating = self.compensating(step, attempt + 1);
+        self.write(
+            Draft::new(SagaState::Compensating, step, attempt + 1, events)
+                .status(step, compensating),
+        )
+        .await?;
+        self.attempt = attempt + 1;
         Ok(())
     }
 

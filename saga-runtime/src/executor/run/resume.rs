@@ -3,7 +3,7 @@
 
 use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
-use crate::definition::{Saga, SagaState};
+use crate::definition::{Saga, SagaState, StepSpec};
 use crate::error::SagaError;
 use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
@@ -63,7 +63,6 @@ impl<S: Saga> Run<'_, S> {
         let Some(spec) = Self::steps().get(step) else {
             return Err(self.corrupt(format!("no step at index {step}")));
         };
-        let next = interrupted.saturating_add(1);
         match self.state {
             SagaState::Running if !S::DEFINITION.is_chain() => {
                 return self.resume_branches(events).await;
@@ -71,87 +70,106 @@ impl<S: Saga> Run<'_, S> {
             SagaState::Compensating if !S::DEFINITION.is_chain() => {
                 return self.resume_undos(events).await;
             }
-            SagaState::Running => {
-                let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
-                if next > policy.max_attempts && !self.pivot_passed() {
-                    let message = format!(
-                        "attempt {interrupted} was interrupted (the runner stopped) and the retry budget of {} attempt(s) is spent",
-                        policy.max_attempts
-                    );
-                    self.event(&mut events, || {
-                        NewEvent::now(EventType::StepFailed)
-                            .step(spec.name)
-                            .attempt(interrupted)
-                            .error(message.clone())
-                    });
-                    return self.give_up(step, message, true, events).await;
-                }
-                if self.status(step).run == RunStatus::NotStarted {
-                    // Picked up before its first attempt: its delay or signal comes first.
-                    let recovered_events = events.clone();
-                    match self.must_wait(step, 0, events).await? {
-                        Ok(draft) => {
-                            if let Some(reason) = self.wait(draft).await? {
-                                return self.cancelled(reason, step, false, recovered_events).await;
-                            }
-                            return Ok(());
-                        }
-                        Err(back) => events = back,
-                    }
-                }
-                self.event(&mut events, || {
-                    NewEvent::now(EventType::StepStarted)
-                        .step(spec.name)
-                        .attempt(next)
-                });
-                let recovered_events = events.clone();
-                let draft = Draft::new(SagaState::Running, step, next, events)
-                    .status(step, StepStatus::running(next));
-                if let Some(reason) = self.write_forward(draft).await? {
-                    let mut events = recovered_events;
-                    events.retain(|e| e.event_type == EventType::SagaRecovered);
-                    return self.cancelled(reason, step, true, events).await;
-                }
-                self.attempt = next;
-            }
+            SagaState::Running => self.resume_step(spec, interrupted, events).await?,
             SagaState::Compensating => {
-                let Some(comp) = &spec.compensation else {
-                    return Err(self.corrupt(format!(
-                        "compensating step `{}`, which has no compensation",
-                        spec.name
-                    )));
-                };
-                let policy = Policy::for_compensation(
-                    spec,
-                    comp,
-                    &self.config,
-                    &self.inner.settings.backoff,
-                );
-                if next > policy.max_attempts {
-                    self.metrics.compensation_failed();
-                    let message = format!(
-                        "compensation `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
-                        comp.name
-                    );
-                    return self
-                        .compensation_gave_up(step, interrupted, message, events)
-                        .await;
-                }
-                self.event(&mut events, || {
-                    NewEvent::now(EventType::CompensationStarted)
-                        .step(spec.name)
-                        .attempt(next)
-                });
-                let compensating = self.compensating(step, next);
-                self.write(
-                    Draft::new(SagaState::Compensating, step, next, events)
-                        .status(step, compensating),
-                )
-                .await?;
-                self.attempt = next;
+                self.resume_compensation(spec, interrupted, events).await?;
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// After a claim, in a chain running step `spec`: its next attempt, unless the
+    /// interrupted one spent the retry budget.
+    async fn resume_step(
+        &mut self,
+        spec: &'static StepSpec,
+        interrupted: u32,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let (step, next) = (self.step, interrupted.saturating_add(1));
+        let policy = Policy::for_step(spec, &self.config, &self.inner.settings.backoff);
+        if next > policy.max_attempts && !self.pivot_passed() {
+            let message = format!(
+                "attempt {interrupted} was interrupted (the runner stopped) and the retry budget of {} attempt(s) is spent",
+                policy.max_attempts
+            );
+            self.event(&mut events, || {
+                NewEvent::now(EventType::StepFailed)
+                    .step(spec.name)
+                    .attempt(interrupted)
+                    .error(message.clone())
+            });
+            return self.give_up(step, message, true, events).await;
+        }
+        if self.status(step).run == RunStatus::NotStarted {
+            // Picked up before its first attempt: its delay or signal comes first.
+            let recovered_events = events.clone();
+            match self.must_wait(step, 0, events).await? {
+                Ok(draft) => {
+                    if let Some(reason) = self.wait(draft).await? {
+                        return self.cancelled(reason, step, false, recovered_events).await;
+                    }
+                    return Ok(());
+                }
+                Err(back) => events = back,
+            }
+        }
+        self.event(&mut events, || {
+            NewEvent::now(EventType::StepStarted)
+                .step(spec.name)
+                .attempt(next)
+        });
+        let recovered_events = events.clone();
+        let draft = Draft::new(SagaState::Running, step, next, events)
+            .status(step, StepStatus::running(next));
+        if let Some(reason) = self.write_forward(draft).await? {
+            let mut events = recovered_events;
+            events.retain(|e| e.event_type == EventType::SagaRecovered);
+            return self.cancelled(reason, step, true, events).await;
+        }
+        self.attempt = next;
+        Ok(())
+    }
+
+    /// After a claim, in a chain compensating step `spec`: the compensation's next
+    /// attempt, unless the interrupted one spent its retry budget.
+    async fn resume_compensation(
+        &mut self,
+        spec: &'static StepSpec,
+        interrupted: u32,
+        mut events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let (step, next) = (self.step, interrupted.saturating_add(1));
+        let Some(comp) = &spec.compensation else {
+            return Err(self.corrupt(format!(
+                "compensating step `{}`, which has no compensation",
+                spec.name
+            )));
+        };
+        let policy =
+            Policy::for_compensation(spec, comp, &self.config, &self.inner.settings.backoff);
+        if next > policy.max_attempts {
+            self.metrics.compensation_failed();
+            let message = format!(
+                "compensation `{}` was interrupted at attempt {interrupted} and its retry budget is spent",
+                comp.name
+            );
+            return self
+                .compensation_gave_up(step, interrupted, message, events)
+                .await;
+        }
+        self.event(&mut events, || {
+            NewEvent::now(EventType::CompensationStarted)
+                .step(spec.name)
+                .attempt(next)
+        });
+        let compensating = self.compensating(step, next);
+        self.write(
+            Draft::new(SagaState::Compensating, step, next, events).status(step, compensating),
+        )
+        .await?;
+        self.attempt = next;
         Ok(())
     }
 

@@ -30,17 +30,24 @@ impl BatchBackend for SqliteBatch {
     }
 }
 
+/// A creation of the batch, with its index among the batch's ops.
+type Creates<'a> = Vec<(usize, &'a crate::store::NewSaga)>;
+/// A checkpoint of the batch, with its index among the batch's ops.
+type Saves<'a> = Vec<(usize, &'a crate::store::Checkpoint)>;
+/// The reply to each op of the batch, once known.
+type Results = Vec<Option<Result<Reply, StoreError>>>;
+type Tx<'t> = sqlx::Transaction<'t, Sqlite>;
+
+/// One transaction: creates, then checkpoints, the signals they consume and tell, and the
+/// audit rows of every write that took effect.
 async fn write(
     pool: &SqlitePool,
     ops: &[Op],
 ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
     let now = SystemTime::now();
-    let now_text = to_text(now);
     let mut tx = pool.begin().await.map_err(database_error)?;
-    let mut results: Vec<Option<Result<Reply, StoreError>>> = ops.iter().map(|_| None).collect();
-
-    // Creates: insert, then look up the ids that already existed.
-    let creates: Vec<(usize, &crate::store::NewSaga)> = ops
+    let mut results: Results = ops.iter().map(|_| None).collect();
+    let creates: Creates<'_> = ops
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match op {
@@ -48,6 +55,30 @@ async fn write(
             Op::Save(_) => None,
         })
         .collect();
+    create(&mut tx, &creates, now, &mut results).await?;
+    let saves: Saves<'_> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            Op::Save(cp) => Some((i, cp)),
+            Op::Create(_) => None,
+        })
+        .collect();
+    let written = save(&mut tx, &saves, now, &mut results).await?;
+    consume_and_tell(&mut tx, &saves, &written, now).await?;
+    audit(&mut tx, ops, &results).await?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(replies(results))
+}
+
+/// Creates: insert, then look up the ids that already existed.
+async fn create(
+    tx: &mut Tx<'_>,
+    creates: &Creates<'_>,
+    now: SystemTime,
+    results: &mut Results,
+) -> Result<(), StoreError> {
+    let now_text = to_text(now);
     let mut inserted: Vec<String> = Vec::new();
     for chunk in creates.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -86,13 +117,13 @@ async fn write(
         query.push(" ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id");
         let ids: Vec<String> = query
             .build_query_scalar()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(database_error)?;
         inserted.extend(ids);
     }
     let mut missed_creates = Vec::new();
-    for &(i, saga) in &creates {
+    for &(i, saga) in creates {
         if let Some(at) = inserted.iter().position(|id| id.as_str() == &*saga.saga_id) {
             // A second create of the same id in this batch finds the first one's row.
             inserted.swap_remove(at);
@@ -112,7 +143,7 @@ async fn write(
         query.push(")");
         let rows = query
             .build()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(database_error)?;
         let mut found: HashMap<String, crate::store::SagaRecord> = HashMap::new();
@@ -128,15 +159,18 @@ async fn write(
         }
     }
 
-    // Checkpoints: one fenced multi-row update, then classify the rows it did not touch.
-    let saves: Vec<(usize, &crate::store::Checkpoint)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
-            Op::Save(cp) => Some((i, cp)),
-            Op::Create(_) => None,
-        })
-        .collect();
+    Ok(())
+}
+
+/// Checkpoints: one fenced multi-row update, then classify the rows it did not touch.
+/// The ids written, with their new versions.
+async fn save(
+    tx: &mut Tx<'_>,
+    saves: &Saves<'_>,
+    now: SystemTime,
+    results: &mut Results,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let now_text = to_text(now);
     let mut written: HashMap<String, i64> = HashMap::new();
     for chunk in saves.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -193,7 +227,7 @@ async fn write(
         );
         let rows = query
             .build()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(database_error)?;
         for row in rows {
@@ -201,7 +235,7 @@ async fn write(
         }
     }
     let mut missed_saves = Vec::new();
-    for &(i, cp) in &saves {
+    for &(i, cp) in saves {
         match written.get(&*cp.saga_id) {
             Some(&version) => results[i] = Some(Ok(Reply::Saved(Saved::Written { version }))),
             None => missed_saves.push((i, cp)),
@@ -218,7 +252,7 @@ async fn write(
         query.push(")");
         let rows = query
             .build()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(database_error)?;
         let mut found: HashMap<String, (i64, Option<String>)> = HashMap::new();
@@ -236,7 +270,17 @@ async fn write(
         }
     }
 
-    // The signals consumed by checkpoints that were written, in the same transaction.
+    Ok(written)
+}
+
+/// The signals consumed by the checkpoints that were written, and those they tell (a
+/// child's end, to its parent).
+async fn consume_and_tell(
+    tx: &mut Tx<'_>,
+    saves: &Saves<'_>,
+    written: &HashMap<String, i64>,
+    now: SystemTime,
+) -> Result<(), StoreError> {
     let consumed: Vec<i64> = saves
         .iter()
         .filter(|(_, cp)| written.contains_key(&*cp.saga_id))
@@ -244,7 +288,7 @@ async fn write(
         .collect();
     if !consumed.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE saga_signals SET consumed_at = ");
-        query.push_bind(now_text.clone()).push(" WHERE id IN (");
+        query.push_bind(to_text(now)).push(" WHERE id IN (");
         let mut ids = query.separated(", ");
         for id in &consumed {
             ids.push_bind(*id);
@@ -252,17 +296,16 @@ async fn write(
         query.push(")");
         query
             .build()
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(database_error)?;
     }
 
-    // The signals told by checkpoints that were written (a child's end, to its parent).
-    for (_, cp) in &saves {
+    for (_, cp) in saves {
         if let Some(tell) = &cp.tell
             && written.contains_key(&*cp.saga_id)
         {
-            match super::signals::deliver_on(&mut tx, tell).await {
+            match super::signals::deliver_on(tx, tell).await {
                 Ok(_) => {}
                 Err(refused) if crate::store::operator::is_refusal(&refused) => {}
                 Err(error) => return Err(error),
@@ -270,9 +313,13 @@ async fn write(
         }
     }
 
-    // The audit rows of every write that took effect, in the same transaction.
+    Ok(())
+}
+
+/// The audit rows of every write that took effect.
+async fn audit(tx: &mut Tx<'_>, ops: &[Op], results: &Results) -> Result<(), StoreError> {
     let mut events = Vec::new();
-    for (op, result) in ops.iter().zip(&results) {
+    for (op, result) in ops.iter().zip(results) {
         let took_effect = matches!(
             result,
             Some(Ok(
@@ -286,7 +333,5 @@ async fn write(
             }
         }
     }
-    insert_events_many(&mut tx, &events).await?;
-    tx.commit().await.map_err(database_error)?;
-    Ok(replies(results))
+    insert_events_many(tx, &events).await
 }

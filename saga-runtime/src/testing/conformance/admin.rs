@@ -72,6 +72,8 @@ pub(super) fn cancellation_requests(store: &dyn SagaStore) -> BoxFuture<'_, ()> 
     })
 }
 
+// One scenario, each operator action on the saga the one before left, read top to bottom.
+#[allow(clippy::too_many_lines)]
 pub(super) fn operator_actions(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         let ops = Actor::new("alice");

@@ -71,6 +71,7 @@ fn helper_process() {
         Ok("stalled-runner") => runtime.block_on(stalled_runner()),
         Ok("lock-sqlite") => runtime.block_on(lock_sqlite()),
         Ok("open-sqlite") => runtime.block_on(open_sqlite()),
+        Ok("enqueue") => runtime.block_on(enqueue()),
         _ => eprintln!("{ROLE_VAR} is not set: nothing to do"),
     }
 }
@@ -169,6 +170,23 @@ async fn open_sqlite() {
         },
         Err(error) => println!("error: opening: {error:?}"),
     }
+}
+
+/// Enqueues saga `inflight` on the PostgreSQL schema `SAGA_FAULT_LOCATION`, saying so
+/// before and after (the test kills it in between).
+async fn enqueue() {
+    let store = open_store("postgres", &env("SAGA_FAULT_LOCATION")).await;
+    let orchestrator = Orchestrator::builder(store)
+        .runner_id("doomed")
+        .recovery(false)
+        .build()
+        .expect("orchestrator");
+    let executor = orchestrator.register(Brain { slow_b: None });
+    println!("enqueueing");
+    let created = executor
+        .enqueue("inflight", &SagaConfig::new("split"), Job { n: 1 })
+        .await;
+    println!("enqueued {created:?}");
 }
 
 /// Starts this test binary again in `role`.
@@ -500,4 +518,78 @@ async fn processes_opening_a_new_sqlite_file_at_once_all_open_it() {
             );
         }
     }
+}
+
+/// A write its runner sent just before it was killed still lands: the server runs the
+/// statement it received, and commits it, after the client is gone. Here the runner's
+/// create waits, on the server, for a transaction that holds the same saga id uncommitted;
+/// the runner is killed; the transaction rolls back, and the dead runner's create then
+/// commits. Another runner finds the saga and runs it. (The crash harness once counted no
+/// unfinished saga right after a kill, stopped recovering, and then found such a saga
+/// running: RELIABILITY.md, "The crash harness".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_in_flight_when_its_runner_is_killed_lands_and_is_run() {
+    let Some(harness) = Harness::open(Backend::Postgres).await else {
+        return;
+    };
+    let support::stores::Raw::Postgres(pool) = &harness.raw else {
+        unreachable!("a PostgreSQL harness")
+    };
+    let rescuer = Orchestrator::builder(harness.reopen())
+        .runner_id("rescuer")
+        .recovery(false)
+        .build()
+        .unwrap();
+    let executor = rescuer.register(Brain { slow_b: None });
+    let config = SagaConfig::new("split");
+    // The id, taken by a transaction that does not commit yet.
+    let mut holder = pool.begin().await.unwrap();
+    assert!(
+        executor
+            .start_in_transaction(&mut holder, "inflight", &config, Job { n: 2 })
+            .await
+            .unwrap()
+    );
+    let location = harness.location().expect("a schema");
+    let (mut doomed, mut lines) = spawn_helper("enqueue", &[("SAGA_FAULT_LOCATION", location)]);
+    wait_for(&mut lines, "enqueueing").await;
+    // Until its insert waits for the holder, on the server.
+    let waiting = async {
+        loop {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the create never reached the server");
+    signal(&doomed, "-KILL");
+    let _ = doomed.wait().await;
+    assert!(harness.store.load("inflight").await.unwrap().is_none());
+    holder.rollback().await.unwrap();
+    let landed = async {
+        loop {
+            if let Some(record) = harness.store.load("inflight").await.unwrap() {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let record = tokio::time::timeout(Duration::from_secs(10), landed)
+        .await
+        .expect("the create of the killed runner never landed");
+    assert_eq!(record.state, SagaState::Running);
+    // The dead runner's saga (its input, not the holder's), run by another runner.
+    let outcome = executor.recover("inflight").await.unwrap();
+    assert!(outcome.is_completed(), "{:?}", outcome.state());
+    assert_eq!(outcome.context().input.n, 1);
+    rescuer.shutdown(Duration::from_secs(1)).await;
+    harness.close().await;
 }

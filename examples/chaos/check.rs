@@ -297,10 +297,14 @@ async fn dump(
             .audit_log(&AuditQuery::new().saga_id(child.saga_id))
             .await
         {
-            log.iter().for_each(|e| print_event("child event", e));
+            for e in &log {
+                print_event("child event", e);
+            }
         }
     }
-    events.iter().for_each(|e| print_event("event", e));
+    for e in events {
+        print_event("event", e);
+    }
     for r in rows {
         eprintln!(
             "  ledger {} step {} {} by {}",

@@ -89,6 +89,35 @@ impl Ledger {
     }
 
     /// Every row of a trial, in insertion order: `(id, saga_id, step, kind, runner)`.
+    /// Waits until no database session named `name` is left (PostgreSQL; a SQLite
+    /// writer's work ends with its process). A killed client's statement goes on
+    /// running, and commits, on the server: until its session has ended, the store may
+    /// still change under the dead runner's name. (The parent once counted no unfinished
+    /// saga, ended its recovery, and then found a saga the dead child had been creating,
+    /// committed a moment after the kill and running under the dead child's lease.)
+    pub(crate) async fn await_sessions_end(&self, name: &str) -> Result<(), String> {
+        let Ledger::Postgres(pool, _) = self else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| format!("ledger: {e}"))?;
+            if left == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{left} sessions of {name} still open after 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub(crate) async fn rows(&self, trial: u32) -> Result<Vec<Row>, String> {
         let sql =
             "SELECT id, saga_id, step, kind, runner FROM {table} WHERE trial = $1 ORDER BY id";

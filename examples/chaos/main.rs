@@ -483,7 +483,7 @@ async fn one_trial(
             &args.seed.to_string(),
         ])
         .args(["--sagas", &args.sagas.to_string()])
-        .args(["--database-url", &args.database_url])
+        .args(["--database-url", &session_url(&args.database_url, trial)])
         .args(
             args.kill_at_write
                 .map(|n| vec!["--kill-at-write".to_owned(), n.to_string()])
@@ -532,6 +532,9 @@ async fn one_trial(
         seen.read(&line);
     }
     let acked = seen.acked;
+    // A statement the child had sent still runs, and commits, on the server after the
+    // child is dead: what it left is known only once its sessions have ended.
+    ledger.await_sessions_end(&child_name(trial)).await?;
 
     // What the child left unfinished.
     let ids: Vec<String> = (0..args.sagas).map(|i| saga_id(trial, i)).collect();
@@ -597,6 +600,18 @@ async fn one_trial(
 
     check(args, store, ledger, trial, &ids, &acked, tally).await?;
     Ok((unfinished, kill))
+}
+
+/// The name the child's database sessions go by, so that the parent can tell when the
+/// last of them has ended.
+fn child_name(trial: u32) -> String {
+    format!("chaos-child-{}-{trial}", std::process::id())
+}
+
+/// The database URL for the child of `trial`: the same server, its sessions named.
+fn session_url(url: &str, trial: u32) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={}", child_name(trial))
 }
 
 fn store_name(store: Backend) -> &'static str {

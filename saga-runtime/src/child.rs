@@ -185,13 +185,13 @@ pub trait ChildRequest: Send + Sync + 'static {
     type Saga: Saga;
 
     /// Boxed for the runtime, type-erased.
-    fn into_output(self) -> crate::__private::StepOutput;
+    fn into_output(self) -> crate::outputs::StepOutput;
 }
 
 impl<C: Saga> ChildRequest for Child<C> {
     type Saga = C;
 
-    fn into_output(self) -> crate::__private::StepOutput {
+    fn into_output(self) -> crate::outputs::StepOutput {
         Box::new(ChildStart {
             definition: C::DEFINITION.name(),
             input: Box::new(self.input),
@@ -210,7 +210,7 @@ pub(crate) fn completed_output<C: Saga>(
     saga_id: &str,
     context: &str,
     completed: Vec<bool>,
-) -> Result<crate::__private::StepOutput, String> {
+) -> Result<crate::outputs::StepOutput, String> {
     let completed = Completed::<C>::decode(saga_id.to_owned(), context, completed)?;
     Ok(Box::new(completed))
 }

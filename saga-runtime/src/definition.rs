@@ -20,7 +20,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// Only the macro implements it (the trait is sealed): the runtime trusts that the
 /// definition, the context and the dispatch functions agree.
-pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
+pub trait Saga: crate::codegen::Sealed + Send + Sync + 'static {
     /// The saga's input, given when it starts.
     type Input: Serialize + DeserializeOwned + Send + Sync + 'static;
     /// The typed context: the input plus one optional field per step output.
@@ -62,10 +62,8 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     /// # Errors
     /// What serde said.
     #[doc(hidden)]
-    fn encode_context(
-        context: &Self::Context,
-        pending: Option<&crate::__private::Outputs>,
-    ) -> Result<String, String>;
+    fn encode_context(context: &Self::Context, pending: Option<&Outputs>)
+    -> Result<String, String>;
 
     /// Stores `output`, which step `step` returned, in `context`; `false` if it is not that
     /// step's output type.
@@ -73,7 +71,7 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
     fn store_output(
         context: &mut Self::Context,
         step: usize,
-        output: crate::__private::StepOutput,
+        output: crate::outputs::StepOutput,
     ) -> bool;
 
     /// Removes the output of step `step` from `context` (its output could not be
@@ -91,9 +89,9 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
         &'a self,
         step: usize,
         context: &'a Self::Context,
-        pending: Option<&'a crate::__private::Outputs>,
+        pending: Option<&'a Outputs>,
         step_context: &'a StepContext,
-    ) -> BoxFuture<'a, Result<crate::__private::StepOutput, StepError>>;
+    ) -> BoxFuture<'a, Result<crate::outputs::StepOutput, StepError>>;
 
     /// Whether `payload` decodes into the type of step `step`'s signal.
     ///
@@ -113,7 +111,7 @@ pub trait Saga: crate::__private::Sealed + Send + Sync + 'static {
         saga_id: &str,
         context: &str,
         completed: Vec<bool>,
-    ) -> Result<crate::__private::StepOutput, String>;
+    ) -> Result<crate::outputs::StepOutput, String>;
 
     /// Runs one attempt of the compensation of step `step`.
     #[doc(hidden)]
@@ -350,4 +348,5 @@ impl CompensationSpec {
     }
 }
 
+pub use crate::outputs::{Outputs, StepOutput};
 pub use crate::state::{SagaState, UnknownState};

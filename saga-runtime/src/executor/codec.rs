@@ -1,10 +1,10 @@
 //! Rows to typed sagas and back: the context, the config and the step statuses. Every check
 //! that can refuse a row happens here, before anything is claimed or written.
 
-use crate::__private::Outputs;
 use crate::config::SagaConfig;
 use crate::definition::{Definition, Saga, SagaState};
 use crate::error::{SagaError, StoreError};
+use crate::outputs::Outputs;
 use crate::status::{CompensationStatus, RunStatus, StepStatus};
 use crate::store::SagaRecord;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::__private::{Outputs, StepOutput};
 use crate::audit::NewEvent;
+use crate::outputs::{Outputs, StepOutput};
 
 use super::attempt::AttemptError;
 

@@ -3,13 +3,13 @@
 //! waits durably until the child ends or the step's deadline passes, and the child's
 //! outcome becomes the step's output. Its compensation undoes (or cancels) the child.
 
-use crate::__private::StepOutput;
 use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
 use crate::child::{ChildStart, cannot_start};
 use crate::definition::{Saga, SagaState, StepSpec};
 use crate::error::{SagaError, StepError};
 use crate::executor::child::child_id;
+use crate::outputs::StepOutput;
 use crate::status::RunStatus;
 use crate::store::SagaRecord;
 

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::__private::StepOutput;
 use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
 use crate::context::StepContext;
 use crate::definition::{Saga, SagaState};
 use crate::error::{SagaError, StepError};
 use crate::executor::outcome::Failure;
+use crate::outputs::StepOutput;
 use crate::status::{RunStatus, StepStatus};
 
 use super::attempt::{AttemptError, run_attempt};

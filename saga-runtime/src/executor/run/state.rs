@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::__private::Outputs;
 use crate::audit::{AuditHeader, NewEvent};
 use crate::backoff::Rng;
 use crate::config::SagaConfig;
@@ -13,6 +12,7 @@ use crate::executor::codec::encode_context;
 use crate::executor::inner::Inner;
 use crate::executor::outcome::{Failure, Outcome};
 use crate::metrics::TypeMetrics;
+use crate::outputs::Outputs;
 use crate::status::{CompensationStatus, RunStatus, StepStatus};
 
 /// One saga being executed by this runner.

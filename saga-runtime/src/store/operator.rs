@@ -70,6 +70,33 @@ pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Resumed, StoreErr
 }
 
 /// `saga fail`: any unfinished saga may be closed by hand.
+/// Why a cancellation changed no row: the saga `existing` (if any) is not running or
+/// waiting.
+pub(crate) fn cancel_refused(existing: Option<SagaRecord>, saga_id: &str) -> StoreError {
+    match existing {
+        Some(record) => StoreError::InvalidState {
+            saga_id: record.saga_id,
+            state: record.state,
+            action: "cancel",
+        },
+        None => StoreError::NotFound {
+            saga_id: saga_id.to_owned(),
+        },
+    }
+}
+
+/// The audit header and `cancel_requested` event of a cancellation of `record`.
+pub(crate) fn cancel_requested(
+    record: &SagaRecord,
+    actor: &Actor,
+    reason: &str,
+) -> (AuditHeader, NewEvent) {
+    (
+        header(record, actor),
+        NewEvent::now(EventType::CancelRequested).error(reason),
+    )
+}
+
 pub(crate) fn mark_failed(row: &SagaRecord, reason: &str) -> Result<NewEvent, StoreError> {
     if row.state.is_finished() {
         return Err(refuse(row, "mark it failed"));

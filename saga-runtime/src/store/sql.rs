@@ -35,6 +35,24 @@ pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator 
     migrator
 }
 
+/// The migrations of `files` not among `applied` (the versions `_saga_migrations` records
+/// as applied; none if the table does not exist yet).
+pub(crate) fn pending(
+    files: &[(i64, &'static str, &'static str)],
+    applied: Result<Vec<i64>, sqlx::Error>,
+) -> Result<Vec<(i64, &'static str)>, StoreError> {
+    let applied = match applied.map_err(database_error) {
+        Ok(applied) => applied,
+        Err(StoreError::NotMigrated(_)) => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    Ok(files
+        .iter()
+        .filter(|(version, _, _)| !applied.contains(version))
+        .map(|&(version, description, _)| (version, description))
+        .collect())
+}
+
 /// Maps "no such table" to [`StoreError::NotMigrated`].
 pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error {

@@ -16,7 +16,7 @@ mod signals;
 
 use self::batch::PostgresBatch;
 use super::batch::{Committer, GroupCommit, GroupCommitStats};
-use super::sql::{self, OperatorChange, database_error};
+use super::sql::{self, OperatorChange};
 use super::{
     Actor, Checkpoint, Claim, ClaimExpired, ClaimFilter, Created, EventCount, NewSaga, NewSignal,
     PendingSignal, PruneReport, RunnerStore, SagaQuery, SagaRecord, SagaStore, Saved, Sent,
@@ -275,16 +275,7 @@ impl PostgresStore {
             sqlx::query_scalar("SELECT version FROM _saga_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await;
-        let applied = match applied.map_err(database_error) {
-            Ok(applied) => applied,
-            Err(StoreError::NotMigrated(_)) => Vec::new(),
-            Err(error) => return Err(error),
-        };
-        Ok(MIGRATIONS
-            .iter()
-            .filter(|(version, _, _)| !applied.contains(version))
-            .map(|&(version, description, _)| (version, description))
-            .collect())
+        sql::pending(MIGRATIONS, applied)
     }
 }
 

@@ -287,16 +287,7 @@ impl SqliteStore {
             sqlx::query_scalar("SELECT version FROM _saga_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await;
-        let applied = match applied.map_err(database_error) {
-            Ok(applied) => applied,
-            Err(StoreError::NotMigrated(_)) => Vec::new(),
-            Err(error) => return Err(error),
-        };
-        Ok(MIGRATIONS
-            .iter()
-            .filter(|(version, _, _)| !applied.contains(version))
-            .map(|&(version, description, _)| (version, description))
-            .collect())
+        sql::pending(MIGRATIONS, applied)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::SqlitePool;
 
 use super::rows::{COLUMNS, insert_events, load_on, record};
-use crate::audit::{EventType, NewEvent};
+
 use crate::error::StoreError;
 use crate::store::sql::{OperatorChange, database_error};
 use crate::store::time::to_text;
@@ -34,20 +34,10 @@ pub(super) async fn request_cancel(
     let Some(row) = row else {
         let existing = load_on(&mut tx, saga_id).await?;
         tx.rollback().await.map_err(database_error)?;
-        return Err(match existing {
-            Some(record) => StoreError::InvalidState {
-                saga_id: record.saga_id,
-                state: record.state,
-                action: "cancel",
-            },
-            None => StoreError::NotFound {
-                saga_id: saga_id.to_owned(),
-            },
-        });
+        return Err(operator::cancel_refused(existing, saga_id));
     };
     let record = record(&row)?;
-    let header = operator::header(&record, actor);
-    let event = NewEvent::now(EventType::CancelRequested).error(reason);
+    let (header, event) = operator::cancel_requested(&record, actor, &reason);
     insert_events(&mut tx, saga_id, &header, vec![event]).await?;
     tx.commit().await.map_err(database_error)?;
     Ok(record)

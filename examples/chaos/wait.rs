@@ -54,9 +54,9 @@ impl ChaosWait {
         self.0.backward(input, ctx, 1).await
     }
 
-    // The deadline of the wait is 5 s (and the retries wait again): a signal whose wake was
-    // missed is then taken at the deadline, within the parent's recovery window. Such late
-    // wakes have been seen (2 of 60 CI trials on SQLite) and are not counted yet.
+    // The deadline of the wait is 5 s, counted once: a saga whose signal never came fails
+    // then, within the parent's recovery window. A signal whose wake was missed is taken
+    // at the deadline (`late_wakes` counts those).
     #[step(
         timeout = 5,
         retries = 4,

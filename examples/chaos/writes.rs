@@ -138,6 +138,10 @@ impl RunnerStore for CountedStore {
     fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wakes()
     }
+
+    fn clock(&self) -> std::time::SystemTime {
+        self.inner.clock()
+    }
 }
 
 impl SagaStore for CountedStore {

@@ -93,9 +93,11 @@ use proc_macro::TokenStream;
 ///
 /// A parameter marked `#[signal]` (by value, `#[signal] approval: Approval`) is a typed
 /// message from outside, named after the parameter: the body runs once it has arrived,
-/// and `timeout` is the deadline of the wait, counted once from when the wait began. The
-/// macro generates `{Type}Signal`, an enum with one variant per signal, for
-/// `Executor::signal`.
+/// and `timeout` is the deadline of the wait, counted once from when the wait began: when
+/// it passes, the step fails for good, whatever its `retries` (they are for the body, once
+/// the signal has come). A payload that does not decode is rejected (`signal_rejected`)
+/// and the step waits on, to the same deadline, with no attempt spent. The macro generates
+/// `{Type}Signal`, an enum with one variant per signal, for `Executor::signal`.
 ///
 /// Fan-out, with a step that waits for one branch only:
 ///

@@ -115,6 +115,12 @@ pub struct StepStatus {
     /// Attempts of the compensation started, interrupted ones included.
     #[serde(skip_serializing_if = "is_zero")]
     pub compensation_attempt: u32,
+    /// While the step waits for its signal: the deadline of that wait, in milliseconds
+    /// since the UNIX epoch by the store's clock. It is set once, when the wait begins, and
+    /// kept when a signal that does not decode wakes the saga, so that the wait goes on to
+    /// the same deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // the signature serde's `skip_serializing_if` asks for
@@ -137,6 +143,7 @@ impl StepStatus {
             order: None,
             compensation: CompensationStatus::None,
             compensation_attempt: 0,
+            deadline_ms: None,
         }
     }
 
@@ -158,6 +165,25 @@ impl StepStatus {
             attempt: attempts,
             ..StepStatus::not_started()
         }
+    }
+
+    /// A step that waits for its signal before attempt `attempts + 1`, until `deadline`.
+    #[must_use]
+    pub fn waiting_until(attempts: u32, deadline: std::time::SystemTime) -> Self {
+        let ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        StepStatus {
+            deadline_ms: Some(ms),
+            ..StepStatus::waiting(attempts)
+        }
+    }
+
+    /// The deadline of the step's wait for its signal, if it waits for one.
+    #[must_use]
+    pub fn deadline(&self) -> Option<std::time::SystemTime> {
+        self.deadline_ms
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
     }
 
     /// A step that completed at attempt `attempt`, as the `order`-th of its saga.

@@ -188,6 +188,7 @@ pub(crate) fn legacy_statuses(
                 order: Some(order(index)),
                 compensation: CompensationStatus::Compensating,
                 compensation_attempt: record.attempt,
+                deadline_ms: None,
             },
             _ if record.attempt == 0 => StepStatus::not_started(),
             _ => StepStatus::running(record.attempt),

@@ -144,6 +144,13 @@ pub trait RunnerStore: Send + Sync + fmt::Debug + 'static {
         event: NewEvent,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// The time that waits and deadlines are measured against: the wall clock, unless the
+    /// store keeps a clock of its own (the memory store's follows tokio's, so that a test
+    /// under a paused clock crosses a deadline at once).
+    fn clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
     /// A channel whose value changes whenever a signal may have made a waiting saga due, so
     /// that runners claim it at once rather than at their next recovery pass. `None` (the
     /// default): runners only poll.

@@ -11,6 +11,7 @@ use crate::backoff::Policy;
 use crate::definition::{Saga, SagaState};
 use crate::error::SagaError;
 use crate::status::{RunStatus, StepStatus};
+use crate::store::time::later;
 
 use super::state::Run;
 use super::write::Draft;
@@ -79,8 +80,15 @@ impl<S: Saga> Run<'_, S> {
                 .attempt(attempt)
                 .details(details.to_string())
         });
-        let mut draft = Draft::new(SagaState::Waiting, step, attempts, events)
-            .status(step, StepStatus::waiting(attempts));
+        let status = match why {
+            // The deadline, counted once from now: kept if the wait goes on after a signal
+            // that does not decode (see `Run::wait_on`).
+            Why::Signal(_) => {
+                StepStatus::waiting_until(attempts, later(self.inner.store.clock(), delay))
+            }
+            _ => StepStatus::waiting(attempts),
+        };
+        let mut draft = Draft::new(SagaState::Waiting, step, attempts, events).status(step, status);
         draft.wake_after = Some(delay);
         if let Why::Signal(signal) | Why::Child(signal) = why {
             draft.waiting_for = Some(signal);
@@ -280,6 +288,16 @@ impl<S: Saga> Run<'_, S> {
                 return self.cancelled(reason, step, true, events).await;
             }
             if why.signal_wait {
+                if let Some(deadline) = status.deadline()
+                    && let Ok(left) = deadline.duration_since(self.inner.store.clock())
+                    && !left.is_zero()
+                {
+                    // Woken by a signal that did not decode (rejected above): the wait
+                    // goes on, to the same deadline, and no attempt is spent.
+                    return self
+                        .wait_on(step, status, left, signal, events, woken)
+                        .await;
+                }
                 return self.signal_missed(step, next, signal, events).await;
             }
             // Its delay has passed; now its signal.
@@ -333,11 +351,31 @@ impl<S: Saga> Run<'_, S> {
         if let Some(slot) = self.steps.get_mut(step) {
             *slot = StepStatus::running(attempt);
         }
-        if attempt >= policy.max_attempts && !self.pivot_passed() {
+        // The deadline is counted once: the step fails for good, whatever retries it has
+        // (they are for its body, once the signal has come). Past a pivot a step cannot
+        // fail: it waits again, with a new deadline.
+        if !self.pivot_passed() {
             return self.give_up(step, message, false, events).await;
         }
         let woken: Vec<NewEvent> = events.clone();
         let draft = self.wait_draft(step, attempt, policy.timeout, Why::Signal(signal), events);
+        self.wait_or_compensate(draft, step, false, woken).await
+    }
+
+    /// Puts the saga back to wait for step `step`'s `signal` until the deadline `status`
+    /// holds, `left` from now: a wake by a signal that did not decode spends nothing.
+    async fn wait_on(
+        &mut self,
+        step: usize,
+        status: StepStatus,
+        left: Duration,
+        signal: &'static str,
+        events: Vec<NewEvent>,
+        woken: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let draft = self
+            .wait_draft(step, status.attempt, left, Why::Signal(signal), events)
+            .status(step, status);
         self.wait_or_compensate(draft, step, false, woken).await
     }
 }

@@ -525,6 +525,10 @@ impl RunnerStore for MemoryStore {
     fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.wake_receiver())
     }
+
+    fn clock(&self) -> SystemTime {
+        self.wake_clock()
+    }
 }
 
 /// Makes `owner` the owner of `row` after a claim.

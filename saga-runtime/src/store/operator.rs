@@ -72,6 +72,7 @@ pub(crate) fn resume(row: &SagaRecord, reason: &str) -> Result<Resumed, StoreErr
 /// `saga fail`: any unfinished saga may be closed by hand.
 /// Why a cancellation changed no row: the saga `existing` (if any) is not running or
 /// waiting.
+#[cfg_attr(not(feature = "_sqlx"), allow(dead_code))] // the SQL stores'
 pub(crate) fn cancel_refused(existing: Option<SagaRecord>, saga_id: &str) -> StoreError {
     match existing {
         Some(record) => StoreError::InvalidState {
@@ -86,6 +87,7 @@ pub(crate) fn cancel_refused(existing: Option<SagaRecord>, saga_id: &str) -> Sto
 }
 
 /// The audit header and `cancel_requested` event of a cancellation of `record`.
+#[cfg_attr(not(feature = "_sqlx"), allow(dead_code))] // the SQL stores'
 pub(crate) fn cancel_requested(
     record: &SagaRecord,
     actor: &Actor,

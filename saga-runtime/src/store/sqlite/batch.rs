@@ -44,7 +44,9 @@ async fn write(
     pool: &SqlitePool,
     ops: &[Op],
 ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+    // One clock reading for the whole transaction, formatted once.
     let now = SystemTime::now();
+    let now_text = to_text(now);
     let mut tx = pool.begin().await.map_err(database_error)?;
     let mut results: Results = ops.iter().map(|_| None).collect();
     let creates: Creates<'_> = ops
@@ -55,7 +57,7 @@ async fn write(
             Op::Save(_) => None,
         })
         .collect();
-    create(&mut tx, &creates, now, &mut results).await?;
+    create(&mut tx, &creates, now, &now_text, &mut results).await?;
     let saves: Saves<'_> = ops
         .iter()
         .enumerate()
@@ -64,8 +66,8 @@ async fn write(
             Op::Create(_) => None,
         })
         .collect();
-    let written = save(&mut tx, &saves, now, &mut results).await?;
-    consume_and_tell(&mut tx, &saves, &written, now).await?;
+    let written = save(&mut tx, &saves, now, &now_text, &mut results).await?;
+    consume_and_tell(&mut tx, &saves, &written, &now_text).await?;
     audit(&mut tx, ops, &results).await?;
     tx.commit().await.map_err(database_error)?;
     Ok(replies(results))
@@ -76,9 +78,9 @@ async fn create(
     tx: &mut Tx<'_>,
     creates: &Creates<'_>,
     now: SystemTime,
+    now_text: &str,
     results: &mut Results,
 ) -> Result<(), StoreError> {
-    let now_text = to_text(now);
     let mut inserted: Vec<String> = Vec::new();
     for chunk in creates.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -110,8 +112,8 @@ async fn create(
                 .push_bind(0_i64)
                 .push_bind(&saga.header.user_id)
                 .push_bind(&saga.header.ip_address)
-                .push_bind(now_text.clone())
-                .push_bind(now_text.clone())
+                .push_bind(now_text)
+                .push_bind(now_text)
                 .push_bind(crate::store::sql::signal_names(saga.signals));
         });
         query.push(" ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id");
@@ -168,9 +170,9 @@ async fn save(
     tx: &mut Tx<'_>,
     saves: &Saves<'_>,
     now: SystemTime,
+    now_text: &str,
     results: &mut Results,
 ) -> Result<HashMap<String, i64>, StoreError> {
-    let now_text = to_text(now);
     let mut written: HashMap<String, i64> = HashMap::new();
     for chunk in saves.chunks(CHUNK) {
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -214,7 +216,7 @@ async fn save(
                 .push_bind(cp.parked_from.map(SagaState::as_str))
                 .push_bind(cp.clear_cancel)
                 .push_bind(cp.unless_cancelled)
-                .push_bind(now_text.clone())
+                .push_bind(now_text)
                 .push_bind(crate::status::encode(&cp.steps))
                 .push_bind(wake_at)
                 .push_bind(waiting.then_some(cp.waiting_for).flatten());
@@ -279,7 +281,7 @@ async fn consume_and_tell(
     tx: &mut Tx<'_>,
     saves: &Saves<'_>,
     written: &HashMap<String, i64>,
-    now: SystemTime,
+    now_text: &str,
 ) -> Result<(), StoreError> {
     let consumed: Vec<i64> = saves
         .iter()
@@ -288,7 +290,7 @@ async fn consume_and_tell(
         .collect();
     if !consumed.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE saga_signals SET consumed_at = ");
-        query.push_bind(to_text(now)).push(" WHERE id IN (");
+        query.push_bind(now_text).push(" WHERE id IN (");
         let mut ids = query.separated(", ");
         for id in &consumed {
             ids.push_bind(*id);

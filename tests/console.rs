@@ -504,6 +504,16 @@ async fn drive(backend: Backend) {
         .goto(&format!("{base}/sagas/gate-2"))
         .await
         .expect("gate-2");
+    // Each step's status: the waiting one says what for and until when.
+    let statuses = texts(&client, "#steps td:nth-child(2)").await;
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("waiting for its signal")),
+        "{statuses:?}"
+    );
+    let until = texts(&client, "#steps td:nth-child(3)").await.concat();
+    assert!(!until.trim().is_empty(), "until when: {statuses:?}");
     for (field, value) in [
         ("payload", "true"),
         ("key", "ticket-7"),

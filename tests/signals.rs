@@ -240,7 +240,10 @@ async fn bad_names_and_payloads_are_refused(h: &Harness) {
     // It spent nothing: the same attempt waits, to the same deadline, and no attempt
     // timed out. (It once took the wake for its deadline: `step_timed_out`, then the next
     // attempt waited, or with no retries left the saga failed.)
-    assert_eq!(row.steps[1].to_string(), "waiting (for attempt 1)");
+    assert_eq!(
+        row.steps[1].to_string(),
+        "waiting for its signal (for attempt 1)"
+    );
     assert!(row.steps[1].deadline().is_some());
     let trail = audit_trail(&orchestrator, "e-3").await;
     assert!(
@@ -370,7 +373,10 @@ async fn cancel_and_resume_of_a_signal_wait(h: &Harness) {
     let resumed = h.store.load("e-7").await.unwrap().unwrap();
     assert_eq!(resumed.state, SagaState::Waiting);
     assert_eq!(resumed.waiting_for.as_deref(), Some("approval"));
-    assert_eq!(resumed.steps[1].to_string(), "waiting (for attempt 1)");
+    assert_eq!(
+        resumed.steps[1].to_string(),
+        "waiting for its signal (for attempt 1)"
+    );
     let trail = audit_trail(&orchestrator, "e-7").await;
     assert!(
         !trail.iter().any(|e| e.starts_with("step_timed_out")),

@@ -112,7 +112,10 @@ async fn a_day_long_delay_holds_nothing_and_passes_at_once_under_a_paused_clock(
         "held by no runner"
     );
     assert_eq!(row.steps[1].run, RunStatus::Waiting);
-    assert_eq!(row.steps[1].to_string(), "waiting (for attempt 1)");
+    assert_eq!(
+        row.steps[1].to_string(),
+        "waiting for its delay (for attempt 1)"
+    );
     let wait = row
         .wake_at
         .unwrap()
@@ -211,7 +214,7 @@ async fn waits_are_held_by_no_runner(h: &Harness) {
     assert_eq!(log.entries(), ["first", "poll 1"]);
     let row = h.store.load("l-1").await.unwrap().unwrap();
     assert_eq!(row.state, SagaState::Waiting, "{row:?}");
-    assert_eq!(row.steps[1].to_string(), "waiting (for attempt 2)");
+    assert_eq!(row.steps[1].to_string(), "waiting to retry (for attempt 2)");
     assert_eq!(row.recovery_count, 0, "wakes are no recoveries");
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(b.recover_expired().await.unwrap(), 1);

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 
+mod branches;
 mod check;
 mod family;
 mod fan;
@@ -55,6 +56,7 @@ mod saga;
 mod wait;
 mod writes;
 
+use branches::ChaosBranches;
 use check::{Tally, check};
 use family::{ChaosKid, ChaosParent};
 use fan::ChaosFan;
@@ -228,9 +230,15 @@ fn is_fan(index: u32) -> bool {
     matches!(index % 6, 2 | 3)
 }
 
-/// Whether saga `index` of a trial waits (two of every six).
+/// Whether saga `index` of a trial waits (two of every six: a chain, and a saga whose
+/// branches wait).
 pub(crate) fn is_wait(index: u32) -> bool {
     matches!(index % 6, 4 | 5)
+}
+
+/// Whether saga `index` of a trial is one whose branches wait (one of every six).
+fn is_branches(index: u32) -> bool {
+    index % 6 == 5
 }
 
 /// Whether saga `index` of a trial is a parent with a child saga (one of every six).
@@ -274,20 +282,21 @@ async fn child(args: &Args) -> Result<bool, String> {
     let chain = orchestrator.register(chaos(ledger.clone()));
     let fan = orchestrator.register(ChaosFan(chaos(ledger.clone())));
     let waits = orchestrator.register(ChaosWait(chaos(ledger.clone())));
+    let branches = orchestrator.register(ChaosBranches(chaos(ledger.clone())));
     let parents = orchestrator.register(ChaosParent(chaos(ledger.clone())));
     orchestrator.register(ChaosKid(chaos(ledger)));
     println!("ready");
     // The waiting sagas' signals, at seeded random moments: some before the saga reaches
     // the step that takes them, some while it waits.
     for index in (0..args.sagas).filter(|i| is_wait(*i)) {
-        let (waits, id) = (waits.clone(), saga_id(args.trial, index));
+        let (store, id) = (orchestrator.clone(), saga_id(args.trial, index));
         let after = mix(
             args.seed,
             &[u64::from(args.trial), u64::from(index), 0x5167],
         ) % 150;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(after)).await;
-            if let Err(error) = send_go(&waits, &id, index, 200).await {
+            if let Err(error) = send_go(store.store(), &id, index, 200).await {
                 eprintln!("chaos child: {error}");
             }
         });
@@ -299,12 +308,15 @@ async fn child(args: &Args) -> Result<bool, String> {
         let input = ChaosInput {
             trial: args.trial,
             index,
-            fan: is_fan(index),
+            // A saga whose branches wait is cancelled from `reserve`, as a fan-out is.
+            fan: is_fan(index) || is_branches(index),
         };
         // Half through the durable queue (the recovery loop picks them up), half at once.
         let queued = index % 2 == 0;
         if queued {
-            let acked = if input.fan {
+            let acked = if is_branches(index) {
+                branches.enqueue(id.clone(), &config, input).await
+            } else if input.fan {
                 fan.enqueue(id.clone(), &config, input).await
             } else if is_wait(index) {
                 waits.enqueue(id.clone(), &config, input).await
@@ -316,6 +328,11 @@ async fn child(args: &Args) -> Result<bool, String> {
             if acked.map_err(|e| e.to_string())? {
                 println!("ack {id}");
             }
+        } else if is_branches(index) {
+            let (branches, config) = (branches.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                branches.execute_with_id(id, &config, input).await.map(drop)
+            }));
         } else if is_wait(index) {
             let (waits, config) = (waits.clone(), config.clone());
             tasks.push(tokio::spawn(async move {
@@ -570,12 +587,13 @@ async fn one_trial(
     };
     recovery.register(chaos());
     recovery.register(ChaosFan(chaos()));
-    let waits = recovery.register(ChaosWait(chaos()));
+    recovery.register(ChaosWait(chaos()));
+    recovery.register(ChaosBranches(chaos()));
     recovery.register(ChaosParent(chaos()));
     recovery.register(ChaosKid(chaos()));
     // Each waiting saga's signal again: a duplicate if the child's was stored.
     for index in (0..args.sagas).filter(|i| is_wait(*i)) {
-        send_go(&waits, &saga_id(trial, index), index, 1).await?;
+        send_go(recovery.store(), &saga_id(trial, index), index, 1).await?;
     }
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {

@@ -6,6 +6,7 @@
 
 use saga_runtime::StoreError;
 use saga_runtime::prelude::*;
+use saga_runtime::store::{Actor, NewSignal, Sent};
 
 use super::saga::{Chaos, ChaosInput, Shipped};
 
@@ -109,24 +110,25 @@ impl ChaosWait {
 
 /// Sends saga `id`'s signal (index `index`) under the one key, until it is stored or the
 /// saga is past needing it; a saga that does not exist yet is waited for `tries` times
-/// (after a kill, one that never was created is not). Whether this call delivered it.
+/// (after a kill, one that never was created is not). Sent untyped, by name, so that it
+/// serves [`ChaosWait`] and [`ChaosBranches`](super::branches::ChaosBranches) alike.
+/// Whether this call delivered it.
 pub(crate) async fn send_go(
-    waits: &saga_runtime::Executor<ChaosWait>,
+    store: &dyn saga_runtime::SagaStore,
     id: &str,
     index: u32,
     tries: u32,
 ) -> Result<bool, String> {
     for _ in 0..tries {
-        match waits
-            .signal_with_key(id, ChaosWaitSignal::Go(index), SIGNAL_KEY)
-            .await
-        {
-            Ok(saga_runtime::store::Sent::Delivered { .. }) => return Ok(true),
+        let signal =
+            NewSignal::new(id, "go", index.to_string(), Actor::new("chaos")).key(SIGNAL_KEY);
+        match store.send_signal(signal).await {
+            Ok(Sent::Delivered { .. }) => return Ok(true),
             // A duplicate (the key was used), or the saga ended already (it failed before
             // it reached `ship`): nothing to send.
-            Ok(_) | Err(SagaError::Store(StoreError::InvalidState { .. })) => return Ok(false),
+            Ok(_) | Err(StoreError::InvalidState { .. }) => return Ok(false),
             // Not created yet (it is being enqueued): try again.
-            Err(SagaError::Store(StoreError::NotFound { .. })) => {
+            Err(StoreError::NotFound { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             Err(error) => return Err(format!("signal {id}: {error}")),

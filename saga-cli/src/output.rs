@@ -24,46 +24,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use saga_runtime::store::{EventCount, StateCount};
-use saga_runtime::{AuditRecord, SagaRecord, SagaState};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use saga_runtime::{AuditRecord, RunStatus, SagaRecord, SagaState};
 use serde_json::{Value, json};
-
-/// The step names of a saga, from its context as `#[saga]` writes it: one key per step,
-/// in order, after `input`. Empty if the context is not such an object.
-fn step_names(context: &str) -> Vec<String> {
-    struct Keys(Vec<String>);
-
-    impl<'de> Deserialize<'de> for Keys {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct KeysVisitor;
-            impl<'de> Visitor<'de> for KeysVisitor {
-                type Value = Keys;
-
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a saga context")
-                }
-
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
-                    let mut keys = Vec::new();
-                    while let Some(key) = map.next_key::<String>()? {
-                        map.next_value::<IgnoredAny>()?;
-                        if key != "input" {
-                            keys.push(key);
-                        }
-                    }
-                    Ok(Keys(keys))
-                }
-            }
-            deserializer.deserialize_map(KeysVisitor)
-        }
-    }
-
-    serde_json::from_str::<Keys>(context).map_or_else(|_| Vec::new(), |keys| keys.0)
-}
 
 /// Each step's name and status, when the row records statuses.
 fn named_steps(saga: &SagaRecord) -> Vec<(String, &saga_runtime::StepStatus)> {
-    let names = step_names(&saga.context);
+    let names = saga.step_names();
     saga.steps
         .iter()
         .enumerate()
@@ -199,6 +165,8 @@ fn saga_json(saga: &SagaRecord) -> Value {
                 "order": status.order,
                 "compensation": status.compensation.as_str(),
                 "compensation_attempt": status.compensation_attempt,
+                "waiting_for": status.wait.map(saga_runtime::WaitFor::as_str),
+                "until": status.until().map(time),
             }))
             .collect::<Vec<Value>>(),
         "created_at": time(saga.created_at),
@@ -362,7 +330,7 @@ fn show_steps(saga: &SagaRecord, events: &[AuditRecord]) {
         // A step started in the same write as a sibling that then failed for good may never
         // have begun: its status says so, and it did not run.
         for (span, (_, status)) in spans.iter_mut().zip(&steps) {
-            if status.run == saga_runtime::RunStatus::NotStarted {
+            if status.run == RunStatus::NotStarted {
                 *span = None;
             }
         }
@@ -379,12 +347,12 @@ fn show_steps(saga: &SagaRecord, events: &[AuditRecord]) {
                     let end = span.end.map_or_else(|| "…".to_owned(), since);
                     format!("{} → {end}", since(span.start))
                 });
-                vec![
-                    format!("  {name}"),
-                    status.to_string(),
-                    ran,
-                    with.join(", "),
-                ]
+                // A waiting step says until when: the end of its delay, or its deadline.
+                let status = match status.until().filter(|_| status.run == RunStatus::Waiting) {
+                    Some(until) => format!("{status}, until {}", time(until)),
+                    None => status.to_string(),
+                };
+                vec![format!("  {name}"), status, ran, with.join(", ")]
             })
             .collect();
         table(&["  STEP", "STATUS", "RAN", "WITH"], &rows);

@@ -49,6 +49,7 @@ pub(super) async fn show(console: State, headers: HeaderMap, Path(id): Path<Stri
         );
         None
     };
+    body.push_str(&steps(&record));
     body.push_str("<h2>Timeline</h2>");
     finish(&mut body, &record, &events, live);
     let title = format!("saga {id}");
@@ -123,6 +124,37 @@ fn header(record: &SagaRecord) -> String {
         );
     }
     out.push_str("</dl>");
+    out
+}
+
+/// Each step's status; a waiting step's says what for and until when.
+fn steps(record: &SagaRecord) -> String {
+    if record.steps.is_empty() {
+        return String::new();
+    }
+    let names = record.step_names();
+    let mut out = String::from(
+        "<h2>Steps</h2><table id=\"steps\"><thead><tr><th>step</th><th>status</th>\
+         <th>until</th></tr></thead><tbody>",
+    );
+    for (index, status) in record.steps.iter().enumerate() {
+        let name = names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("#{index}"));
+        let until = status
+            .until()
+            .filter(|_| status.run == saga_runtime::RunStatus::Waiting)
+            .map_or_else(String::new, time);
+        let _ = write!(
+            out,
+            "<tr data-step=\"{}\"><td>{}</td><td>{}</td><td>{until}</td></tr>",
+            esc(&name),
+            esc(&name),
+            esc(&status.to_string())
+        );
+    }
+    out.push_str("</tbody></table>");
     out
 }
 

@@ -50,6 +50,16 @@ pub(super) fn bars(events: &[AuditRecord], until: SystemTime) -> Vec<Bar> {
             end: at,
             outcome: "open",
         };
+        // A branch's wait ends when its step goes on (or ends, for a child's wait).
+        if matches!(
+            kind,
+            EventType::StepStarted
+                | EventType::StepCompleted
+                | EventType::StepFailed
+                | EventType::StepTimedOut
+        ) {
+            close(&mut open, &mut done, &step, "wait", at, "woken");
+        }
         match kind {
             EventType::StepStarted => open.push(start("attempt")),
             EventType::StepCompleted => {
@@ -77,7 +87,11 @@ pub(super) fn bars(events: &[AuditRecord], until: SystemTime) -> Vec<Bar> {
                 next.attempt = next.attempt.saturating_add(1);
                 open.push(next);
             }
-            EventType::SagaWaiting => open.push(start("wait")),
+            // A saga with concurrent steps waits as a whole with no step named: its
+            // branches' waits began with their own `step_waiting`.
+            EventType::SagaWaiting | EventType::StepWaiting if !step.is_empty() => {
+                open.push(start("wait"));
+            }
             EventType::SagaWoken => close(&mut open, &mut done, &step, "wait", at, "woken"),
             EventType::SagaRecovered => {
                 // Whatever was under way when its runner stopped.

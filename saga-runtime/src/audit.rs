@@ -48,6 +48,10 @@ pub enum EventType {
     SagaWaiting,
     /// A runner claimed a waiting saga that was due (or cancelled) and goes on.
     SagaWoken,
+    /// A step of a saga with concurrent steps (a branch) waits, for its delay, its
+    /// signal, its child or a long retry, while its other branches may run; `details`
+    /// says what for and for how long (`{"for":"signal","wait_ms":120000}`).
+    StepWaiting,
     /// A signal was delivered to the saga (and stored until its step takes it).
     SignalReceived,
     /// A signal's payload did not decode into its type: it was set aside, and the step
@@ -70,7 +74,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 27] = [
+    pub const ALL: [EventType; 28] = [
         EventType::SagaStarted,
         EventType::StepStarted,
         EventType::StepCompleted,
@@ -90,6 +94,7 @@ impl EventType {
         EventType::SagaParked,
         EventType::SagaWaiting,
         EventType::SagaWoken,
+        EventType::StepWaiting,
         EventType::SignalReceived,
         EventType::SignalRejected,
         EventType::SagaUndone,
@@ -123,6 +128,7 @@ impl EventType {
             EventType::SagaParked => "saga_parked",
             EventType::SagaWaiting => "saga_waiting",
             EventType::SagaWoken => "saga_woken",
+            EventType::StepWaiting => "step_waiting",
             EventType::SignalReceived => "signal_received",
             EventType::SignalRejected => "signal_rejected",
             EventType::SagaUndone => "saga_undone",

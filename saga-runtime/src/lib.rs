@@ -53,7 +53,7 @@ pub use saga_macros::{saga, step};
 pub use sqlx;
 pub use store::{
     Actor, CompensationStatus, MemoryStore, RunStatus, RunnerStore, SagaQuery, SagaRecord,
-    SagaStore, StepStatus,
+    SagaStore, StepStatus, WaitFor,
 };
 #[cfg(feature = "_sqlx")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]

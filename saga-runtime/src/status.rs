@@ -47,6 +47,48 @@ impl RunStatus {
     }
 }
 
+/// What a waiting step waits for, before its next attempt (or, for a child step, for its
+/// attempt to end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WaitFor {
+    /// The step's `delay`, before its first attempt.
+    Delay,
+    /// A retry whose delay is longer than the lease.
+    Retry,
+    /// The step's `#[signal]`, until its deadline.
+    Signal,
+    /// The child saga the step started, until its deadline.
+    Child,
+}
+
+impl WaitFor {
+    /// The stored name: `delay`, `retry`, `signal` or `child`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitFor::Delay => "delay",
+            WaitFor::Retry => "retry",
+            WaitFor::Signal => "signal",
+            WaitFor::Child => "child",
+        }
+    }
+
+    /// Whether the wait ends when something arrives (a signal, a child's end), with
+    /// [`StepStatus::until`] as its deadline, rather than when its time comes.
+    #[must_use]
+    pub fn has_deadline(self) -> bool {
+        matches!(self, WaitFor::Signal | WaitFor::Child)
+    }
+}
+
+impl fmt::Display for WaitFor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where the undoing of a step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,12 +157,15 @@ pub struct StepStatus {
     /// Attempts of the compensation started, interrupted ones included.
     #[serde(skip_serializing_if = "is_zero")]
     pub compensation_attempt: u32,
-    /// While the step waits for its signal: the deadline of that wait, in milliseconds
-    /// since the UNIX epoch by the store's clock. It is set once, when the wait begins, and
-    /// kept when a signal that does not decode wakes the saga, so that the wait goes on to
-    /// the same deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deadline_ms: Option<u64>,
+    /// While the step waits: what for.
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitFor>,
+    /// While the step waits: until when, in milliseconds since the UNIX epoch by the
+    /// store's clock. For a delay, when it is over; for a signal or a child, the deadline
+    /// of the wait, set once when the wait begins and kept when a signal that does not
+    /// decode wakes the saga, so that the wait goes on to the same deadline.
+    #[serde(alias = "deadline_ms", skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // the signature serde's `skip_serializing_if` asks for
@@ -143,7 +188,8 @@ impl StepStatus {
             order: None,
             compensation: CompensationStatus::None,
             compensation_attempt: 0,
-            deadline_ms: None,
+            wait: None,
+            until_ms: None,
         }
     }
 
@@ -167,23 +213,36 @@ impl StepStatus {
         }
     }
 
-    /// A step that waits for its signal before attempt `attempts + 1`, until `deadline`.
+    /// A step that waits for `what` after `attempts` started attempts, until `until` (the
+    /// end of a delay, or the deadline of a wait for a signal or a child).
     #[must_use]
-    pub fn waiting_until(attempts: u32, deadline: std::time::SystemTime) -> Self {
-        let ms = deadline
+    pub fn waiting_until(attempts: u32, what: WaitFor, until: std::time::SystemTime) -> Self {
+        let ms = until
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         StepStatus {
-            deadline_ms: Some(ms),
+            wait: Some(what),
+            until_ms: Some(ms),
             ..StepStatus::waiting(attempts)
         }
     }
 
-    /// The deadline of the step's wait for its signal, if it waits for one.
+    /// Until when the step waits, if it waits: the end of its delay, or its deadline.
+    #[must_use]
+    pub fn until(&self) -> Option<std::time::SystemTime> {
+        self.until_ms
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    }
+
+    /// The deadline of the step's wait for its signal or its child, if it waits for one
+    /// (a row written before waits recorded what they are for counts as such a wait).
     #[must_use]
     pub fn deadline(&self) -> Option<std::time::SystemTime> {
-        self.deadline_ms
-            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        match self.wait {
+            None => self.until(),
+            Some(what) if what.has_deadline() => self.until(),
+            Some(_) => None,
+        }
     }
 
     /// A step that completed at attempt `attempt`, as the `order`-th of its saga.
@@ -235,9 +294,22 @@ impl fmt::Display for StepStatus {
                 write!(f, " (attempt {})", self.compensation_attempt)
             }
             (CompensationStatus::None, RunStatus::NotStarted) => Ok(()),
-            (CompensationStatus::None, RunStatus::Waiting) => {
-                write!(f, " (for attempt {})", self.attempt.saturating_add(1))
-            }
+            (CompensationStatus::None, RunStatus::Waiting) => match self.wait {
+                Some(WaitFor::Child) => write!(f, " for its child (attempt {})", self.attempt),
+                Some(WaitFor::Retry) => {
+                    write!(
+                        f,
+                        " to retry (for attempt {})",
+                        self.attempt.saturating_add(1)
+                    )
+                }
+                Some(what) => write!(
+                    f,
+                    " for its {what} (for attempt {})",
+                    self.attempt.saturating_add(1)
+                ),
+                None => write!(f, " (for attempt {})", self.attempt.saturating_add(1)),
+            },
             (CompensationStatus::None, _) => write!(f, " (attempt {})", self.attempt),
             _ => Ok(()),
         }

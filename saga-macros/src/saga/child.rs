@@ -62,19 +62,12 @@ pub(crate) fn output_arms(plan: &SagaPlan) -> Vec<TokenStream> {
         .collect()
 }
 
-/// What a `child` step cannot also be: its compensation is the undoing of its child, and
-/// it waits for nothing else.
+/// What a `child` step cannot also be: its compensation is the undoing of its child.
 pub(crate) fn check(args: &super::parse::StepArgs, errors: &mut Errors) {
     if let Some(compensate) = &args.compensate {
         errors.spanned(
             compensate,
             "a `child` step is compensated by undoing its child saga (as `Executor::undo` does); remove `compensate`",
-        );
-    }
-    if let Some(delay) = args.delay {
-        errors.at(
-            delay.span,
-            "`delay` is not supported yet on a `child` step; put the delay on a step before it",
         );
     }
 }

@@ -2,7 +2,6 @@
 //! waits for before it starts.
 
 use super::validate::{Binding, StepPlan};
-use crate::diag::Errors;
 
 /// Fills in each step's `depends_on`, given the steps each names in `after` (earlier ones
 /// only, as `validate` checked).
@@ -42,32 +41,4 @@ pub(crate) fn is_chain(steps: &[StepPlan]) -> bool {
         .iter()
         .enumerate()
         .all(|(index, step)| step.depends_on.len() == index)
-}
-
-/// A durable `delay` puts the whole saga to wait, so for now it is a chain's: in a saga with
-/// concurrent steps, other branches may be running when a step becomes ready.
-pub(crate) fn check_delays(steps: &[StepPlan], errors: &mut Errors) {
-    if is_chain(steps) {
-        return;
-    }
-    for step in steps {
-        if step.child.is_some() {
-            errors.at(
-                step.return_span,
-                format_args!(
-                    "child sagas are not supported yet in a saga with `concurrent` steps: `{}` would wait for its child while other steps may be running; a chain of steps can wait",
-                    step.name
-                ),
-            );
-        }
-        if let Some(delay) = step.delay {
-            errors.at(
-                delay.span,
-                format_args!(
-                    "`delay` is not supported yet in a saga with `concurrent` steps: `{}` would wait while other steps may be running; a chain of steps can wait",
-                    step.name
-                ),
-            );
-        }
-    }
 }

@@ -49,10 +49,9 @@ pub(crate) fn of(step: &StepPlan) -> Option<&ParamPlan> {
     step.params.iter().find(|p| p.binding == Binding::Signal)
 }
 
-/// One signal per step, one step per signal name, and (for now) only in a chain.
+/// One signal per step, and one step per signal name.
 pub(crate) fn check(steps: &[StepPlan], errors: &mut Errors) {
     let mut seen: Vec<(String, &str)> = Vec::new();
-    let chain = super::graph::is_chain(steps);
     for step in steps {
         let mut signals = step.params.iter().filter(|p| p.binding == Binding::Signal);
         let Some(first) = signals.next() else {
@@ -83,15 +82,6 @@ pub(crate) fn check(steps: &[StepPlan], errors: &mut Errors) {
                 &first.ident,
                 format_args!(
                     "signal `{name}` is already step `{other}`'s; a signal's name says which step it is for, so each name belongs to one step"
-                ),
-            );
-        }
-        if !chain {
-            errors.spanned(
-                &first.ident,
-                format_args!(
-                    "signals are not supported yet in a saga with `concurrent` steps: `{}` would wait while other steps may be running; a chain of steps can wait",
-                    step.name
                 ),
             );
         }

@@ -132,7 +132,6 @@ pub(crate) fn validate(model: SagaModel, errors: &mut Errors) -> Option<SagaPlan
     }
     let mut steps = steps;
     graph::depends_on(&mut steps, &after);
-    graph::check_delays(&steps, errors);
     signal::check(&steps, errors);
     if !errors.is_empty() {
         return None;

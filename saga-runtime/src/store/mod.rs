@@ -55,10 +55,22 @@ pub use records::{Actor, EventCount, PruneReport, SagaQuery, SagaRecord, StateCo
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
 pub use crate::definition::BoxFuture;
-pub use crate::status::{CompensationStatus, RunStatus, StepStatus};
+pub use crate::status::{CompensationStatus, RunStatus, StepStatus, WaitFor};
 
 use crate::audit::{AuditHeader, AuditQuery, AuditRecord, NewEvent};
 use crate::error::StoreError;
+
+/// Whether a `waiting_for` value (the signals a waiting saga waits for, their names
+/// separated by spaces: one per branch that waits for a signal or a child) names `signal`.
+///
+/// ```
+/// assert!(saga_runtime::store::waits_for("review child:ship", "child:ship"));
+/// assert!(!saga_runtime::store::waits_for("review child:ship", "ship"));
+/// ```
+#[must_use]
+pub fn waits_for(waiting_for: &str, signal: &str) -> bool {
+    waiting_for.split(' ').any(|name| name == signal)
+}
 
 /// The runner protocol: what a runner needs of a store to execute sagas.
 ///

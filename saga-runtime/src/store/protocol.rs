@@ -122,11 +122,12 @@ pub struct Checkpoint {
     /// For [`SagaState::Waiting`]: how long from now until the saga is due (`wake_at`).
     /// A waiting saga has no owner and no lease: the store clears both.
     pub wake_after: Option<Duration>,
-    /// For [`SagaState::Waiting`]: the signal it waits for, if any; sending that signal
-    /// makes it due at once.
-    pub waiting_for: Option<&'static str>,
-    /// A signal the write consumes (its step ended): it is never taken again.
-    pub consume_signal: Option<i64>,
+    /// For [`SagaState::Waiting`]: the signals it waits for, if any, their names separated
+    /// by spaces (one per waiting branch; see [`waits_for`](super::waits_for)); sending one
+    /// of them makes it due at once.
+    pub waiting_for: Option<Arc<str>>,
+    /// Signals the write consumes (their steps ended): they are never taken again.
+    pub consume_signals: Box<[i64]>,
     /// A signal to deliver in the same transaction, if the write is made: a child saga's
     /// end, told to its parent, so that no crash between the two leaves the parent
     /// waiting. Delivered as [`SagaStore::send_signal`](super::SagaStore::send_signal)
@@ -171,7 +172,7 @@ impl Checkpoint {
             lease: Duration::ZERO,
             wake_after: None,
             waiting_for: None,
-            consume_signal: None,
+            consume_signals: Box::default(),
             tell: None,
             header,
             events: Vec::new(),

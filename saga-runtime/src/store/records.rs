@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
 use crate::definition::SagaState;
 use crate::status::StepStatus;
 
@@ -46,7 +48,8 @@ pub struct SagaRecord {
     pub lease_expires_at: Option<SystemTime>,
     /// For a `waiting` saga: when it is due, and any runner may claim it and go on.
     pub wake_at: Option<SystemTime>,
-    /// For a `waiting` saga: the signal it waits for, if any.
+    /// For a `waiting` saga: the signals it waits for, if any, their names separated by
+    /// spaces (see [`waits_for`](super::waits_for)).
     pub waiting_for: Option<String>,
     /// The names of the signals its definition accepts.
     pub signals: Vec<String>,
@@ -272,5 +275,41 @@ impl Actor {
     pub fn ip_address(mut self, address: impl Into<String>) -> Self {
         self.ip_address = Some(address.into());
         self
+    }
+}
+
+impl SagaRecord {
+    /// The step names of the saga, from its context as `#[saga]` writes it: one key per step,
+    /// in order, after `input`. Empty if the context is not such an object.
+    #[must_use]
+    pub fn step_names(&self) -> Vec<String> {
+        struct Keys(Vec<String>);
+
+        impl<'de> Deserialize<'de> for Keys {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct KeysVisitor;
+                impl<'de> Visitor<'de> for KeysVisitor {
+                    type Value = Keys;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a saga context")
+                    }
+
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            map.next_value::<IgnoredAny>()?;
+                            if key != "input" {
+                                keys.push(key);
+                            }
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                deserializer.deserialize_map(KeysVisitor)
+            }
+        }
+
+        serde_json::from_str::<Keys>(&self.context).map_or_else(|_| Vec::new(), |keys| keys.0)
     }
 }

@@ -134,7 +134,12 @@ impl<S: Saga> Run<'_, S> {
         );
         let result = if spec.child {
             run_attempt(
-                Box::pin(self.settle_child(spec)),
+                Box::pin(super::child::settle_child(
+                    self.inner,
+                    self.id.clone(),
+                    spec.name,
+                    self.failure.as_ref().map(ToString::to_string),
+                )),
                 policy.timeout,
                 step_context.deadline(),
             )

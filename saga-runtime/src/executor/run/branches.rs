@@ -30,14 +30,29 @@ pub(super) enum Event {
     },
     /// The delay before the next attempt of `step`'s compensation is over.
     UndoDue { step: usize },
+    /// Waiting `step` should be looked at again: its delay is over, its deadline has
+    /// come, or it is time to look for its signal or its child's end.
+    Check { step: usize },
 }
 
 pub(super) type BranchFuture<'a> = Pin<Box<dyn Future<Output = Event> + Send + 'a>>;
 
-/// One attempt in flight, or one retry delay.
+/// What a branch is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// An attempt of a step or of a compensation.
+    Attempt,
+    /// The delay before a retry, while the saga holds on to its lease.
+    Delay,
+    /// A step that waits (a delay, a signal, a child): when only such branches are left,
+    /// the saga waits durably and lets go of its lease.
+    Wait,
+}
+
+/// One attempt in flight, one retry delay, or one waiting step.
 pub(super) struct Branch<'a> {
     pub(super) step: usize,
-    pub(super) is_delay: bool,
+    pub(super) kind: Kind,
     /// Whether the future was polled: an attempt never polled has not begun.
     pub(super) polled: bool,
     pub(super) future: BranchFuture<'a>,
@@ -80,7 +95,7 @@ impl<'a> Fan<'a> {
     ) {
         self.branches.push(Branch {
             step,
-            is_delay: false,
+            kind: Kind::Attempt,
             polled: false,
             future: Box::pin(attempt),
         });
@@ -88,9 +103,18 @@ impl<'a> Fan<'a> {
 
     /// Waits `delay`, then reports `event` (the next attempt of `step` is due).
     pub(super) fn push_delay(&mut self, step: usize, delay: Duration, event: Event) {
+        self.push_timer(step, Kind::Delay, delay, event);
+    }
+
+    /// Waits `delay`, then reports that waiting `step` should be looked at again.
+    pub(super) fn push_wait(&mut self, step: usize, delay: Duration) {
+        self.push_timer(step, Kind::Wait, delay, Event::Check { step });
+    }
+
+    fn push_timer(&mut self, step: usize, kind: Kind, delay: Duration, event: Event) {
         self.branches.push(Branch {
             step,
-            is_delay: true,
+            kind,
             polled: false,
             future: Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -115,6 +139,14 @@ impl Fan<'_> {
 
     pub(super) fn is_busy(&self, step: usize) -> bool {
         self.branches.iter().any(|branch| branch.step == step)
+    }
+
+    /// Whether every branch left waits (and one does): nothing runs, nothing is about to.
+    pub(super) fn only_waits(&self) -> bool {
+        self.stop.is_none()
+            && self.stashed.is_empty()
+            && !self.branches.is_empty()
+            && self.branches.iter().all(|branch| branch.kind == Kind::Wait)
     }
 
     /// The next report of any branch.

@@ -18,10 +18,11 @@ use crate::definition::{Saga, SagaState};
 use crate::error::{SagaError, StepError};
 use crate::executor::outcome::Failure;
 use crate::outputs::StepOutput;
-use crate::status::{RunStatus, StepStatus};
+use crate::status::{RunStatus, StepStatus, WaitFor};
 
 use super::attempt::{AttemptError, run_attempt};
-use super::branches::{Event, Fan, Stop, pumping};
+use super::branches::{Event, Fan, Kind, Stop, pumping};
+use super::fan_wait::{Begun, POLL};
 use super::state::Run;
 use super::write::Draft;
 
@@ -31,16 +32,28 @@ impl<'a, S: Saga> Run<'a, S> {
     pub(super) async fn fan(&mut self) -> Result<(), SagaError> {
         let count = Self::steps().len();
         let mut fan = Fan::new(count);
+        fan.carried = std::mem::take(&mut self.carried);
         // Attempts already recorded as started: a new saga's first step, or the steps a
         // recovery restarted.
         for step in 0..count {
             if self.status(step).run == RunStatus::Running {
+                self.retake_signal(step).await?;
                 self.launch(&mut fan, step);
+            }
+        }
+        // Steps that wait: those that are due go on, the others wait on.
+        for step in 0..count {
+            if self.status(step).run == RunStatus::Waiting && fan.stop.is_none() {
+                self.check(&mut fan, step).await?;
             }
         }
         while self.state == SagaState::Running {
             if fan.stop.is_none() {
                 self.start_ready(&mut fan).await?;
+            }
+            if fan.only_waits() {
+                self.sleep(&mut fan).await?;
+                continue;
             }
             match fan.next().await {
                 Some(Event::Attempted {
@@ -51,12 +64,15 @@ impl<'a, S: Saga> Run<'a, S> {
                     if let Some(elapsed) = elapsed {
                         self.metrics.step_attempt(step, elapsed);
                     }
+                    let child = Self::steps().get(step).is_some_and(|spec| spec.child);
                     match result {
+                        Ok(output) if child => self.child_begun(&mut fan, step, output).await?,
                         Ok(output) => self.fan_completed(&mut fan, step, output).await?,
                         Err(failed) => self.fan_failed(&mut fan, step, failed).await?,
                     }
                 }
                 Some(Event::Due { step }) => self.fan_due(&mut fan, step).await?,
+                Some(Event::Check { step }) => self.check(&mut fan, step).await?,
                 Some(Event::Undone { step, .. } | Event::UndoDue { step }) => {
                     return Err(self.corrupt(format!(
                         "the compensation of step {step} reported while the saga went forward"
@@ -90,6 +106,9 @@ impl<'a, S: Saga> Run<'a, S> {
                 "step {step} returned an output of another type than its definition's"
             )));
         }
+        if self.state == SagaState::Waiting {
+            return self.slept().await;
+        }
         if self.state != SagaState::Running {
             // Every step completed (a cancellation seen meanwhile came too late).
             return Ok(());
@@ -118,10 +137,15 @@ impl<'a, S: Saga> Run<'a, S> {
             return Ok(());
         }
         let events = std::mem::take(&mut fan.carried);
-        let draft = self.starting(&ready, Draft::new(SagaState::Running, 0, 1, events));
+        let (draft, begun) = self
+            .starting(fan, &ready, Draft::new(SagaState::Running, 0, 1, events))
+            .await?;
         match pumping(fan, self.write_forward(draft)).await? {
-            None => self.launch_all(fan, ready),
-            Some(reason) => self.halt(fan, Stop::Cancelled { reason }),
+            None => self.launch_all(fan, begun),
+            Some(reason) => {
+                self.forget_taken(&ready);
+                self.halt(fan, Stop::Cancelled { reason });
+            }
         }
         Ok(())
     }
@@ -143,30 +167,58 @@ impl<'a, S: Saga> Run<'a, S> {
             .collect()
     }
 
-    /// `draft`, also starting the first attempt of each of `ready` (at least one).
-    fn starting(&self, ready: &[usize], mut draft: Draft) -> Draft {
+    /// `draft`, also beginning each of `ready` (at least one): its first attempt starts,
+    /// or it waits first (for its delay, or for its signal when none has come).
+    async fn starting(
+        &mut self,
+        fan: &mut Fan<'a>,
+        ready: &[usize],
+        mut draft: Draft,
+    ) -> Result<(Draft, Vec<Begun>), SagaError> {
+        let mut begun = Vec::with_capacity(ready.len());
         for &step in ready {
-            let name = Self::steps().get(step).map_or("", |spec| spec.name());
-            self.event(&mut draft.events, || {
-                NewEvent::now(EventType::StepStarted).step(name).attempt(1)
-            });
-            draft = draft.status(step, StepStatus::running(1));
+            let Some(spec) = Self::steps().get(step) else {
+                continue;
+            };
+            let wait = match (spec.delay, spec.signal) {
+                (Some(delay), _) => Some((WaitFor::Delay, delay)),
+                (None, Some(signal)) if !pumping(fan, self.take_signal(step, signal)).await? => {
+                    Some((WaitFor::Signal, self.timeout(spec)))
+                }
+                _ => None,
+            };
+            match wait {
+                Some((what, left)) => {
+                    draft = self.branch_waits(draft, step, 0, what, left);
+                    begun.push(Begun::Waits(step, left));
+                }
+                None => {
+                    self.event(&mut draft.events, || {
+                        NewEvent::now(EventType::StepStarted)
+                            .step(spec.name)
+                            .attempt(1)
+                    });
+                    draft = draft.status(step, StepStatus::running(1));
+                    draft.step = step;
+                    draft.attempt = 1;
+                    begun.push(Begun::Runs(step));
+                }
+            }
         }
-        if let Some(&latest) = ready.last() {
-            draft.step = latest;
-            draft.attempt = 1;
-        }
-        draft
+        Ok((draft, begun))
     }
 
-    /// After the write that started them: runs the first attempts of `ready`.
-    fn launch_all(&mut self, fan: &mut Fan<'a>, ready: Vec<usize>) {
-        if let Some(&latest) = ready.last() {
-            self.step = latest;
-            self.attempt = 1;
-        }
-        for step in ready {
-            self.launch(fan, step);
+    /// After the write that began them: runs the first attempts, and the waits, of `begun`.
+    fn launch_all(&mut self, fan: &mut Fan<'a>, begun: Vec<Begun>) {
+        for begun in begun {
+            match begun {
+                Begun::Runs(step) => {
+                    self.step = step;
+                    self.attempt = 1;
+                    self.launch(fan, step);
+                }
+                Begun::Waits(step, left) => fan.push_wait(step, left.min(POLL)),
+            }
         }
     }
 
@@ -182,6 +234,7 @@ impl<'a, S: Saga> Run<'a, S> {
         let outputs = Arc::clone(&fan.outputs);
         let id = self.id.clone();
         let user_id = self.user_id.clone();
+        let signal = self.taken(step).cloned();
         let timed = self.metrics.is_enabled();
         let span = tracing::info_span!("saga.step", step = spec.name, attempt);
         let future = async move {
@@ -193,6 +246,10 @@ impl<'a, S: Saga> Run<'a, S> {
                 Instant::now() + policy.timeout,
                 user_id,
             );
+            let step_context = match signal {
+                Some(payload) => step_context.with_signal(payload),
+                None => step_context,
+            };
             let began = timed.then(Instant::now);
             let result = run_attempt(
                 saga.run_step(step, &ctx, Some(&outputs), &step_context),
@@ -213,32 +270,35 @@ impl<'a, S: Saga> Run<'a, S> {
     /// Stops starting steps: pending retries are dropped, and their steps end as their last
     /// attempt left them; so are attempts not yet begun (never polled), a first attempt
     /// going back to not started.
-    fn halt(&mut self, fan: &mut Fan<'a>, stop: Stop) {
+    pub(super) fn halt(&mut self, fan: &mut Fan<'a>, stop: Stop) {
         if fan.stop.is_none() {
             fan.stop = Some(stop);
         }
-        let dropped: Vec<(usize, bool)> = fan
+        let dropped: Vec<(usize, Kind)> = fan
             .branches
             .iter()
-            .filter(|branch| branch.is_delay || !branch.polled)
-            .map(|branch| (branch.step, branch.is_delay))
+            .filter(|branch| branch.kind != Kind::Attempt || !branch.polled)
+            .map(|branch| (branch.step, branch.kind))
             .collect();
         fan.branches
-            .retain(|branch| !branch.is_delay && branch.polled);
-        for (step, is_delay) in dropped {
+            .retain(|branch| branch.kind == Kind::Attempt && branch.polled);
+        for (step, kind) in dropped {
             let status = self.status(step);
-            if !is_delay && status.attempt <= 1 {
-                if let Some(slot) = self.steps.get_mut(step) {
-                    *slot = StepStatus::not_started();
+            let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+            match kind {
+                Kind::Attempt if status.attempt <= 1 => {
+                    if let Some(slot) = self.steps.get_mut(step) {
+                        *slot = StepStatus::not_started();
+                    }
+                    self.forget_taken(&[step]);
                 }
-            } else {
-                let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
-                self.end_step(step, unknown);
+                Kind::Wait => self.end_wait(step),
+                _ => self.end_step(step, unknown),
             }
         }
     }
 
-    async fn fan_completed(
+    pub(super) async fn fan_completed(
         &mut self,
         fan: &mut Fan<'a>,
         step: usize,
@@ -294,10 +354,11 @@ impl<'a, S: Saga> Run<'a, S> {
             self.state = state;
             return Ok(());
         }
-        let draft = self.starting(&ready, draft);
+        let (draft, begun) = self.starting(fan, &ready, draft).await?;
         match pumping(fan, self.write_forward(draft)).await? {
-            None => self.launch_all(fan, ready),
+            None => self.launch_all(fan, begun),
             Some(reason) => {
+                self.forget_taken(&ready);
                 // A cancellation is pending and nothing was written: the completion is
                 // written alone, then the saga stops starting steps.
                 let mut events = Vec::new();
@@ -317,7 +378,7 @@ impl<'a, S: Saga> Run<'a, S> {
         Ok(())
     }
 
-    async fn fan_failed(
+    pub(super) async fn fan_failed(
         &mut self,
         fan: &mut Fan<'a>,
         step: usize,
@@ -411,11 +472,19 @@ impl<'a, S: Saga> Run<'a, S> {
     }
 
     /// The retry delay of `step` is over: its next attempt starts.
-    async fn fan_due(&mut self, fan: &mut Fan<'a>, step: usize) -> Result<(), SagaError> {
+    pub(super) async fn fan_due(
+        &mut self,
+        fan: &mut Fan<'a>,
+        step: usize,
+    ) -> Result<(), SagaError> {
         if fan.stop.is_some() {
             // The delay ended during the write that stopped the saga: no retry.
-            let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
-            self.end_step(step, unknown);
+            if self.status(step).run == RunStatus::Waiting {
+                self.end_wait(step);
+            } else {
+                let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+                self.end_step(step, unknown);
+            }
             return Ok(());
         }
         let name = Self::steps().get(step).map_or("", |spec| spec.name());
@@ -435,8 +504,12 @@ impl<'a, S: Saga> Run<'a, S> {
                 self.launch(fan, step);
             }
             Some(reason) => {
-                let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
-                self.end_step(step, unknown);
+                if self.status(step).run == RunStatus::Waiting {
+                    self.end_wait(step);
+                } else {
+                    let unknown = fan.timed_out.get(step).copied().unwrap_or(true);
+                    self.end_step(step, unknown);
+                }
                 self.halt(fan, Stop::Cancelled { reason });
             }
         }

@@ -20,7 +20,7 @@ use crate::error::SagaError;
 use crate::status::{CompensationStatus, RunStatus};
 
 use super::attempt::{AttemptError, run_attempt};
-use super::branches::{Event, Fan, Stop, pumping};
+use super::branches::{Event, Fan, Kind, Stop, pumping};
 use super::state::Run;
 use super::write::Draft;
 
@@ -46,7 +46,9 @@ impl<'a, S: Saga> Run<'a, S> {
                     Err(failed) => self.undo_failed(&mut fan, step, failed).await?,
                 },
                 Some(Event::UndoDue { step }) => self.undo_due(&mut fan, step).await?,
-                Some(Event::Attempted { step, .. } | Event::Due { step }) => {
+                Some(
+                    Event::Attempted { step, .. } | Event::Due { step } | Event::Check { step },
+                ) => {
                     return Err(
                         self.corrupt(format!("step {step} reported while the saga compensated"))
                     );
@@ -179,6 +181,10 @@ impl<'a, S: Saga> Run<'a, S> {
         let ctx = Arc::clone(&self.ctx);
         let id = self.id.clone();
         let user_id = self.user_id.clone();
+        let inner = self.inner;
+        let failure = spec
+            .child
+            .then(|| self.failure.as_ref().map(ToString::to_string));
         let span = tracing::info_span!(
             "saga.compensation",
             step = spec.name,
@@ -187,19 +193,28 @@ impl<'a, S: Saga> Run<'a, S> {
         );
         let future = async move {
             let step_context = StepContext::new(
-                id,
+                id.clone(),
                 spec.name,
                 true,
                 attempt,
                 Instant::now() + policy.timeout,
                 user_id,
             );
-            let result = run_attempt(
-                saga.run_compensation(step, &ctx, &step_context),
-                policy.timeout,
-                step_context.deadline(),
-            )
-            .await;
+            let result = match failure {
+                // A child step's compensation is the undoing of its child.
+                Some(failure) => {
+                    let settle = super::child::settle_child(inner, id, spec.name, failure);
+                    run_attempt(Box::pin(settle), policy.timeout, step_context.deadline()).await
+                }
+                None => {
+                    run_attempt(
+                        saga.run_compensation(step, &ctx, &step_context),
+                        policy.timeout,
+                        step_context.deadline(),
+                    )
+                    .await
+                }
+            };
             Event::Undone { step, result }
         }
         .instrument(span);
@@ -264,7 +279,7 @@ impl<'a, S: Saga> Run<'a, S> {
                     error.message()
                 );
                 fan.stop = Some(Stop::GaveUp { step, message });
-                fan.branches.retain(|branch| !branch.is_delay);
+                fan.branches.retain(|branch| branch.kind == Kind::Attempt);
             }
             let draft = Draft::new(SagaState::Compensating, self.step, self.attempt, events);
             pumping(fan, self.write(draft)).await?;

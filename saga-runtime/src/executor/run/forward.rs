@@ -45,11 +45,9 @@ impl<S: Saga> Run<'_, S> {
             Instant::now() + policy.timeout,
             self.user_id.clone(),
         );
-        let step_context = match &self.signal {
-            Some(taken) if taken.step == self.step => {
-                step_context.with_signal(taken.payload.clone())
-            }
-            _ => step_context,
+        let step_context = match self.taken(self.step) {
+            Some(payload) => step_context.with_signal(payload.clone()),
+            None => step_context,
         };
         let began = self.metrics.is_enabled().then(Instant::now);
         let span = tracing::info_span!("saga.step", step = spec.name, attempt);

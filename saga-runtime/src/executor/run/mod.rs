@@ -14,6 +14,7 @@ mod branches;
 mod child;
 mod fan;
 mod fan_back;
+mod fan_wait;
 mod forward;
 mod resume;
 mod state;

@@ -198,6 +198,7 @@ impl<S: Saga> Run<'_, S> {
             for &step in &interrupted {
                 self.end_step(step, true);
             }
+            self.end_waits();
             let message = self.failure.as_ref().map_or_else(
                 || "failed before the runner stopped".to_owned(),
                 |f| f.message.clone(),
@@ -228,6 +229,7 @@ impl<S: Saga> Run<'_, S> {
             for &step in &interrupted {
                 self.end_step(step, true);
             }
+            self.end_waits();
             return self.give_up(failed, message, true, events).await;
         }
         let Some(&latest) = interrupted.last() else {
@@ -256,6 +258,7 @@ impl<S: Saga> Run<'_, S> {
             for &step in &interrupted {
                 self.end_step(step, true);
             }
+            self.end_waits();
             return self.cancelled(reason, latest, true, events).await;
         }
         self.step = latest;

@@ -38,8 +38,11 @@ pub(crate) struct Run<'a, S: Saga> {
     pub(super) version: i64,
     pub(super) failure: Option<Failure>,
     pub(super) rng: Rng,
-    /// The signal taken for the current step, until the step ends.
-    pub(super) signal: Option<super::wait::Taken>,
+    /// The signals taken for steps that have not ended, each consumed by the write that
+    /// records its step's end.
+    pub(super) taken: Vec<super::wait::Taken>,
+    /// Events decided but not written yet (a wake's), carried by the next write.
+    pub(super) carried: Vec<NewEvent>,
 }
 
 /// Where a run starts: the state of a saga just created, or of a row just claimed.
@@ -88,8 +91,17 @@ impl<'a, S: Saga> Run<'a, S> {
             attempt: position.attempt,
             version: position.version,
             failure: position.failure,
-            signal: None,
+            taken: Vec::new(),
+            carried: Vec::new(),
         }
+    }
+
+    /// The payload of the signal taken for step `step`, if one was.
+    pub(super) fn taken(&self, step: usize) -> Option<&std::sync::Arc<str>> {
+        self.taken
+            .iter()
+            .find(|taken| taken.step == step)
+            .map(|taken| &taken.payload)
     }
 
     /// The metrics of this saga's type (nothing if the config turned them off).

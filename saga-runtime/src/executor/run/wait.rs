@@ -10,7 +10,7 @@ use crate::audit::{EventType, NewEvent};
 use crate::backoff::Policy;
 use crate::definition::{Saga, SagaState};
 use crate::error::SagaError;
-use crate::status::{RunStatus, StepStatus};
+use crate::status::{RunStatus, StepStatus, WaitFor};
 use crate::store::time::later;
 
 use super::state::Run;
@@ -27,6 +27,18 @@ pub(super) enum Why {
     Signal(&'static str),
     /// The step's child saga (told by the signal named here), until the step's timeout.
     Child(&'static str),
+}
+
+impl Why {
+    /// What the step's status says it waits for.
+    pub(super) fn wait_for(self) -> WaitFor {
+        match self {
+            Why::Delay => WaitFor::Delay,
+            Why::Retry => WaitFor::Retry,
+            Why::Signal(_) => WaitFor::Signal,
+            Why::Child(_) => WaitFor::Child,
+        }
+    }
 }
 
 /// What a claimed waiting row says about why it was woken.
@@ -80,18 +92,17 @@ impl<S: Saga> Run<'_, S> {
                 .attempt(attempt)
                 .details(details.to_string())
         });
-        let status = match why {
-            // The deadline, counted once from now: kept if the wait goes on after a signal
-            // that does not decode (see `Run::wait_on`).
-            Why::Signal(_) => {
-                StepStatus::waiting_until(attempts, later(self.inner.store.clock(), delay))
-            }
-            _ => StepStatus::waiting(attempts),
-        };
+        // For a signal or a child, the deadline, counted once from now: kept if the wait
+        // goes on after a signal that does not decode (see `Run::wait_on`).
+        let status = StepStatus::waiting_until(
+            attempts,
+            why.wait_for(),
+            later(self.inner.store.clock(), delay),
+        );
         let mut draft = Draft::new(SagaState::Waiting, step, attempts, events).status(step, status);
         draft.wake_after = Some(delay);
         if let Why::Signal(signal) | Why::Child(signal) = why {
-            draft.waiting_for = Some(signal);
+            draft.waiting_for = Some(Arc::from(signal));
         }
         draft
     }
@@ -127,8 +138,12 @@ impl<S: Saga> Run<'_, S> {
 
     /// Takes the oldest pending signal of step `step` whose payload decodes; rejects (with
     /// `signal_rejected`) those that do not. Whether the step has its signal now.
-    async fn take_signal(&mut self, step: usize, name: &'static str) -> Result<bool, SagaError> {
-        if self.signal.as_ref().is_some_and(|taken| taken.step == step) {
+    pub(super) async fn take_signal(
+        &mut self,
+        step: usize,
+        name: &'static str,
+    ) -> Result<bool, SagaError> {
+        if self.taken(step).is_some() {
             return Ok(true);
         }
         loop {
@@ -139,7 +154,7 @@ impl<S: Saga> Run<'_, S> {
                 Ok(()) => {
                     tracing::info!(signal = name, id = pending.id, "signal taken");
                     self.metrics.signal_taken();
-                    self.signal = Some(Taken {
+                    self.taken.push(Taken {
                         step,
                         id: pending.id,
                         payload: pending.payload.into(),
@@ -166,7 +181,7 @@ impl<S: Saga> Run<'_, S> {
     /// `waiting`. `Ok(Some(reason))`: refused, nothing written, because a cancellation is
     /// pending; the caller acts on it as on any refused forward write.
     pub(super) async fn wait(&mut self, draft: Draft) -> Result<Option<String>, SagaError> {
-        let (step, attempt, signal) = (draft.step, draft.attempt, draft.waiting_for);
+        let (step, attempt, signals) = (draft.step, draft.attempt, draft.waiting_for.clone());
         if let Some(reason) = self.write_forward(draft).await? {
             return Ok(Some(reason));
         }
@@ -175,9 +190,9 @@ impl<S: Saga> Run<'_, S> {
         self.step = step;
         self.attempt = attempt;
         self.state = SagaState::Waiting;
-        if let Some(signal) = signal {
+        if let Some(signals) = signals {
             // Boxed: it may wake the saga, which may wait again.
-            Box::pin(self.signalled_meanwhile(signal)).await?;
+            Box::pin(self.signalled_meanwhile(&signals)).await?;
         }
         Ok(None)
     }
@@ -221,14 +236,21 @@ impl<S: Saga> Run<'_, S> {
     /// the saga still running (before that write) did not wake it, but it committed before
     /// the write did (the sender holds the saga's row until it commits), so it is visible
     /// now. Take the saga back and go on; if another runner was quicker, it goes on there.
-    async fn signalled_meanwhile(&mut self, signal: &'static str) -> Result<(), SagaError> {
-        if self
-            .inner
-            .store
-            .next_signal(&self.id, signal)
-            .await?
-            .is_none()
-        {
+    pub(super) async fn signalled_meanwhile(&mut self, signals: &str) -> Result<(), SagaError> {
+        let mut any = false;
+        for signal in signals.split(' ') {
+            if self
+                .inner
+                .store
+                .next_signal(&self.id, signal)
+                .await?
+                .is_some()
+            {
+                any = true;
+                break;
+            }
+        }
+        if !any {
             return Ok(());
         }
         let claim = crate::store::Claim::new(
@@ -239,7 +261,7 @@ impl<S: Saga> Run<'_, S> {
         );
         match self.inner.store.claim(claim).await {
             Ok(record) => {
-                tracing::info!(signal, "signalled while it was put to wait: going on");
+                tracing::info!(signals, "signalled while it was put to wait: going on");
                 self.version = record.version;
                 let woken = Woken {
                     signal_wait: true,
@@ -257,6 +279,9 @@ impl<S: Saga> Run<'_, S> {
     /// its delay), fails the attempt whose signal did not come in time, or compensates if
     /// a cancellation is pending.
     pub(super) async fn wake(&mut self, why: Woken) -> Result<(), SagaError> {
+        if !S::DEFINITION.is_chain() {
+            return self.wake_branches(why).await;
+        }
         let step = self.step;
         let Some(spec) = Self::steps().get(step) else {
             return Err(self.corrupt(format!("no step at index {step}")));
@@ -268,7 +293,10 @@ impl<S: Saga> Run<'_, S> {
                 spec.name
             )));
         }
-        if spec.child {
+        if status
+            .wait
+            .map_or(spec.child, |what| what == WaitFor::Child)
+        {
             return self.wake_child(spec, status.attempt, why).await;
         }
         let next = status.attempt.saturating_add(1);

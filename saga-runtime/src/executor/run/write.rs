@@ -26,8 +26,8 @@ pub(super) struct Draft {
     pub(super) clear_cancel: bool,
     /// For a `waiting` saga: how long until it is due.
     pub(super) wake_after: Option<std::time::Duration>,
-    /// For a saga waiting for a signal: its name.
-    pub(super) waiting_for: Option<&'static str>,
+    /// For a saga waiting for signals: their names, separated by spaces.
+    pub(super) waiting_for: Option<std::sync::Arc<str>>,
 }
 
 impl Draft {
@@ -120,12 +120,13 @@ impl<S: Saga> Run<'_, S> {
         let wrote_context = draft.context.is_some();
         let mut steps = self.steps.clone();
         draft.changes.apply(&mut steps);
-        // The step whose signal was taken has ended: this write consumes the signal.
-        let consume_signal = self
-            .signal
-            .as_ref()
+        // The steps whose signals were taken and that have ended: this write consumes them.
+        let consume_signals: Box<[i64]> = self
+            .taken
+            .iter()
             .filter(|taken| steps.get(taken.step).is_some_and(StepStatus::has_ended))
-            .map(|taken| taken.id);
+            .map(|taken| taken.id)
+            .collect();
         let (error, failed_step) = match &self.failure {
             Some(f) => (Some(f.message.clone()), f.step.clone()),
             None => (None, None),
@@ -149,7 +150,7 @@ impl<S: Saga> Run<'_, S> {
             lease: self.inner.settings.lease,
             wake_after: draft.wake_after,
             waiting_for: draft.waiting_for,
-            consume_signal,
+            consume_signals,
             // A child's end tells its parent, in the same transaction.
             tell: if draft.state.is_finished() && self.id.contains('/') {
                 crate::executor::child::tell(&self.id, draft.state)
@@ -168,9 +169,9 @@ impl<S: Saga> Run<'_, S> {
                     self.ctx_dirty = false;
                 }
                 self.guard.touch();
-                if consume_signal.is_some() {
-                    self.signal = None;
-                }
+                let steps = &self.steps;
+                self.taken
+                    .retain(|taken| !steps.get(taken.step).is_some_and(StepStatus::has_ended));
                 Ok(None)
             }
             Ok(Saved::Cancelled { reason }) => Ok(Some(reason)),
@@ -204,7 +205,7 @@ impl<S: Saga> Run<'_, S> {
             unless_cancelled: false,
             clear_cancel: true,
             wake_after: draft.wake_after,
-            waiting_for: draft.waiting_for,
+            waiting_for: draft.waiting_for.clone(),
         });
         let draft = Draft {
             unless_cancelled: true,

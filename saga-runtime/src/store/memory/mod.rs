@@ -245,7 +245,8 @@ impl RunnerStore for MemoryStore {
         // A saga put to wait for a signal that is already here is due at once.
         let signalled = checkpoint
             .waiting_for
-            .is_some_and(|name| signals::pending(&shard.signals, &checkpoint.saga_id, name));
+            .as_deref()
+            .is_some_and(|names| signals::pending(&shard.signals, &checkpoint.saga_id, names));
         let mut written = None;
         let result = (|| {
             let row = row_mut(&mut shard, &checkpoint.saga_id)?;
@@ -285,7 +286,7 @@ impl RunnerStore for MemoryStore {
                         checkpoint.wake_after.map(|d| later(clock, d))
                     }
                 });
-                row::step_name(&mut row.waiting_for, checkpoint.waiting_for);
+                row::waiting_for(&mut row.waiting_for, checkpoint.waiting_for.as_deref());
             } else {
                 if row.owner.as_deref() != Some(&*checkpoint.owner) {
                     row.owner = Some(checkpoint.owner.clone());
@@ -312,7 +313,7 @@ impl RunnerStore for MemoryStore {
             shard.live.file(&checkpoint.saga_id, filing);
         }
         if matches!(result, Ok(Saved::Written { .. })) {
-            if let Some(id) = checkpoint.consume_signal {
+            for &id in &checkpoint.consume_signals {
                 signals::consume(&mut shard, &checkpoint.saga_id, id);
             }
             self.push_events(

@@ -272,6 +272,13 @@ pub(super) fn step_name(was: &mut Option<Name>, now: Option<&'static str>) {
     }
 }
 
+/// `now` as the signals a saga waits for, keeping `was` when it is the same text.
+pub(super) fn waiting_for(was: &mut Option<Name>, now: Option<&str>) {
+    if was.as_deref() != now {
+        *was = now.map(|names| Cow::Owned(names.to_owned()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -33,10 +33,12 @@ fn of<'s>(signals: &'s Signals, saga_id: &str) -> &'s [StoredSignal] {
 }
 
 /// Whether a signal `name` for saga `saga_id` is neither consumed nor rejected.
-pub(super) fn pending(signals: &Signals, saga_id: &str, name: &str) -> bool {
+/// Whether a signal named in `waiting_for` (see [`waits_for`](crate::store::waits_for)) is
+/// pending for saga `saga_id`.
+pub(super) fn pending(signals: &Signals, saga_id: &str, waiting_for: &str) -> bool {
     of(signals, saga_id)
         .iter()
-        .any(|s| !s.done && s.name == name)
+        .any(|s| !s.done && crate::store::waits_for(waiting_for, &s.name))
 }
 
 /// Marks signal `id` of saga `saga_id` consumed.
@@ -71,7 +73,10 @@ impl MemoryStore {
                 return Ok(Err(Sent::Duplicate { id }));
             }
             let woken = row.state == SagaState::Waiting
-                && row.waiting_for.as_deref() == Some(signal.name.as_str());
+                && row
+                    .waiting_for
+                    .as_deref()
+                    .is_some_and(|w| crate::store::waits_for(w, &signal.name));
             if woken {
                 row.wake_at = Some(wake_clock);
             }

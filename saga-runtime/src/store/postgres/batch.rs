@@ -48,7 +48,7 @@ WITH c AS (
       ELSE now() + v.lease_us * interval '1 microsecond' END,
     wake_at = CASE WHEN v.state <> 'waiting' THEN NULL
       WHEN v.waiting_for IS NOT NULL AND EXISTS (SELECT 1 FROM saga_signals AS g
-        WHERE g.saga_id = v.saga_id AND g.name = v.waiting_for
+        WHERE g.saga_id = v.saga_id AND g.name = ANY(string_to_array(v.waiting_for, ' '))
         AND g.consumed_at IS NULL AND g.rejected_at IS NULL) THEN now()
       ELSE now() + v.wake_us * interval '1 microsecond' END,
     waiting_for = CASE WHEN v.state = 'waiting' THEN v.waiting_for END,
@@ -58,16 +58,16 @@ WITH c AS (
     updated_at = now()
   FROM unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::text[], $18::int4[],
     $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], $24::bool[], $25::text[],
-    $26::bool[], $27::bool[], $39::text[], $40::int8[], $42::text[], $43::int8[])
+    $26::bool[], $27::bool[], $39::text[], $40::int8[], $42::text[])
     AS v(saga_id, expected_version, state, step_index, current_step, attempt, context, error,
       failed_step, owner, lease_us, progress, parked_from, clear_cancel, unless_cancelled,
-      step_status, wake_us, waiting_for, consume_signal)
+      step_status, wake_us, waiting_for)
   WHERE s.saga_id = ANY($13) AND s.saga_id = v.saga_id AND s.version = v.expected_version
     AND (NOT v.unless_cancelled OR s.cancel_requested IS NULL)
   RETURNING s.saga_id, s.version
 ), g AS (
   UPDATE saga_signals SET consumed_at = now()
-  FROM unnest($13::text[], $43::int8[]) AS x(saga_id, id)
+  FROM unnest($44::text[], $43::int8[]) AS x(saga_id, id)
   WHERE saga_signals.id = x.id AND x.saga_id IN (SELECT saga_id FROM u)
 ), a AS (
   INSERT INTO saga_audit_logs (saga_id, saga_type, event_type, step_name, attempt,
@@ -394,11 +394,16 @@ async fn run(
                 .collect::<Vec<Option<i64>>>(),
         )
         .bind(texts(&c, |s| crate::store::sql::signal_names(s.signals)))
-        .bind(texts(&s, |cp| cp.waiting_for.map(str::to_owned)))
+        .bind(texts(&s, |cp| cp.waiting_for.as_deref().map(str::to_owned)))
         .bind(
             s.iter()
-                .map(|cp| cp.consume_signal)
-                .collect::<Vec<Option<i64>>>(),
+                .flat_map(|cp| cp.consume_signals.iter().copied())
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            s.iter()
+                .flat_map(|cp| cp.consume_signals.iter().map(|_| &*cp.saga_id))
+                .collect::<Vec<&str>>(),
         )
         .fetch_all(&mut *conn)
         .await

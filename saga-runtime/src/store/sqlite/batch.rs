@@ -182,7 +182,8 @@ async fn save(
              failed_step = v.failed_step, version = saga_checkpoints.version + 1, owner = v.owner, \
              lease_expires_at = v.lease_until, waiting_for = v.waiting_for, \
              wake_at = CASE WHEN v.waiting_for IS NOT NULL AND EXISTS (SELECT 1 FROM saga_signals AS g \
-               WHERE g.saga_id = v.saga_id AND g.name = v.waiting_for \
+               WHERE g.saga_id = v.saga_id \
+               AND instr(' ' || v.waiting_for || ' ', ' ' || g.name || ' ') > 0 \
                AND g.consumed_at IS NULL AND g.rejected_at IS NULL) THEN v.now ELSE v.wake_at END, \
              recovery_count = CASE WHEN v.progress THEN 0 ELSE saga_checkpoints.recovery_count END, \
              parked_from = v.parked_from, \
@@ -219,7 +220,7 @@ async fn save(
                 .push_bind(now_text)
                 .push_bind(crate::status::encode(&cp.steps))
                 .push_bind(wake_at)
-                .push_bind(waiting.then_some(cp.waiting_for).flatten());
+                .push_bind(waiting.then_some(cp.waiting_for.as_deref()).flatten());
         });
         query.push(
             ")) AS v WHERE saga_checkpoints.saga_id = v.saga_id \
@@ -286,7 +287,7 @@ async fn consume_and_tell(
     let consumed: Vec<i64> = saves
         .iter()
         .filter(|(_, cp)| written.contains_key(&*cp.saga_id))
-        .filter_map(|(_, cp)| cp.consume_signal)
+        .flat_map(|(_, cp)| cp.consume_signals.iter().copied())
         .collect();
     if !consumed.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE saga_signals SET consumed_at = ");

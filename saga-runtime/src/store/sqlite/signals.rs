@@ -64,7 +64,10 @@ pub(super) async fn deliver_on(
         return Ok((Sent::Duplicate { id: earlier }, false));
     };
     let woken = record.state == SagaState::Waiting
-        && record.waiting_for.as_deref() == Some(signal.name.as_str());
+        && record
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| crate::store::waits_for(w, &signal.name));
     if woken {
         sqlx::query("UPDATE saga_checkpoints SET wake_at = ? WHERE saga_id = ?")
             .bind(&now)

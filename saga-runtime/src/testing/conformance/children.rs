@@ -41,7 +41,7 @@ pub(super) fn a_childs_end_is_told_with_its_write(store: &dyn SagaStore) -> BoxF
             StepStatus::not_started(),
         ];
         wait.wake_after = Some(Duration::from_secs(3600));
-        wait.waiting_for = Some("child:b");
+        wait.waiting_for = Some("child:b".into());
         store.save(wait).await.expect("the parent waits");
         for child in ["p/b", "q/b", "lonely"] {
             store

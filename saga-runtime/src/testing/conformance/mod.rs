@@ -59,6 +59,10 @@ pub const CASES: &[(&str, Case)] = &[
         waiting::signals_are_kept_taken_and_consumed,
     ),
     (
+        "a_wait_for_several_signals_wakes_on_any",
+        waiting::a_wait_for_several_signals_wakes_on_any,
+    ),
+    (
         "a_wake_up_claims_due_waits_only",
         waiting::a_wake_up_claims_due_waits_only,
     ),

@@ -158,7 +158,8 @@ pub(super) fn step_statuses_round_trip(store: &dyn SagaStore) -> BoxFuture<'_, (
             order: Some(2),
             compensation: CompensationStatus::Skipped,
             compensation_attempt: 0,
-            deadline_ms: None,
+            wait: None,
+            until_ms: None,
         };
         let mut cp = checkpoint("st", "a", 1);
         cp.state = SagaState::Compensating;

@@ -36,7 +36,7 @@ fn waiting(
     cp.unless_cancelled = true;
     cp.lease = Duration::from_secs(30);
     cp.wake_after = Some(wake_after);
-    cp.waiting_for = signal;
+    cp.waiting_for = signal.map(Into::into);
     cp
 }
 
@@ -107,6 +107,54 @@ pub(super) fn waits_are_held_by_nobody_until_due(store: &dyn SagaStore) -> BoxFu
     })
 }
 
+pub(super) fn a_wait_for_several_signals_wakes_on_any(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let ops = Actor::new("ops");
+        for id in ["both", "early-stop"] {
+            let mut saga = new_saga(id, Some("a"), Duration::from_secs(30));
+            saga.signals = &["go", "stop", "go:on"];
+            store.create(saga).await.expect("create");
+        }
+        let mut wait = waiting("both", 1, Duration::from_secs(3600), None);
+        wait.waiting_for = Some("go stop".into());
+        store.save(wait).await.expect("wait");
+        assert_eq!(
+            load(store, "both").await.waiting_for.as_deref(),
+            Some("go stop")
+        );
+        // A name that only contains one of them wakes nothing.
+        store
+            .send_signal(NewSignal::new("both", "go:on", "1", ops.clone()))
+            .await
+            .expect("send");
+        assert!(claims_nothing(store, "b").await, "not due");
+        store
+            .send_signal(NewSignal::new("both", "stop", "1", ops.clone()))
+            .await
+            .expect("send");
+        let claimed = store
+            .claim_expired(claim_by("b"), &accept_all)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "the second name wakes it");
+
+        // One of them pending when the saga goes to wait: due at once.
+        store
+            .send_signal(NewSignal::new("early-stop", "stop", "1", ops.clone()))
+            .await
+            .expect("send");
+        let mut wait = waiting("early-stop", 1, Duration::from_secs(3600), None);
+        wait.waiting_for = Some("go stop".into());
+        store.save(wait).await.expect("wait");
+        let claimed = store
+            .claim_expired(claim_by("c"), &accept_all)
+            .await
+            .expect("claim");
+        let ids: Vec<&str> = claimed.iter().map(|r| r.saga_id.as_str()).collect();
+        assert_eq!(ids, ["early-stop"], "due at once");
+    })
+}
+
 pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         create_accepting_go(store, "sig").await;
@@ -152,7 +200,7 @@ pub(super) fn signals_are_kept_taken_and_consumed(store: &dyn SagaStore) -> BoxF
         assert_eq!(next.map(|s| s.id), Some(second));
         // Consumed by the checkpoint that ends its step.
         let mut done = super::checkpoint("sig", "a", 1);
-        done.consume_signal = Some(second);
+        done.consume_signals = Box::new([second]);
         store.save(done).await.expect("save");
         assert_eq!(store.next_signal("sig", "go").await.expect("next"), None);
         store
@@ -285,7 +333,7 @@ pub(super) fn a_duplicate_signal_wakes_nothing(store: &dyn SagaStore) -> BoxFutu
         };
         // Step `a` takes it and ends; the saga then waits for another `go`.
         let mut took = Checkpoint::new("dup", "a", 1, SagaState::Running, header("conformance"));
-        took.consume_signal = Some(id);
+        took.consume_signals = Box::new([id]);
         took.progress = true;
         took.lease = Duration::from_secs(30);
         store.save(took).await.expect("take the signal");

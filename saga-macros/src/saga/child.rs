@@ -6,8 +6,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
+use super::plan::{SagaPlan, StepPlan};
 use super::tokens::{at, private};
-use super::validate::{SagaPlan, StepPlan};
 use crate::diag::Errors;
 
 /// The name of a child step's compensation, as the audit log and the state enum say it.

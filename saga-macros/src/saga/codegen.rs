@@ -6,8 +6,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned as _;
 
+use super::plan::{Binding, ParamPlan, SagaPlan, StepPlan};
 use super::tokens::{at, private, respan};
-use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
 use super::{child, signal};
 
 /// The state enum and the `Saga` impl that go next to the user's impl (the context type

@@ -6,8 +6,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 
+use super::plan::SagaPlan;
 use super::tokens::{at, private};
-use super::validate::SagaPlan;
 
 pub(crate) fn generate(plan: &SagaPlan) -> TokenStream {
     let p = private(plan);

@@ -1,7 +1,7 @@
 //! The dependency graph of a saga's steps (DECISIONS.md, "Parallel steps"): which earlier steps each step
 //! waits for before it starts.
 
-use super::validate::{Binding, StepPlan};
+use super::plan::{Binding, StepPlan};
 
 /// Fills in each step's `depends_on`, given the steps each names in `after` (earlier ones
 /// only, as `validate` checked).

@@ -9,6 +9,7 @@ mod fallback;
 mod graph;
 mod model;
 pub(crate) mod parse;
+mod plan;
 mod signal;
 mod tokens;
 mod validate;

@@ -7,8 +7,8 @@ use syn::Ident;
 use syn::spanned::Spanned as _;
 
 use super::model::{self, ParamModel};
+use super::plan::{Binding, ParamPlan, SagaPlan, StepPlan};
 use super::tokens::{at, private, respan};
-use super::validate::{Binding, ParamPlan, SagaPlan, StepPlan};
 use crate::diag::Errors;
 
 /// Binds a `#[signal]` parameter: by value, on a step.

@@ -4,7 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
-use super::validate::SagaPlan;
+use super::plan::SagaPlan;
 
 /// A span that points at the user's `token` but resolves names like the macro's own output.
 /// Errors land on the user's code, while the generated local variables (`__saga_ctx`,

@@ -5,7 +5,8 @@
 //! checks, the background loops it starts), `handle` (the typed [`Executor`], and
 //! `Orchestrator::register`), `signal` (sending signals), `undo` (undoing a completed saga), `background` (lease renewal, state counts, recovery), `run`
 //! (the state machine of one saga), `writer` (every store write and its retry), `outcome`,
-//! `codec` (rows to typed sagas), `inner` (what they share), `settings`, `active`.
+//! `codec` (rows to typed sagas), `inner` (what they share), `settings`, `active`,
+//! `lineage` (a child's id, its parent's, and how it tells its parent).
 
 mod active;
 mod background;
@@ -13,6 +14,7 @@ mod child;
 mod codec;
 mod handle;
 mod inner;
+mod lineage;
 mod orchestrator;
 mod outcome;
 mod run;

@@ -15,8 +15,8 @@ use crate::backoff::Policy;
 use crate::child::{ChildStart, cannot_start};
 use crate::definition::{Saga, SagaState, StepSpec};
 use crate::error::{SagaError, StepError};
-use crate::executor::child::child_id;
 use crate::executor::inner::Inner;
+use crate::executor::lineage::child_id;
 use crate::outputs::StepOutput;
 use crate::status::RunStatus;
 

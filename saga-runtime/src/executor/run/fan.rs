@@ -32,7 +32,9 @@ impl<'a, S: Saga> Run<'a, S> {
     pub(super) async fn fan(&mut self) -> Result<(), SagaError> {
         let count = Self::steps().len();
         let mut fan = Fan::new(count);
-        fan.carried = std::mem::take(&mut self.carried);
+        if let Some(carried) = self.carried.take() {
+            fan.carried = *carried;
+        }
         // Attempts already recorded as started: a new saga's first step, or the steps a
         // recovery restarted.
         for step in 0..count {

@@ -383,7 +383,7 @@ impl<'a, S: Saga> Run<'a, S> {
             return self.cancelled(reason, step, false, events).await;
         }
         tracing::info!("saga woken: looking at its waiting steps");
-        self.carried = events;
+        self.carried = Some(Box::new(events));
         self.state = SagaState::Running;
         Ok(())
     }

@@ -83,7 +83,7 @@ impl<S: Saga> Run<'_, S> {
                 }),
                 Why::Child(_) => serde_json::json!({
                     "for": "child",
-                    "child": super::super::child::child_id(&self.id, name),
+                    "child": crate::executor::lineage::child_id(&self.id, name),
                     "deadline_ms": delay.as_millis()
                 }),
             };

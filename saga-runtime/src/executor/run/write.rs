@@ -153,7 +153,7 @@ impl<S: Saga> Run<'_, S> {
             consume_signals,
             // A child's end tells its parent, in the same transaction.
             tell: if draft.state.is_finished() && self.id.contains('/') {
-                crate::executor::child::tell(&self.id, draft.state)
+                crate::executor::lineage::tell(&self.id, draft.state)
             } else {
                 None
             },

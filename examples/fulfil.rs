@@ -5,6 +5,10 @@
 //! ```text
 //! cargo run --example fulfil
 //! DATABASE_URL=postgres://postgres@127.0.0.1/test cargo run --example fulfil
+//! cargo run --example fulfil -- wait      # one order, reviewed from the CLI:
+//! cargo run --bin saga -- --database-url sqlite://fulfil.db show <ID>
+//! cargo run --bin saga -- --database-url sqlite://fulfil.db \
+//!     signal <ID> review --json '{"by":"grace","approved":true}'
 //! ```
 //!
 //! Run 1 completes: stock, payment and the courier's label are done within half a second,
@@ -164,6 +168,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders = orchestrator.register(Warehouse { began });
     let config = SagaConfig::new("fulfil");
     let poll = Duration::from_millis(20);
+
+    if std::env::args().nth(1).as_deref() == Some("wait") {
+        let order = Order {
+            item: "kettle".to_owned(),
+            cents: 4_900,
+            decline: false,
+        };
+        let id = orders.execute(&config, order).await?.saga_id().to_owned();
+        println!("order {id} waits for its review; from another shell:");
+        let url = saga_runtime::store::redact(&url);
+        println!("  cargo run --bin saga -- --database-url {url} show {id}");
+        println!(
+            "  cargo run --bin saga -- --database-url {url} signal {id} review --json '{{\"by\":\"grace\",\"approved\":true}}'"
+        );
+        let outcome = orders.ended(&id, poll).await?;
+        println!("outcome: {} (saga {id})", outcome.state());
+        orchestrator.shutdown(Duration::from_secs(2)).await;
+        return Ok(());
+    }
 
     for (title, decline) in [
         ("run 1: reviewed and approved", false),

@@ -151,6 +151,28 @@ impl Hasty {
     }
 }
 
+/// A branch asks to be retried after longer than the lease while its sibling completes.
+pub struct Patient(Arc<AtomicBool>);
+
+#[saga(name = "patient", input = Order)]
+impl Patient {
+    #[step(concurrent)]
+    async fn quick(&self, input: &Order) -> Result<u32, StepError> {
+        Ok(input.grams)
+    }
+
+    #[step(concurrent, retries = 2)]
+    async fn slow(&self) -> Result<(), StepError> {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            return Err(StepError::retry_after(
+                Duration::from_secs(3),
+                "the supplier is closed",
+            ));
+        }
+        Ok(())
+    }
+}
+
 struct World {
     orchestrator: Orchestrator,
     orders: Executor<Fulfil>,
@@ -471,6 +493,24 @@ async fn a_crash_while_one_branch_waits_and_another_runs_resumes_both(h: &Harnes
     );
 }
 
+async fn a_branchs_retry_longer_than_the_lease_waits_durably(h: &Harness) {
+    let w = world(h);
+    let patient = w
+        .orchestrator
+        .register(Patient(Arc::new(AtomicBool::new(false))));
+    let outcome = patient
+        .execute_with_id("f-8", &SagaConfig::default(), order(false))
+        .await
+        .unwrap();
+    assert_eq!(outcome.state(), SagaState::Waiting, "{outcome:?}");
+    let row = w.orchestrator.store().load("f-8").await.unwrap().unwrap();
+    assert_eq!(row.owner, None, "held by no runner while it waits to retry");
+    assert_eq!(row.steps[1].wait, Some(WaitFor::Retry), "{row:?}");
+    assert_eq!(row.steps[1].to_string(), "waiting to retry (for attempt 2)");
+    let row = until(&w, "f-8", SagaState::Completed).await;
+    assert_eq!(row.steps[1].attempt, 2, "{row:?}");
+}
+
 /// Found by the crash harness: a recovery restarted an interrupted attempt of a branch
 /// that had taken its signal, without the signal's payload.
 async fn a_crash_during_a_signalled_branchs_attempt_reruns_it_with_its_signal(h: &Harness) {
@@ -489,11 +529,23 @@ async fn a_crash_during_a_signalled_branchs_attempt_reruns_it_with_its_signal(h:
         let _ = orders.recover("f-7").await;
     });
     for _ in 0..500 {
-        if first
-            .log
-            .lock()
+        // Until the review hangs and its siblings' attempts have been written (an
+        // attempt interrupted with no retry left would fail the saga instead).
+        let row = first
+            .orchestrator
+            .store()
+            .load("f-7")
+            .await
             .unwrap()
-            .contains(&"review hangs".to_owned())
+            .unwrap();
+        let settled = row.steps[..2].iter().all(|s| s.run == RunStatus::Completed)
+            && row.steps[3].run != RunStatus::Running;
+        if settled
+            && first
+                .log
+                .lock()
+                .unwrap()
+                .contains(&"review hangs".to_owned())
         {
             break;
         }
@@ -513,6 +565,7 @@ async fn a_crash_during_a_signalled_branchs_attempt_reruns_it_with_its_signal(h:
 }
 
 conformance!(
+    a_branchs_retry_longer_than_the_lease_waits_durably,
     a_crash_during_a_signalled_branchs_attempt_reruns_it_with_its_signal,
     a_fan_out_waits_for_its_signal_child_and_delay_then_completes,
     a_branch_that_fails_ends_the_waits_and_compensates,

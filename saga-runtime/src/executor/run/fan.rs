@@ -456,12 +456,18 @@ impl<'a, S: Saga> Run<'a, S> {
                 .attempt(attempt + 1)
                 .details(format!("{{\"delay_ms\":{}}}", delay.as_millis()))
         });
-        let retrying = StepStatus {
-            run: RunStatus::Retrying,
-            ..self.status(step)
+        // Longer than a lease: the branch waits durably rather than hold the saga meanwhile.
+        let durable = delay > self.inner.settings.lease;
+        let draft = Draft::new(SagaState::Running, self.step, self.attempt, events);
+        let draft = if durable {
+            self.branch_waits(draft, step, attempt, WaitFor::Retry, delay)
+        } else {
+            let retrying = StepStatus {
+                run: RunStatus::Retrying,
+                ..self.status(step)
+            };
+            draft.status(step, retrying)
         };
-        let draft =
-            Draft::new(SagaState::Running, self.step, self.attempt, events).status(step, retrying);
         if let Some(reason) = pumping(fan, self.write_forward(draft)).await? {
             // Nothing was written: the failure is written with the cancellation.
             self.end_step(step, timed_out);
@@ -469,7 +475,11 @@ impl<'a, S: Saga> Run<'a, S> {
             self.halt(fan, Stop::Cancelled { reason });
             return Ok(());
         }
-        fan.push_delay(step, delay, Event::Due { step });
+        if durable {
+            fan.push_wait(step, delay);
+        } else {
+            fan.push_delay(step, delay, Event::Due { step });
+        }
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Property test over step graphs crossed with failure schedules (proptest), on the
-//! in-memory store under a paused clock. Twenty graph shapes (every way to group five steps,
-//! chains inside a group through `after`, a pivot after a fan-in, everything at once; a
-//! definition is fixed at compile time, so the test picks among them), each step's attempts
+//! in-memory store under a paused clock. Twenty-two graph shapes (every way to group five
+//! steps, chains inside a group through `after`, a pivot after a fan-in, everything at once,
+//! branches that wait out delays while others run; a definition is fixed at compile time,
+//! so the test picks among them), each step's attempts
 //! given a random outcome and a random duration, so that branches end in every order.
 //! Invariants:
 //! - a step starts only after every step it depends on has completed;
@@ -179,6 +180,28 @@ graph_saga!(
     [retries = 2, concurrent, compensate = "undo_e"]
 );
 
+// Branches that wait: b and c wait out delays beside a's group running, d waits within a
+// chain of its group; the saga waits as a whole whenever only waits are left.
+graph_saga!(
+    Delayed,
+    "delayed",
+    [retries = 2, concurrent, compensate = "undo_a"],
+    [retries = 2, concurrent, delay = "15ms", compensate = "undo_b"],
+    [retries = 2, concurrent, delay = "40ms", compensate = "undo_c"],
+    [retries = 2, concurrent, after = "a", delay = "5ms", compensate = "undo_d"],
+    [retries = 2, compensate = "undo_e"]
+);
+// A delayed pivot after a fan-in with a delayed branch.
+graph_saga!(
+    DelayedPivot,
+    "delayed_pivot",
+    [retries = 2, compensate = "undo_a"],
+    [retries = 2, concurrent, delay = "20ms", compensate = "undo_b"],
+    [retries = 2, pivot, delay = "10ms"],
+    [compensate = "undo_d"],
+    [concurrent, delay = "30ms", compensate = "undo_e"]
+);
+
 /// Five-step sagas where `a` starts a group and each of `b` to `e` takes the keys given for
 /// it (`concurrent` or `concurrent = false`).
 macro_rules! groups {
@@ -218,7 +241,7 @@ groups! {
 }
 
 /// How many shapes [`run`] knows.
-const SHAPES: usize = 20;
+const SHAPES: usize = 22;
 
 fn act() -> impl Strategy<Value = Act> {
     let outcome = prop_oneof![
@@ -261,7 +284,7 @@ fn run(
         macro_rules! shapes {
             ($($index:literal => $ty:ident),+) => {
                 match shape {
-                    $($index => execute(orchestrator.register($ty(recorder.clone())), &config, input).await,)+
+                    $($index => execute(&orchestrator, orchestrator.register($ty(recorder.clone())), &config, input).await,)+
                     _ => None,
                 }
             };
@@ -286,7 +309,9 @@ fn run(
             16 => Groups12,
             17 => Groups13,
             18 => Groups14,
-            19 => Groups15
+            19 => Groups15,
+            20 => Delayed,
+            21 => DelayedPivot
         );
         let log = recorder.log.lock().unwrap().clone();
         let Some((state, deps, pivot)) = ended else {
@@ -310,13 +335,23 @@ fn reaches(deps: &[Vec<usize>], from: usize, to: usize) -> bool {
     false
 }
 
-/// Runs one saga; its end state, each step's dependencies and the pivot.
+/// Runs one saga to its end, waking it whenever it waits as a whole; its end state, each
+/// step's dependencies and the pivot.
 async fn execute<S: Saga<Input = Input>>(
+    orchestrator: &Orchestrator,
     executor: Executor<S>,
     config: &SagaConfig,
     input: Input,
 ) -> Option<(SagaState, Vec<Vec<usize>>, Option<usize>)> {
-    let outcome = executor.execute(config, input).await.ok()?;
+    let mut outcome = executor.execute(config, input).await.ok()?;
+    for _ in 0..1000 {
+        if outcome.state() != SagaState::Waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        orchestrator.recover_expired().await.ok()?;
+        outcome = executor.outcome(outcome.saga_id()).await.ok()??;
+    }
     let steps = S::DEFINITION.steps();
     let deps = steps.iter().map(|s| s.depends_on().to_vec()).collect();
     let pivot = steps

@@ -186,9 +186,25 @@ graph_saga!(
     Delayed,
     "delayed",
     [retries = 2, concurrent, compensate = "undo_a"],
-    [retries = 2, concurrent, delay = "15ms", compensate = "undo_b"],
-    [retries = 2, concurrent, delay = "40ms", compensate = "undo_c"],
-    [retries = 2, concurrent, after = "a", delay = "5ms", compensate = "undo_d"],
+    [
+        retries = 2,
+        concurrent,
+        delay = "15ms",
+        compensate = "undo_b"
+    ],
+    [
+        retries = 2,
+        concurrent,
+        delay = "40ms",
+        compensate = "undo_c"
+    ],
+    [
+        retries = 2,
+        concurrent,
+        after = "a",
+        delay = "5ms",
+        compensate = "undo_d"
+    ],
     [retries = 2, compensate = "undo_e"]
 );
 // A delayed pivot after a fan-in with a delayed branch.
@@ -196,7 +212,12 @@ graph_saga!(
     DelayedPivot,
     "delayed_pivot",
     [retries = 2, compensate = "undo_a"],
-    [retries = 2, concurrent, delay = "20ms", compensate = "undo_b"],
+    [
+        retries = 2,
+        concurrent,
+        delay = "20ms",
+        compensate = "undo_b"
+    ],
     [retries = 2, pivot, delay = "10ms"],
     [compensate = "undo_d"],
     [concurrent, delay = "30ms", compensate = "undo_e"]

@@ -143,16 +143,10 @@ impl<'a, S: Saga> Run<'a, S> {
                 Ok(())
             }
             WaitFor::Delay | WaitFor::Retry => match spec.signal {
+                // Its delay is over; now its signal.
                 Some(signal) if !pumping(fan, self.take_signal(step, signal)).await? => {
-                    // Its delay is over; now its signal.
-                    let timeout = self.timeout(spec);
                     let events = std::mem::take(&mut fan.carried);
-                    let draft = Draft::new(SagaState::Running, step, status.attempt, events);
-                    let draft =
-                        self.branch_waits(draft, step, status.attempt, WaitFor::Signal, timeout);
-                    pumping(fan, self.write(draft)).await?;
-                    fan.push_wait(step, timeout.min(POLL));
-                    Ok(())
+                    self.wait_anew(fan, step, WaitFor::Signal, events).await
                 }
                 _ => self.fan_due(fan, step).await,
             },
@@ -192,6 +186,26 @@ impl<'a, S: Saga> Run<'a, S> {
         }
     }
 
+    /// Step `step` waits for `what` (its signal or its child) with a new deadline, its full
+    /// timeout from now, written with `events` before it; looked at again every [`POLL`].
+    async fn wait_anew(
+        &mut self,
+        fan: &mut Fan<'a>,
+        step: usize,
+        what: WaitFor,
+        events: Vec<NewEvent>,
+    ) -> Result<(), SagaError> {
+        let timeout = Self::steps()
+            .get(step)
+            .map_or(Duration::ZERO, |spec| self.timeout(spec));
+        let attempts = self.status(step).attempt;
+        let draft = Draft::new(SagaState::Running, step, attempts, events);
+        let draft = self.branch_waits(draft, step, attempts, what, timeout);
+        pumping(fan, self.write(draft)).await?;
+        fan.push_wait(step, timeout.min(POLL));
+        Ok(())
+    }
+
     /// The deadline of waiting step `step` (for `what`, a signal or a child) passed. It
     /// is counted once: the step fails for good (a signal's step never ran its body; a
     /// child's outcome is unknown, and the compensation cancels it). Past a pivot a step
@@ -211,14 +225,7 @@ impl<'a, S: Saga> Run<'a, S> {
         let mut events = std::mem::take(&mut fan.carried);
         self.deadline_passed(step, attempt, &message, error_type, &mut events);
         if self.pivot_passed() {
-            let timeout = Self::steps()
-                .get(step)
-                .map_or(Duration::ZERO, |spec| self.timeout(spec));
-            let draft = Draft::new(SagaState::Running, step, status.attempt, events);
-            let draft = self.branch_waits(draft, step, status.attempt, what, timeout);
-            pumping(fan, self.write(draft)).await?;
-            fan.push_wait(step, timeout.min(POLL));
-            return Ok(());
+            return self.wait_anew(fan, step, what, events).await;
         }
         // The attempt counts as started, so that it ends: failed (a signal's body never
         // ran) or unknown (a child may have done its work).
@@ -279,17 +286,13 @@ impl<'a, S: Saga> Run<'a, S> {
         };
         let mut events = std::mem::take(&mut fan.carried);
         self.event(&mut events, || event);
-        let draft = Draft::new(SagaState::Running, step, attempt, events);
         if fan.stop.is_some() {
             self.end_step(step, true);
+            let draft = Draft::new(SagaState::Running, step, attempt, events);
             pumping(fan, self.write(draft)).await?;
             return Ok(());
         }
-        let timeout = self.timeout(spec);
-        let draft = self.branch_waits(draft, step, attempt, WaitFor::Child, timeout);
-        pumping(fan, self.write(draft)).await?;
-        fan.push_wait(step, timeout.min(POLL));
-        Ok(())
+        self.wait_anew(fan, step, WaitFor::Child, events).await
     }
 
     /// The signals the saga's waiting steps wait for (their own, or their child's), their
